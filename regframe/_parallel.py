@@ -1,0 +1,65 @@
+"""Deterministic parallel reduction rules shared by every numba kernel.
+
+The determinism contract of regframe: results are bit-identical for any number
+of numba threads and across processes.  Kernels achieve it by
+
+1. splitting the data into chunks of a *fixed* size (never derived from the
+   thread count),
+2. letting each ``prange`` iteration (one chunk) accumulate into chunk-local
+   variables and write only its own row of a partials array,
+3. reducing the partials serially, in chunk order (:func:`reduce_in_order`),
+4. never using ``fastmath`` in accumulation kernels, and
+5. drawing random numbers only outside kernels, from a seeded
+   :class:`numpy.random.Generator`.
+
+Changing :data:`CHUNK_SIZE` changes the rounding of sums (not their thread
+independence) and is a numerics-visible change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+#: Samples per chunk for point-wise reductions.
+CHUNK_SIZE: int = 4096
+
+#: Samples per chunk for reductions into large parameter vectors (B-splines,
+#: displacement fields), where each chunk owns a full-length partial vector.
+SCATTER_CHUNK_SIZE: int = 65536
+
+
+def n_chunks(n: int, chunk_size: int = CHUNK_SIZE) -> int:
+    """Number of fixed-size chunks covering ``n`` items."""
+    return (n + chunk_size - 1) // chunk_size
+
+
+@njit(cache=True)
+def _reduce_rows(partials: NDArray[np.float64]) -> NDArray[np.float64]:
+    out = np.zeros(partials.shape[1])
+    for c in range(partials.shape[0]):
+        for k in range(partials.shape[1]):
+            out[k] += partials[c, k]
+    return out
+
+
+def reduce_in_order(partials: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sum per-chunk partials serially in chunk order.
+
+    Parameters
+    ----------
+    partials : (n_chunks, ...) ndarray of float64
+        One row per chunk.
+
+    Returns
+    -------
+    ndarray
+        The sum over the first axis, with the trailing shape of ``partials``.
+    """
+    partials = np.ascontiguousarray(partials, dtype=np.float64)
+    tail = partials.shape[1:]
+    flat = partials.reshape(partials.shape[0], -1)
+    if flat.shape[0] == 0:
+        return np.zeros(tail)
+    return _reduce_rows(flat).reshape(tail)
