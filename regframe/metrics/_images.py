@@ -1,0 +1,132 @@
+"""Kernel-ready views of images and masks used by the metric engine (private)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._parallel import CHUNK_SIZE
+from ..errors import EmptyMaskError, InvalidInputError, ShapeError
+from ..image import Image
+from . import _kernels as _k
+
+__all__ = ["ImagePack", "MaskPack", "as_image"]
+
+
+def as_image(image: Any, *, where: str, name: str) -> Image:
+    """Check that ``image`` is a :class:`~regframe.Image`."""
+    if not isinstance(image, Image):
+        raise TypeError(
+            f"{where}: '{name}' must be a regframe.Image; got {type(image).__name__}. Wrap "
+            "arrays with regframe.Image(array, spacing, origin, direction)."
+        )
+    return image
+
+
+@dataclass(frozen=True)
+class ImagePack:
+    """Flat float64 values and geometry of an image, as the kernels take them."""
+
+    data: NDArray[np.float64]
+    size: NDArray[np.int64]
+    p2i: NDArray[np.float64]
+    origin: NDArray[np.float64]
+    spacing: NDArray[np.float64]
+
+    @classmethod
+    def from_image(cls, image: Image) -> ImagePack:
+        return cls(
+            data=np.ascontiguousarray(image.array, dtype=np.float64).reshape(-1),
+            size=np.asarray(image.size, dtype=np.int64),
+            p2i=np.ascontiguousarray(image.physical_to_index_matrix, dtype=np.float64),
+            origin=np.ascontiguousarray(image.origin, dtype=np.float64),
+            spacing=np.ascontiguousarray(image.spacing, dtype=np.float64),
+        )
+
+    def args(self) -> tuple:
+        return (self.data, self.size, self.p2i, self.origin, self.spacing)
+
+
+@dataclass(frozen=True)
+class MaskPack:
+    """A binary mask in its own geometry (nearest-voxel lookup, as ITK's mask objects)."""
+
+    data: NDArray[np.uint8]
+    size: NDArray[np.int64]
+    p2i: NDArray[np.float64]
+    origin: NDArray[np.float64]
+    present: bool
+    image: Image | None
+
+    @classmethod
+    def none(cls, ndim: int) -> MaskPack:
+        return cls(
+            data=np.zeros(1, dtype=np.uint8),
+            size=np.ones(ndim, dtype=np.int64),
+            p2i=np.eye(ndim),
+            origin=np.zeros(ndim),
+            present=False,
+            image=None,
+        )
+
+    @classmethod
+    def from_mask(cls, mask: Any, reference: Image, *, where: str, name: str) -> MaskPack:
+        """Build from an :class:`Image` (own geometry) or an array shaped like ``reference``.
+
+        Non-zero voxels are inside.  Raises :class:`EmptyMaskError` for an empty mask.
+        """
+        if mask is None:
+            return cls.none(reference.ndim)
+        if isinstance(mask, Image):
+            image = mask
+        else:
+            try:
+                arr = np.asarray(mask)
+            except Exception as exc:  # pragma: no cover - exotic inputs
+                raise InvalidInputError(
+                    f"{where}: '{name}' must be a regframe.Image or an array; got {type(mask).__name__}."
+                ) from exc
+            if arr.shape != reference.shape:
+                raise ShapeError(
+                    f"{where}: '{name}' as an array must have the shape of the image it masks "
+                    f"{reference.shape} (numpy order); got {arr.shape}. Pass a regframe.Image "
+                    "to give the mask its own geometry."
+                )
+            image = reference.with_array(arr != 0)
+        if image.ndim != reference.ndim:
+            raise ShapeError(
+                f"{where}: '{name}' must be {reference.ndim}-D like the image it masks; got a "
+                f"{image.ndim}-D image."
+            )
+        values = np.asarray(image.array)
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+            values = np.nan_to_num(values, nan=0.0)
+        data = np.ascontiguousarray(values != 0, dtype=np.uint8).reshape(-1)
+        if not data.any():
+            raise EmptyMaskError(
+                f"{where}: '{name}' must select at least one voxel; got a mask with no non-zero "
+                "voxel. Check the mask file, or pass None to use the whole image."
+            )
+        return cls(
+            data=data,
+            size=np.asarray(image.size, dtype=np.int64),
+            p2i=np.ascontiguousarray(image.physical_to_index_matrix, dtype=np.float64),
+            origin=np.ascontiguousarray(image.origin, dtype=np.float64),
+            present=True,
+            image=image,
+        )
+
+    def args(self) -> tuple:
+        return (self.data, self.size, self.p2i, self.origin, self.present)
+
+    def contains(self, points: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Nearest-voxel membership of physical points (all True without a mask)."""
+        if not self.present:
+            return np.ones(points.shape[0], dtype=np.bool_)
+        return _k.mask_contains(
+            np.ascontiguousarray(points, dtype=np.float64), self.data, self.size, self.p2i,
+            self.origin, CHUNK_SIZE,
+        )

@@ -1,0 +1,562 @@
+"""Private numba kernels of the metric engine.
+
+Conventions shared by every kernel
+----------------------------------
+* ``points`` ``(n, d)`` float64: fixed-space sample points (physical, ITK order).
+* Point map: the kernels evaluate the moving image at ``y = A @ x + o``.  For a
+  linear transform ``A``/``o`` are its matrix and offset (the map is fused into
+  the kernel); for any other transform the caller passes already-mapped points
+  with ``A = I`` and ``o = 0``.
+* Moving image: ``data`` (flat float64, ITK raster order, x fastest), ``size``
+  ``(d,)`` int64 in ITK order, ``p2i`` ``(d, d)`` physical-to-continuous-index
+  matrix, ``origin`` ``(d,)``, ``spacing`` ``(d,)``.  Inside test and linear
+  interpolation follow ITK (``LinearInterpolateImageFunction``): continuous
+  index in ``[-0.5, size - 0.5)``, edge-clamped (constant) in the half-voxel
+  skirt; the exact gradient is the derivative of that interpolant (zero along
+  clamped axes, right-sided on grid lines), identical in meaning to
+  :func:`regframe.interpolators._kernels.linear_values_gradients`.
+* Moving mask: ``mask`` (flat uint8), ``mask_size``, ``mask_p2i``,
+  ``mask_origin``; ``has_mask`` False disables it.  A point is in the mask when
+  its nearest voxel (ITK ``TransformPhysicalPointToIndex``, round half up) is in
+  the mask buffer and non-zero.
+* ``mode``: 0 values only, 1 exact gradient of the linear interpolant, 2 ITK's
+  ``CentralDifferenceImageFunction`` (world-axis probes ``y -/+ spacing[a]/2``,
+  component 0 when a probe is outside the buffer).
+
+Determinism: every reduction runs ``prange`` over fixed-size chunks of
+samples; each chunk accumulates in chunk-local storage and writes only its own
+row of a partials array, which the caller reduces serially in chunk order
+(:func:`regframe._parallel.reduce_in_order`).  Chunking never depends on the
+thread count, so results are bit-identical for any number of threads.  No
+fastmath, no random numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# --------------------------------------------------------------------------- helpers
+
+
+@njit(cache=True, inline="always")
+def _map_point(points, s, a, o, y):
+    """``y = a @ points[s] + o``."""
+    d = points.shape[1]
+    for i in range(d):
+        acc = o[i]
+        for j in range(d):
+            acc += a[i, j] * points[s, j]
+        y[i] = acc
+
+
+@njit(cache=True, inline="always")
+def _cindex_inside(y, p2i, origin, size, ci):
+    """``ci = p2i @ (y - origin)``; True when inside ITK's buffer ``[-0.5, size - 0.5)``."""
+    d = y.shape[0]
+    ok = True
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += p2i[i, j] * (y[j] - origin[j])
+        ci[i] = acc
+        if not (acc >= -0.5 and acc < size[i] - 0.5):
+            ok = False
+    return ok
+
+
+@njit(cache=True, inline="always")
+def _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
+    """Nearest-voxel mask test (round half up), False outside the mask buffer."""
+    d = y.shape[0]
+    off = 0
+    stride = 1
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += mask_p2i[i, j] * (y[j] - mask_origin[j])
+        k = math.floor(acc + 0.5)
+        if not (k >= 0.0 and k <= mask_size[i] - 1):
+            return False
+        off += np.int64(k) * stride
+        stride *= mask_size[i]
+    return mask[off] != 0
+
+
+@njit(cache=True, inline="always")
+def _linear_setup(ci, size, frac, step):
+    """ITK cell: base offset, fractions and upper-neighbour strides (0 = clamped axis)."""
+    d = ci.shape[0]
+    base = 0
+    stride = 1
+    for i in range(d):
+        c = ci[i]
+        b = math.floor(c)
+        if b < 0.0:
+            # low skirt: constant extrapolation
+            base += 0
+            frac[i] = 0.0
+            step[i] = 0
+        else:
+            ib = np.int64(b)
+            base += ib * stride
+            if ib + 1 < size[i]:
+                frac[i] = c - b
+                step[i] = stride
+            else:
+                # high skirt or last voxel centre: constant
+                frac[i] = 0.0
+                step[i] = 0
+        stride *= size[i]
+    return base
+
+
+@njit(cache=True, inline="always")
+def _gather(data, base, step, corner):
+    d = step.shape[0]
+    for c in range(1 << d):
+        off = base
+        for i in range(d):
+            if (c >> i) & 1:
+                off += step[i]
+        corner[c] = data[off]
+
+
+@njit(cache=True, inline="always")
+def _lerp_reduce(corner, buf, frac, diff_axis):
+    """Nested lerps along axis 0, 1, ... (ITK's order); ``diff_axis`` takes a difference."""
+    d = frac.shape[0]
+    n = 1 << d
+    for c in range(n):
+        buf[c] = corner[c]
+    for i in range(d):
+        half = n >> 1
+        f = frac[i]
+        for q in range(half):
+            lo = buf[2 * q]
+            hi = buf[2 * q + 1]
+            if i == diff_axis:
+                buf[q] = hi - lo
+            else:
+                buf[q] = lo + (hi - lo) * f
+        n = half
+    return buf[0]
+
+
+@njit(cache=True)
+def _linear_at(y, data, size, p2i, origin, ci, frac, step, corner, buf):
+    """Linear value at physical point ``y``; returns (inside, value)."""
+    if not _cindex_inside(y, p2i, origin, size, ci):
+        return False, 0.0
+    base = _linear_setup(ci, size, frac, step)
+    _gather(data, base, step, corner)
+    return True, _lerp_reduce(corner, buf, frac, -1)
+
+
+@njit(cache=True)
+def _sample(points, s, a, o, data, size, p2i, origin, spacing,
+            mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
+            y, yp, ci, frac, step, corner, buf, gidx, g):
+    """Map sample ``s`` and interpolate; returns (valid, value), fills ``g`` if mode > 0."""
+    d = points.shape[1]
+    _map_point(points, s, a, o, y)
+    if has_mask and not _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
+        return False, 0.0
+    if not _cindex_inside(y, p2i, origin, size, ci):
+        return False, 0.0
+    base = _linear_setup(ci, size, frac, step)
+    _gather(data, base, step, corner)
+    value = _lerp_reduce(corner, buf, frac, -1)
+    if mode == 1:
+        for k in range(d):
+            if step[k] == 0:
+                gidx[k] = 0.0
+            else:
+                gidx[k] = _lerp_reduce(corner, buf, frac, k)
+        for j in range(d):
+            acc = 0.0
+            for i in range(d):
+                acc += p2i[i, j] * gidx[i]
+            g[j] = acc
+    elif mode == 2:
+        for k in range(d):
+            yp[k] = y[k]
+        for k in range(d):
+            g[k] = 0.0
+            delta = 0.5 * spacing[k]
+            yp[k] = y[k] - delta
+            ok_lo, lower = _linear_at(yp, data, size, p2i, origin, ci, frac, step, corner, buf)
+            if ok_lo:
+                yp[k] = y[k] + delta
+                ok_hi, upper = _linear_at(yp, data, size, p2i, origin, ci, frac, step, corner, buf)
+                if ok_hi:
+                    g[k] = (upper - lower) / (2.0 * delta)
+            yp[k] = y[k]
+    return True, value
+
+
+@njit(cache=True, inline="always")
+def _add_outer(acc, offset, weight, g, points, s, center):
+    """``acc[offset:] += weight * (g (x - c)^T flattened, g)``."""
+    d = g.shape[0]
+    dd = d * d
+    for i in range(d):
+        wg = weight * g[i]
+        for j in range(d):
+            acc[offset + i * d + j] += wg * (points[s, j] - center[j])
+        acc[offset + dd + i] += wg
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@njit(parallel=True, cache=True)
+def sample_moving(points, a, o, data, size, p2i, origin, spacing,
+                  mask, mask_size, mask_p2i, mask_origin, has_mask, mode, chunk_size):
+    """Moving values (and gradients) at ``A x + o`` for every sample.
+
+    Returns
+    -------
+    values : (n,) float64
+        0 where invalid.
+    gradients : (n, d) float64
+        Physical gradients (zero where invalid or ``mode == 0``).
+    valid : (n,) bool
+        Inside the moving buffer and the moving mask.
+    """
+    n, d = points.shape
+    values = np.zeros(n)
+    grads = np.zeros((n, d))
+    valid = np.zeros(n, dtype=np.bool_)
+    nc = (n + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        y = np.empty(d)
+        yp = np.empty(d)
+        ci = np.empty(d)
+        frac = np.empty(d)
+        step = np.empty(d, dtype=np.int64)
+        corner = np.empty(1 << d)
+        buf = np.empty(1 << d)
+        gidx = np.empty(d)
+        g = np.zeros(d)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            ok, v = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+                            mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
+                            y, yp, ci, frac, step, corner, buf, gidx, g)
+            if ok:
+                valid[s] = True
+                values[s] = v
+                if mode > 0:
+                    for k in range(d):
+                        grads[s, k] = g[k]
+    return values, grads, valid
+
+
+@njit(parallel=True, cache=True)
+def mask_contains(points, mask, mask_size, mask_p2i, mask_origin, chunk_size):
+    """Nearest-voxel mask test for every point, ``(n,)`` bool."""
+    n, d = points.shape
+    out = np.zeros(n, dtype=np.bool_)
+    nc = (n + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        y = np.empty(d)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            for k in range(d):
+                y[k] = points[s, k]
+            out[s] = _in_mask(y, mask, mask_size, mask_p2i, mask_origin)
+    return out
+
+
+# --------------------------------------------------------------------------- MeanSquares
+
+
+@njit(parallel=True, cache=True)
+def mean_squares_linear(points, fixed, a, o, center, data, size, p2i, origin, spacing,
+                        mask, mask_size, mask_p2i, mask_origin, has_mask, mode, chunk_size):
+    """Fused MeanSquares pass for a linear transform (map, interpolate, accumulate).
+
+    Returns
+    -------
+    (n_chunks, 2 + d*d + d) float64
+        Per chunk: ``sum (m - f)^2``, valid count, then (if ``mode > 0``)
+        ``sum 2 (m - f) g (x - c)^T`` (row-major) and ``sum 2 (m - f) g``.
+    """
+    n, d = points.shape
+    width = 2 + d * d + d
+    nc = (n + chunk_size - 1) // chunk_size
+    part = np.zeros((nc, width))
+    for c in prange(nc):
+        y = np.empty(d)
+        yp = np.empty(d)
+        ci = np.empty(d)
+        frac = np.empty(d)
+        step = np.empty(d, dtype=np.int64)
+        corner = np.empty(1 << d)
+        buf = np.empty(1 << d)
+        gidx = np.empty(d)
+        g = np.zeros(d)
+        acc = np.zeros(width)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            ok, m = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+                            mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
+                            y, yp, ci, frac, step, corner, buf, gidx, g)
+            if not ok:
+                continue
+            r = m - fixed[s]
+            acc[0] += r * r
+            acc[1] += 1.0
+            if mode > 0:
+                _add_outer(acc, 2, 2.0 * r, g, points, s, center)
+        for k in range(width):
+            part[c, k] = acc[k]
+    return part
+
+
+# --------------------------------------------------------------------------- Correlation
+
+
+@njit(parallel=True, cache=True)
+def correlation_linear(points, fixed, fixed_ref, moving_ref, a, o, center,
+                       data, size, p2i, origin, spacing,
+                       mask, mask_size, mask_p2i, mask_origin, has_mask, mode, chunk_size):
+    """Fused NormalizedCorrelation pass for a linear transform.
+
+    With ``f' = f - fixed_ref`` and ``m' = m - moving_ref`` (shifts that keep
+    the one-pass sums well conditioned) each chunk row holds: count,
+    ``sum f'``, ``sum m'``, ``sum f'^2``, ``sum m'^2``, ``sum f'm'`` and, if
+    ``mode > 0``, three blocks of ``d*d + d`` values with
+    ``sum w g (x - c)^T`` and ``sum w g`` for ``w = 1, f', m'``.
+    """
+    n, d = points.shape
+    blk = d * d + d
+    width = 6 + 3 * blk
+    nc = (n + chunk_size - 1) // chunk_size
+    part = np.zeros((nc, width))
+    for c in prange(nc):
+        y = np.empty(d)
+        yp = np.empty(d)
+        ci = np.empty(d)
+        frac = np.empty(d)
+        step = np.empty(d, dtype=np.int64)
+        corner = np.empty(1 << d)
+        buf = np.empty(1 << d)
+        gidx = np.empty(d)
+        g = np.zeros(d)
+        acc = np.zeros(width)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            ok, m = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+                            mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
+                            y, yp, ci, frac, step, corner, buf, gidx, g)
+            if not ok:
+                continue
+            fs = fixed[s] - fixed_ref
+            ms = m - moving_ref
+            acc[0] += 1.0
+            acc[1] += fs
+            acc[2] += ms
+            acc[3] += fs * fs
+            acc[4] += ms * ms
+            acc[5] += fs * ms
+            if mode > 0:
+                _add_outer(acc, 6, 1.0, g, points, s, center)
+                _add_outer(acc, 6 + blk, fs, g, points, s, center)
+                _add_outer(acc, 6 + 2 * blk, ms, g, points, s, center)
+        for k in range(width):
+            part[c, k] = acc[k]
+    return part
+
+
+# --------------------------------------------------------------------------- Mattes
+
+
+@njit(cache=True, inline="always")
+def _b3(u):
+    """Cubic B-spline (ITK ``BSplineKernelFunction<3>``)."""
+    a = abs(u)
+    if a < 1.0:
+        return (4.0 - 6.0 * a * a + 3.0 * a * a * a) / 6.0
+    if a < 2.0:
+        t = 2.0 - a
+        return t * t * t / 6.0
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _b3_derivative(u):
+    """Derivative of the cubic B-spline (ITK ``BSplineDerivativeKernelFunction<3>``)."""
+    if u >= 0.0 and u < 1.0:
+        return -2.0 * u + 1.5 * u * u
+    if u > -1.0 and u < 0.0:
+        return -2.0 * u - 1.5 * u * u
+    if u >= 1.0 and u < 2.0:
+        t = 2.0 - u
+        return -0.5 * t * t
+    if u > -2.0 and u <= -1.0:
+        t = 2.0 + u
+        return 0.5 * t * t
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _parzen_index(t, n_bins):
+    """``clamp(trunc(t), 2, n_bins - 3)`` (ITK's Parzen window start + 1)."""
+    i = np.int64(t)
+    if i < 2:
+        i = 2
+    elif i > n_bins - 3:
+        i = n_bins - 3
+    return i
+
+
+@njit(cache=True, inline="always")
+def _hist_add(joint, count, c, fbin, m, bin_size, n_min, n_bins):
+    t = m / bin_size - n_min
+    im = _parzen_index(t, n_bins)
+    row = fbin * n_bins
+    for k in range(im - 1, im + 3):
+        joint[c, row + k] += _b3(k - t)
+    count[c, fbin] += 1.0
+
+
+@njit(parallel=True, cache=True)
+def mattes_histogram(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_min,
+                     n_bins, chunk_size):
+    """Parzen joint histogram partials from sampled values.
+
+    Samples with ``valid`` False or a moving value outside ``[m_min, m_max]``
+    are skipped (ITK rejects them).  Returns ``joint (n_chunks, B*B)`` (row =
+    fixed bin), ``count (n_chunks, B)`` fixed-bin counts and ``n_used
+    (n_chunks,)``.
+    """
+    n = moving_values.shape[0]
+    nc = (n + chunk_size - 1) // chunk_size
+    joint = np.zeros((nc, n_bins * n_bins))
+    count = np.zeros((nc, n_bins))
+    used = np.zeros(nc)
+    for c in prange(nc):
+        k_used = 0.0
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            if not valid[s]:
+                continue
+            m = moving_values[s]
+            if m < m_min or m > m_max:
+                continue
+            _hist_add(joint, count, c, fixed_bins[s], m, bin_size, n_min, n_bins)
+            k_used += 1.0
+        used[c] = k_used
+    return joint, count, used
+
+
+@njit(parallel=True, cache=True)
+def mattes_weights(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_min,
+                   n_bins, log_ratio):
+    """Per-sample Mattes weights ``w_s = sum_b B3'(k_b - t_s) R[i_f(s), k_b]``.
+
+    ``log_ratio`` is ``R`` flattened ``(B*B,)``, ``ln(p_ij / pm_j)`` on
+    populated bins and 0 elsewhere.  Rejected samples get 0.  Point-wise, no
+    reduction.
+    """
+    n = moving_values.shape[0]
+    w = np.zeros(n)
+    for s in prange(n):
+        if not valid[s]:
+            continue
+        m = moving_values[s]
+        if m < m_min or m > m_max:
+            continue
+        t = m / bin_size - n_min
+        im = _parzen_index(t, n_bins)
+        row = fixed_bins[s] * n_bins
+        acc = 0.0
+        for k in range(im - 1, im + 3):
+            acc += _b3_derivative(k - t) * log_ratio[row + k]
+        w[s] = acc
+    return w
+
+
+@njit(parallel=True, cache=True)
+def mattes_linear_histogram(points, fixed_bins, a, o, data, size, p2i, origin, spacing,
+                            mask, mask_size, mask_p2i, mask_origin, has_mask,
+                            m_min, m_max, bin_size, n_min, n_bins, chunk_size):
+    """Fused Mattes pass 1 for a linear transform: map, interpolate, Parzen histogram.
+
+    Same outputs as :func:`mattes_histogram`.
+    """
+    n, d = points.shape
+    nc = (n + chunk_size - 1) // chunk_size
+    joint = np.zeros((nc, n_bins * n_bins))
+    count = np.zeros((nc, n_bins))
+    used = np.zeros(nc)
+    for c in prange(nc):
+        y = np.empty(d)
+        yp = np.empty(d)
+        ci = np.empty(d)
+        frac = np.empty(d)
+        step = np.empty(d, dtype=np.int64)
+        corner = np.empty(1 << d)
+        buf = np.empty(1 << d)
+        gidx = np.empty(d)
+        g = np.zeros(d)
+        k_used = 0.0
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            ok, m = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+                            mask, mask_size, mask_p2i, mask_origin, has_mask, 0,
+                            y, yp, ci, frac, step, corner, buf, gidx, g)
+            if not ok or m < m_min or m > m_max:
+                continue
+            _hist_add(joint, count, c, fixed_bins[s], m, bin_size, n_min, n_bins)
+            k_used += 1.0
+        used[c] = k_used
+    return joint, count, used
+
+
+@njit(parallel=True, cache=True)
+def mattes_linear_gradient(points, fixed_bins, a, o, center, data, size, p2i, origin, spacing,
+                           mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
+                           m_min, m_max, bin_size, n_min, n_bins, log_ratio, chunk_size):
+    """Fused Mattes pass 2 for a linear transform.
+
+    Recomputes value and gradient per sample, forms ``w_s`` (see
+    :func:`mattes_weights`) and accumulates ``sum w g (x - c)^T`` and
+    ``sum w g``: partials ``(n_chunks, d*d + d)``.
+    """
+    n, d = points.shape
+    width = d * d + d
+    nc = (n + chunk_size - 1) // chunk_size
+    part = np.zeros((nc, width))
+    for c in prange(nc):
+        y = np.empty(d)
+        yp = np.empty(d)
+        ci = np.empty(d)
+        frac = np.empty(d)
+        step = np.empty(d, dtype=np.int64)
+        corner = np.empty(1 << d)
+        buf = np.empty(1 << d)
+        gidx = np.empty(d)
+        g = np.zeros(d)
+        acc = np.zeros(width)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            ok, m = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+                            mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
+                            y, yp, ci, frac, step, corner, buf, gidx, g)
+            if not ok or m < m_min or m > m_max:
+                continue
+            t = m / bin_size - n_min
+            im = _parzen_index(t, n_bins)
+            row = fixed_bins[s] * n_bins
+            w = 0.0
+            for k in range(im - 1, im + 3):
+                w += _b3_derivative(k - t) * log_ratio[row + k]
+            _add_outer(acc, 0, w, g, points, s, center)
+        for k in range(width):
+            part[c, k] = acc[k]
+    return part

@@ -1,0 +1,252 @@
+"""Sample sets on the fixed image: full grid, regular subset, seeded random subset.
+
+A sampler picks voxels of the fixed image grid, optionally jitters them (ITK's
+``N(0, 1) * spacing / 3`` per world axis), and keeps the points inside the
+fixed mask (tested at the final, possibly jittered, physical point with the
+mask's nearest voxel, as ITK's ``ImageMaskSpatialObject``).  The sample set is
+computed once per :meth:`~regframe.metrics.Metric.initialize` and reused for
+every evaluation.
+
+Randomness comes only from a seeded :class:`numpy.random.Generator`: the same
+sampler (same seed) on the same image and mask gives identical samples.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._validation import _describe
+from ..errors import EmptyMaskError, InvalidInputError
+from ..image import Image
+from ._images import MaskPack, as_image
+
+__all__ = ["SampleSet", "Sampler", "FullSampler", "RegularSampler", "RandomSampler"]
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Sample points on the fixed image.
+
+    Attributes
+    ----------
+    points : (n, ndim) ndarray of float64
+        Physical points in (x, y[, z]) order, sorted by the voxel they came
+        from (ITK raster order).
+    voxels : (n,) ndarray of int64
+        Flat raster index (``array.ravel()`` position) of the voxel each
+        sample came from.
+    on_grid : bool
+        True when the points are exactly the voxel centres (no jitter), so
+        fixed values are the voxel values themselves.
+    n_candidates : int
+        Voxels that were considered (inside the fixed mask, or all).
+    """
+
+    points: NDArray[np.float64]
+    voxels: NDArray[np.int64]
+    on_grid: bool
+    n_candidates: int
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples."""
+        return int(self.points.shape[0])
+
+
+def _check_fraction(value: Any, where: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{where}: 'fraction' must be a number in (0, 1]; got {value!r}."
+        ) from exc
+    if not (0.0 < f <= 1.0):
+        raise InvalidInputError(
+            f"{where}: 'fraction' must be in (0, 1] (e.g. 0.2 for 20 % of the voxels); got {value!r}."
+        )
+    return f
+
+
+def _check_seed(seed: Any, where: str) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInputError(
+            f"{where}: 'seed' must be a non-negative integer (or None for a fresh, "
+            f"non-reproducible seed); got {_describe(seed)}."
+        )
+    return int(seed)
+
+
+class Sampler(ABC):
+    """Base class of samplers.
+
+    Parameters
+    ----------
+    jitter : bool, default False
+        Move every chosen voxel centre by ``N(0, 1) * spacing[a] / 3`` along
+        each world axis ``a`` (ITK's sampling jitter); needs ``seed`` for
+        reproducibility.
+    seed : int or None, default 0
+        Seed of the :class:`numpy.random.Generator` used for random choices
+        and jitter.  ``None`` draws a fresh seed (not reproducible).
+
+    Notes
+    -----
+    Subclasses must implement :meth:`_select`, which chooses among the
+    candidate voxels (those whose centre is in the fixed mask).
+    """
+
+    def __init__(self, *, jitter: bool = False, seed: int | None = 0) -> None:
+        where = f"{type(self).__name__}()"
+        self.jitter = bool(jitter)
+        self.seed = _check_seed(seed, where)
+
+    @abstractmethod
+    def _select(self, candidates: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
+        """Subclasses must implement: chosen flat voxel indices, sorted ascending."""
+        raise NotImplementedError(f"{type(self).__name__}._select()")
+
+    def sample(self, image: Image, mask: Image | NDArray[Any] | None = None) -> SampleSet:
+        """Draw the sample set on ``image``.
+
+        Parameters
+        ----------
+        image : Image
+            The fixed image (its grid defines the candidate points).
+        mask : Image or array, optional
+            Fixed mask: an :class:`Image` in its own geometry, or an array
+            with the shape of ``image.array``; non-zero means inside.
+
+        Returns
+        -------
+        SampleSet
+
+        Raises
+        ------
+        EmptyMaskError
+            The mask (or the sampler) leaves no sample.
+        """
+        where = f"{type(self).__name__}.sample()"
+        image = as_image(image, where=where, name="image")
+        mpack = MaskPack.from_mask(mask, image, where=where, name="mask")
+        rng = np.random.default_rng(self.seed)
+        n_vox = image.n_voxels
+        if mpack.present:
+            centres = image.voxel_points()
+            candidates = np.flatnonzero(mpack.contains(centres)).astype(np.int64)
+        else:
+            centres = None
+            candidates = np.arange(n_vox, dtype=np.int64)
+        if candidates.size == 0:
+            raise EmptyMaskError(
+                f"{where}: the fixed mask contains no voxel centre of the fixed image; got a mask "
+                "that does not overlap the image. Check the mask geometry (origin, spacing, "
+                "direction) against the fixed image."
+            )
+        chosen = np.asarray(self._select(candidates, rng), dtype=np.int64)
+        if centres is not None:
+            points = centres[chosen]
+        else:
+            idx = np.stack(np.unravel_index(chosen, image.shape)[::-1], axis=1).astype(np.float64)
+            points = idx @ image.index_to_physical_matrix.T + image.origin
+        on_grid = True
+        if self.jitter and points.shape[0]:
+            points = points + rng.standard_normal(points.shape) * (image.spacing / 3.0)
+            on_grid = False
+            keep = image.is_inside(points) & mpack.contains(points)
+            points, chosen = points[keep], chosen[keep]
+        if points.shape[0] == 0:
+            raise EmptyMaskError(
+                f"{where}: no sample point is left (mask and sampling fraction leave nothing); "
+                "got 0 samples. Increase the sampling fraction or check the mask."
+            )
+        return SampleSet(
+            points=np.ascontiguousarray(points, dtype=np.float64),
+            voxels=np.ascontiguousarray(chosen),
+            on_grid=on_grid,
+            n_candidates=int(candidates.size),
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(jitter={self.jitter}, seed={self.seed})"
+
+
+class FullSampler(Sampler):
+    """Every voxel of the fixed image (inside the fixed mask): ITK's dense sampling.
+
+    Parameters
+    ----------
+    jitter : bool, default False
+    seed : int or None, default 0
+        Only used for the jitter.
+    """
+
+    def _select(self, candidates: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
+        return candidates
+
+
+class RegularSampler(Sampler):
+    """Every ``step``-th candidate voxel in raster order (ITK's REGULAR sampling).
+
+    Parameters
+    ----------
+    fraction : float, default 0.25
+        Wanted fraction of the candidate voxels; ``step = ceil(1 / fraction)``
+        (as ITK, 0.3 gives every 4th voxel).
+    jitter : bool, default False
+    seed : int or None, default 0
+        Only used for the jitter.
+    """
+
+    def __init__(self, fraction: float = 0.25, *, jitter: bool = False, seed: int | None = 0) -> None:
+        super().__init__(jitter=jitter, seed=seed)
+        self.fraction = _check_fraction(fraction, "RegularSampler()")
+        self.step = int(math.ceil(1.0 / self.fraction - 1e-12))
+
+    def _select(self, candidates: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
+        return candidates[:: self.step]
+
+    def __repr__(self) -> str:
+        return f"RegularSampler(fraction={self.fraction}, jitter={self.jitter}, seed={self.seed})"
+
+
+class RandomSampler(Sampler):
+    """A seeded random subset of the candidate voxels (without replacement).
+
+    Parameters
+    ----------
+    fraction : float, default 0.1
+        ``floor(fraction * n_candidates)`` voxels (at least one) are drawn.
+    seed : int or None, default 0
+        Same seed, image and mask give identical samples.  ``None`` draws a
+        fresh seed.
+    jitter : bool, default False
+        Jitter the chosen voxel centres (see :class:`Sampler`).
+
+    Notes
+    -----
+    Unlike ITK (which draws with replacement from its Mersenne twister) the
+    voxels are drawn without replacement with :class:`numpy.random.Generator`
+    and sorted into raster order (cache-friendly).
+    """
+
+    def __init__(self, fraction: float = 0.1, seed: int | None = 0, *, jitter: bool = False) -> None:
+        super().__init__(jitter=jitter, seed=seed)
+        self.fraction = _check_fraction(fraction, "RandomSampler()")
+
+    def _select(self, candidates: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
+        count = max(1, int(math.floor(self.fraction * candidates.size)))
+        if count >= candidates.size:
+            return candidates
+        pick = rng.choice(candidates.size, size=count, replace=False)
+        return candidates[np.sort(pick)]
+
+    def __repr__(self) -> str:
+        return f"RandomSampler(fraction={self.fraction}, seed={self.seed}, jitter={self.jitter})"
