@@ -145,7 +145,7 @@ def _lerp_reduce(corner, buf, frac, diff_axis):
     return buf[0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _linear_at(y, data, size, p2i, origin, ci, frac, step, corner, buf):
     """Linear value at physical point ``y``; returns (inside, value)."""
     if not _cindex_inside(y, p2i, origin, size, ci):
@@ -155,7 +155,7 @@ def _linear_at(y, data, size, p2i, origin, ci, frac, step, corner, buf):
     return True, _lerp_reduce(corner, buf, frac, -1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sample(points, s, a, o, data, size, p2i, origin, spacing,
             mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
             y, yp, ci, frac, step, corner, buf, gidx, g):

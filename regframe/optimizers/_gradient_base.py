@@ -38,7 +38,7 @@ class _LearningRateEstimator:
                 "'sample_points') or an estimator with points=...; got neither, so the given "
                 "learning rate is used unchanged.",
                 RegframeWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
             self.enabled = False
             self.maximum_step_size = math.nan

@@ -102,6 +102,28 @@ def _node(m, start, w, grid_size, d):
 
 
 @njit(cache=True)
+def _expand(start, w, grid_size, d, wt_all, flat_all):
+    """All ``4**d`` support nodes of a point: weights and flat control-point numbers.
+
+    Built axis by axis (tensor-product expansion, no integer division), in ITK's
+    order (axis 0 fastest) and with ITK's product order ``((1*w0)*w1)*w2``.
+    """
+    wt_all[0] = 1.0
+    flat_all[0] = 0
+    cnt = 1
+    stride = 1
+    for a in range(d):
+        for j in range(3, -1, -1):
+            wa = w[a, j]
+            off = (start[a] + j) * stride
+            for e in range(cnt):
+                wt_all[j * cnt + e] = wt_all[e] * wa
+                flat_all[j * cnt + e] = flat_all[e] + off
+        cnt *= 4
+        stride *= grid_size[a]
+
+
+@njit(cache=True)
 def _map_range(points, lo, hi, out, params, n_grid, origin, p2i, grid_size, max_limit, band_lo, band_hi, nudged):
     d = points.shape[1]
     nsup = 4**d
@@ -109,16 +131,20 @@ def _map_range(points, lo, hi, out, params, n_grid, origin, p2i, grid_size, max_
     w = np.empty((d, 4))
     dw = np.empty((d, 4))
     disp = np.empty(d)
+    wt_all = np.empty(nsup)
+    flat_all = np.empty(nsup, dtype=np.int64)
     for s in range(lo, hi):
         x = points[s]
         if not _locate(x, origin, p2i, max_limit, band_lo, band_hi, nudged, start, w, dw, False):
             for i in range(d):
                 out[s, i] = x[i]
             continue
+        _expand(start, w, grid_size, d, wt_all, flat_all)
         for i in range(d):
             disp[i] = 0.0
         for m in range(nsup):
-            flat, wt = _node(m, start, w, grid_size, d)
+            wt = wt_all[m]
+            flat = flat_all[m]
             for i in range(d):
                 disp[i] += wt * params[i * n_grid + flat]
         for i in range(d):
@@ -170,16 +196,18 @@ def support(points, origin, p2i, grid_size, max_limit, band_lo, band_hi, nudged,
         start = np.empty(d, dtype=np.int64)
         w = np.empty((d, 4))
         dw = np.empty((d, 4))
+        wt_all = np.empty(nsup)
+        flat_all = np.empty(nsup, dtype=np.int64)
         lo = c * chunk_size
         hi = min(lo + chunk_size, n)
         for s in range(lo, hi):
             if not _locate(points[s], origin, p2i, max_limit, band_lo, band_hi, nudged, start, w, dw, False):
                 continue
             inside[s] = True
+            _expand(start, w, grid_size, d, wt_all, flat_all)
             for m in range(nsup):
-                flat, wt = _node(m, start, w, grid_size, d)
-                indices[s, m] = flat
-                weights[s, m] = wt
+                indices[s, m] = flat_all[m]
+                weights[s, m] = wt_all[m]
     return indices, weights, inside
 
 
@@ -191,13 +219,20 @@ def _scatter_range(points, vectors, lo, hi, row, n_grid, origin, p2i, grid_size,
     start = np.empty(d, dtype=np.int64)
     w = np.empty((d, 4))
     dw = np.empty((d, 4))
+    wt_all = np.empty(nsup)
+    flat_all = np.empty(nsup, dtype=np.int64)
+    v = np.empty(d)
     for s in range(lo, hi):
         if not _locate(points[s], origin, p2i, max_limit, band_lo, band_hi, nudged, start, w, dw, False):
             continue
-        for m in range(nsup):
-            flat, wt = _node(m, start, w, grid_size, d)
-            for i in range(d):
-                row[i * n_grid + flat] += wt * vectors[s, i]
+        _expand(start, w, grid_size, d, wt_all, flat_all)
+        for i in range(d):
+            v[i] = vectors[s, i]
+        for i in range(d):
+            off = i * n_grid
+            vi = v[i]
+            for m in range(nsup):
+                row[off + flat_all[m]] += wt_all[m] * vi
 
 
 @njit(parallel=True, cache=True)

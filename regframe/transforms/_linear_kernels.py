@@ -8,10 +8,12 @@ partials that the caller reduces in chunk order.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .._parallel import parallel_kernel
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def affine_points(points, matrix, offset):
     """``out[s] = matrix @ points[s] + offset`` for ``(n, d)`` points."""
     n, d = points.shape
@@ -25,7 +27,7 @@ def affine_points(points, matrix, offset):
     return out
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def outer_sum_partials(points, vectors, center, chunk_size):
     """Per-chunk ``sum_s v_s (x_s - c)^T`` and ``sum_s v_s``.
 

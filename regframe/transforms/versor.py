@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._validation import as_float_vector
-from ..errors import ShapeError
+from ..errors import InvalidInputError, ShapeError
 from .euler import check_rotation
 from .linear import MatrixOffsetTransformBase
 
@@ -97,8 +97,6 @@ def versor_from_axis_angle(axis: ArrayLike, angle: float, *, where: str) -> NDAr
     ax = as_float_vector(axis, 3, where=where, name="axis")
     norm = float(np.sqrt(ax @ ax))
     if norm == 0.0:
-        from ..errors import InvalidInputError
-
         raise InvalidInputError(f"{where}: 'axis' must be a non-zero vector; got {ax.tolist()}.")
     q = np.concatenate([ax * (np.sin(angle / 2.0) / norm), [np.cos(angle / 2.0)]])
     if q[3] < 0:

@@ -1,0 +1,318 @@
+"""``register()``: one call, defaults that need no tuning.
+
+The pipeline (every step can be switched off or replaced through keywords):
+
+1. **Centre** the transform on the images (``initialization="moments"``: the
+   intensity centroids, robust to large shifts; ``"geometry"``: image centres).
+2. **Coarse rotation search** for rigid-type stages: the metric is evaluated on a
+   grid of rotations at the coarsest level, the best few candidates are refined
+   briefly and the best refined one wins (captures rotations that a local
+   optimizer cannot, e.g. 60 degrees).
+3. **Stages**: translation -> rigid -> (similarity | affine), each one a
+   multi-resolution :class:`~regframe.registration.RegistrationMethod` started
+   from the previous stage's result.  Parameter scales come from the physical
+   shift of the domain corners and the step length is estimated from the voxel
+   size, so no learning rate has to be set.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_choice
+from ..errors import InvalidInputError
+from ..image import Image
+from ..metrics import FullSampler, MattesMutualInformation, MeanSquares, NormalizedCorrelation, RandomSampler
+from ..metrics.base import Metric
+from ..optimizers import RegularStepGradientDescent
+from ..transforms import (
+    AffineTransform,
+    Euler2DTransform,
+    Similarity2DTransform,
+    Similarity3DTransform,
+    Transform,
+    TranslationTransform,
+    VersorRigid3DTransform,
+)
+from ..transforms.linear import MatrixOffsetTransformBase
+from .initializers import centered_initializer, set_translation
+from .method import RegistrationMethod, RegistrationResult, RegistrationState
+from .pyramid import LevelSchedule, level_sigma, shrink_image, smooth_image
+
+__all__ = ["register", "make_transform", "make_metric", "TRANSFORM_KINDS", "METRIC_KINDS"]
+
+TRANSFORM_KINDS = ("translation", "rigid", "similarity", "affine")
+METRIC_KINDS = ("mattes", "mse", "ncc")
+
+
+def make_transform(kind: str, ndim: int) -> MatrixOffsetTransformBase:
+    """Identity transform of a named kind (``"rigid"`` is Euler2D / VersorRigid3D)."""
+    check_choice(kind, TRANSFORM_KINDS, where="make_transform()", name="transform")
+    if kind == "translation":
+        return TranslationTransform(ndim)
+    if kind == "affine":
+        return AffineTransform(ndim)
+    if kind == "rigid":
+        return Euler2DTransform() if ndim == 2 else VersorRigid3DTransform()
+    return Similarity2DTransform() if ndim == 2 else Similarity3DTransform()
+
+
+def make_metric(kind: str | Metric, **kwargs: Any) -> Metric:
+    """Metric from a name (``"mattes"``, ``"mse"``, ``"ncc"``) or pass an instance through."""
+    if isinstance(kind, Metric):
+        return kind
+    check_choice(kind, METRIC_KINDS, where="make_metric()", name="metric")
+    if kind == "mattes":
+        return MattesMutualInformation(**{"n_bins": 32, **kwargs})
+    if kind == "mse":
+        return MeanSquares(**kwargs)
+    return NormalizedCorrelation(**kwargs)
+
+
+def _default_schedule(fixed: Image) -> LevelSchedule:
+    """Shrink so that the coarsest level has about 32 voxels along the smallest axis."""
+    smallest = min(fixed.size)
+    coarsest = int(max(1, min(8, 2 ** int(np.floor(np.log2(max(smallest / 32.0, 1.0)))))))
+    factors = []
+    f = coarsest
+    while f >= 1:
+        factors.append(f)
+        f //= 2
+    sigmas = [0.5 * (fac - 1) if fac > 1 else 0.0 for fac in factors]
+    sigmas = [max(s, 1.0) if fac > 1 else 0.0 for s, fac in zip(sigmas, factors)]
+    return LevelSchedule(tuple(factors), tuple(sigmas), sigmas_in_physical_units=False)
+
+
+def _stage_kinds(kind: str) -> list[str]:
+    return {
+        "translation": ["translation"],
+        "rigid": ["rigid"],
+        "similarity": ["rigid", "similarity"],
+        "affine": ["rigid", "affine"],
+    }[kind]
+
+
+def _convert(previous: MatrixOffsetTransformBase, kind: str) -> MatrixOffsetTransformBase:
+    """A transform of ``kind`` representing (as closely as possible) ``previous``."""
+    t = make_transform(kind, previous.ndim)
+    if t.fixed_parameters.size >= t.ndim:
+        fp = t.fixed_parameters
+        fp[: t.ndim] = previous.center
+        t.fixed_parameters = fp
+        set_matrix = getattr(t, "set_matrix", None)
+        if set_matrix is not None:
+            set_matrix(previous.matrix)
+    set_translation(t, previous.translation + previous.center - t.center)
+    return t
+
+
+def _rotation_candidates(transform: MatrixOffsetTransformBase, ndim: int, max_angle: float, step: float) -> list[MatrixOffsetTransformBase]:
+    """Copies of ``transform`` with extra rotations on a grid (about the same centre)."""
+    angles = np.deg2rad(np.arange(-max_angle, max_angle + 1e-9, step))
+    out = []
+    if ndim == 2:
+        for a in angles:
+            t = transform.copy()
+            r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+            t.set_matrix(transform.matrix @ r)
+            out.append(t)
+    else:
+        for ax, ay, az in itertools.product(angles, angles, angles):
+            t = transform.copy()
+            cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+            rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+            ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+            rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+            t.set_matrix(transform.matrix @ rz @ rx @ ry)
+            out.append(t)
+    return out
+
+
+def _rotation_search(
+    fixed: Image,
+    moving: Image,
+    transform: MatrixOffsetTransformBase,
+    metric: Metric,
+    schedule: LevelSchedule,
+    *,
+    fixed_mask: Image | None,
+    moving_mask: Image | None,
+    max_angle: float,
+    step: float,
+    n_refine: int,
+) -> MatrixOffsetTransformBase:
+    """Grid search over rotations at the coarsest level, then brief refinement of the best."""
+    level = schedule.level(0, fixed.ndim)
+    fl = shrink_image(smooth_image(fixed, level_sigma(level, fixed), physical=False), level.shrink_factors)
+    ml = shrink_image(smooth_image(moving, level_sigma(level, moving), physical=False), level.shrink_factors)
+    scored = []
+    for cand in _rotation_candidates(transform, fixed.ndim, max_angle, step):
+        try:
+            metric.initialize(fl, ml, cand, fixed_mask=fixed_mask, moving_mask=moving_mask)
+            scored.append((metric.value(), cand))
+        except Exception:  # noqa: BLE001 - candidates without overlap are simply skipped
+            continue
+    if not scored:
+        return transform
+    scored.sort(key=lambda vc: vc[0])
+    best_value, best = np.inf, transform
+    coarse = LevelSchedule((schedule.shrink_factors[0],), (schedule.smoothing_sigmas[0],),
+                           schedule.sigmas_in_physical_units)
+    for _, cand in scored[:n_refine]:
+        method = RegistrationMethod(
+            metric=metric,
+            optimizer=RegularStepGradientDescent(n_iterations=40, scales="physical_shift",
+                                                 minimum_step_length=1e-3, relaxation_factor=0.5),
+            schedule=coarse,
+            fixed_mask=fixed_mask,
+            moving_mask=moving_mask,
+        )
+        try:
+            res = method.run(fixed, moving, cand)
+        except Exception:  # noqa: BLE001
+            continue
+        if res.final_value < best_value:
+            best_value, best = res.final_value, res.optimized_transform
+    return best
+
+
+def register(
+    fixed: Image,
+    moving: Image,
+    transform: str | Transform = "rigid",
+    metric: str | Metric = "mattes",
+    fixed_mask: Image | None = None,
+    moving_mask: Image | None = None,
+    *,
+    initial_transform: Transform | None = None,
+    initialization: str | None = "moments",
+    rotation_search: bool | None = None,
+    schedule: LevelSchedule | None = None,
+    sampling: float | None = None,
+    n_iterations: int = 200,
+    seed: int = 0,
+    callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
+) -> RegistrationResult:
+    """Register ``moving`` to ``fixed`` with defaults that need no tuning.
+
+    Parameters
+    ----------
+    fixed, moving : Image
+    transform : {"translation", "rigid", "similarity", "affine"} or Transform
+        Kind of the result ("rigid" is Euler2D in 2-D and VersorRigid3D in
+        3-D), or a transform instance to start from (copied; used as is, with
+        no centring or search).
+    metric : {"mattes", "mse", "ncc"} or Metric
+    fixed_mask, moving_mask : Image, optional
+        Binary masks in the images' physical spaces.
+    initial_transform : Transform, optional
+        Fixed moving-initial transform; the result maps ``x -> T0(T(x))``.
+    initialization : {"moments", "geometry", None}
+        How to centre the first stage.
+    rotation_search : bool, optional
+        Coarse rotation search before the rigid stage (default: on for rigid-type
+        kinds; in 3-D a small grid of +-30 degrees).
+    schedule : LevelSchedule, optional
+        Default: shrink factors halving down to 1 with the coarsest level about
+        32 voxels across, sigmas in voxels.
+    sampling : float, optional
+        Fraction of voxels sampled at random (seeded); default: all voxels up
+        to 200 000 samples per level, else a random subset of that size.
+    n_iterations : int
+        Maximum iterations per level.
+    seed : int
+        Seed of the random sampling (results are bit-identical for a seed).
+    callbacks : sequence of callables
+        ``callback(RegistrationState) -> bool | None``; True stops the run.
+
+    Returns
+    -------
+    RegistrationResult
+        ``result.transform`` maps fixed points to moving points.
+    """
+    if fixed.ndim != moving.ndim:
+        raise InvalidInputError(
+            f"register(): fixed and moving images must have the same dimension; got "
+            f"{fixed.ndim}-D and {moving.ndim}-D."
+        )
+    ndim = fixed.ndim
+    schedule = schedule if schedule is not None else _default_schedule(fixed)
+    metric_obj = make_metric(metric)
+
+    def sampler_for(level_index: int):
+        lvl = schedule.level(level_index, ndim)
+        n_vox = int(np.prod([max(1, s // f) for s, f in zip(fixed.size, lvl.shrink_factors)]))
+        if sampling is not None:
+            return RandomSampler(sampling, seed=seed + level_index) if sampling < 1 else FullSampler()
+        if n_vox <= 200_000:
+            return FullSampler()
+        return RandomSampler(200_000 / n_vox, seed=seed + level_index)
+
+    samplers = [sampler_for(i) for i in range(schedule.n_levels)]
+
+    if isinstance(transform, Transform):
+        kinds: list[str | None] = [None]
+        current: Transform = transform.copy()
+        search = bool(rotation_search)
+    else:
+        check_choice(transform, TRANSFORM_KINDS, where="register()", name="transform")
+        kinds = list(_stage_kinds(transform))
+        current = make_transform(kinds[0], ndim)
+        if initialization is not None:
+            reference_moving = moving
+            if initial_transform is not None:
+                reference_moving = moving  # centring uses the raw moving image
+            current = centered_initializer(fixed, reference_moving, current, mode=initialization,
+                                           fixed_mask=fixed_mask, moving_mask=moving_mask)
+        search = (kinds[0] == "rigid") if rotation_search is None else bool(rotation_search)
+
+    if search and initial_transform is None and isinstance(current, MatrixOffsetTransformBase) \
+            and hasattr(current, "set_matrix"):
+        current = _rotation_search(
+            fixed, moving, current, metric_obj, schedule,
+            fixed_mask=fixed_mask, moving_mask=moving_mask,
+            max_angle=180.0 - 15.0 if ndim == 2 else 30.0,
+            step=15.0 if ndim == 2 else 30.0,
+            n_refine=3,
+        )
+
+    results: list[RegistrationResult] = []
+    for index, kind in enumerate(kinds):
+        if kind is not None and index > 0:
+            current = _convert(current, kind)  # type: ignore[arg-type]
+        method = RegistrationMethod(
+            metric=metric_obj,
+            optimizer=RegularStepGradientDescent(
+                n_iterations=n_iterations,
+                scales="physical_shift",
+                relaxation_factor=0.5,
+                minimum_step_length=1e-4,
+                gradient_tolerance=1e-8,
+            ),
+            sampler=samplers,
+            schedule=schedule,
+            fixed_mask=fixed_mask,
+            moving_mask=moving_mask,
+            initial_transform=initial_transform,
+            callbacks=callbacks,
+        )
+        res = method.run(fixed, moving, current)
+        results.append(res)
+        current = res.optimized_transform
+        if res.stop_reason.name == "CALLBACK":
+            break
+    last = results[-1]
+    if len(results) == 1:
+        return last
+    return replace(
+        last,
+        iterations_per_level=tuple(n for r in results for n in r.iterations_per_level),
+        levels=tuple(lv for r in results for lv in r.levels),
+        history=tuple(h for r in results for h in r.history),
+        elapsed=float(sum(r.elapsed for r in results)),
+    )
