@@ -17,6 +17,7 @@ __all__ = [
     "NoOverlapError",
     "ConstantImageError",
     "NotInvertibleError",
+    "NotInitializedError",
     "TransformFileError",
     "MissingDependencyError",
     "RegframeWarning",
@@ -71,6 +72,10 @@ class NoOverlapError(RegframeError):
 
 class NotInvertibleError(RegframeError):
     """A transform has no inverse (singular matrix, folded field)."""
+
+
+class NotInitializedError(RegframeError, RuntimeError):
+    """An object was used before it was initialised (``set_image`` or ``initialize`` not called)."""
 
 
 class TransformFileError(RegframeError, ValueError):

@@ -34,6 +34,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import parallel_kernel
+
 
 @njit(cache=True, inline="always")
 def _continuous_index(points, s, p2i, origin, out):
@@ -136,7 +138,7 @@ def _linear_value(data, base, frac, step, offsets, corners, tmp):
     return _lerp_reduce(corners, frac, -1, tmp)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def linear_values(points, data, size, p2i, origin, default_value, chunk_size):
     """Multilinear values (ITK semantics).  Returns ``(values (n,), inside (n,))``."""
     n, d = points.shape
@@ -163,7 +165,7 @@ def linear_values(points, data, size, p2i, origin, default_value, chunk_size):
     return values, inside
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def linear_values_gradients(points, data, size, p2i, origin, default_value, chunk_size):
     """Multilinear values and exact physical gradients of the interpolant.
 
@@ -220,7 +222,7 @@ def linear_values_gradients(points, data, size, p2i, origin, default_value, chun
 # --------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def linear3_values_gradients(points, data, size, p2i, origin, default_value, with_gradient):
     """3-D multilinear values (and physical gradients if ``with_gradient``).
 
@@ -310,7 +312,7 @@ def linear3_values_gradients(points, data, size, p2i, origin, default_value, wit
     return values, grads, inside
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def linear2_values_gradients(points, data, size, p2i, origin, default_value, with_gradient):
     """2-D multilinear values (and physical gradients if ``with_gradient``).
 
@@ -370,7 +372,7 @@ def linear2_values_gradients(points, data, size, p2i, origin, default_value, wit
     return values, grads, inside
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def linear_central_difference(points, data, size, p2i, origin, spacing, chunk_size):
     """ITK ``CentralDifferenceImageFunction::Evaluate(point)`` on the linear interpolant.
 
@@ -419,7 +421,7 @@ def linear_central_difference(points, data, size, p2i, origin, spacing, chunk_si
     return grads
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def nearest_values(points, data, size, p2i, origin, default_value, chunk_size):
     """Nearest-neighbour values (round half up, as ITK).  Returns ``(values, inside)``."""
     n, d = points.shape
@@ -479,7 +481,7 @@ def _cubic_weights(t, w, dw, axis):
     dw[axis, 3] = 0.5 * t2
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def bspline3_values_gradients(points, coeffs, size, p2i, origin, default_value, with_gradient, chunk_size):
     """Cubic B-spline values (and physical gradients) from prefiltered coefficients.
 

@@ -25,14 +25,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._validation import as_points
-from ..errors import InvalidInputError, RegframeError
+from ..errors import InvalidInputError, NotInitializedError
 from ..image import Image
 
 __all__ = ["Interpolator", "NotInitializedError"]
-
-
-class NotInitializedError(RegframeError, RuntimeError):
-    """An object was used before it was initialised (e.g. ``set_image`` not called)."""
 
 
 class Interpolator(ABC):
