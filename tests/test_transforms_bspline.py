@@ -166,6 +166,18 @@ def test_from_domain_matches_simpleitk_initializer(d, angle):
     )
 
 
+def test_from_domain_accepts_regframe_image():
+    image_mod = pytest.importorskip("regframe.image", reason="regframe.Image not available yet")
+    c, s = np.cos(0.3), np.sin(0.3)
+    img = image_mod.Image(np.zeros((12, 10)), spacing=(1.5, 0.7), origin=(3.0, -2.0), direction=[[c, -s], [s, c]])
+    ours = BSplineTransform.from_domain(img, mesh_size=(4, 3))
+    simg = sitk.Image([10, 12], sitk.sitkFloat32)
+    simg.SetSpacing([1.5, 0.7])
+    simg.SetOrigin([3.0, -2.0])
+    simg.SetDirection([c, -s, s, c])
+    np.testing.assert_allclose(ours.fixed_parameters, BSplineTransform.from_domain(simg, mesh_size=(4, 3)).fixed_parameters, atol=1e-12)
+
+
 def test_from_domain_control_point_spacing_and_dict():
     img = sitk.Image([40, 20], sitk.sitkFloat32)
     t = BSplineTransform.from_domain(img, control_point_spacing=10.0)
@@ -364,8 +376,9 @@ def test_inverse_reports_non_convergence():
     t.parameters = rng.uniform(-3, 3, t.n_parameters) * np.repeat(t.grid_spacing, t.n_control_points)  # folds
     pts = _points(t, rng, n_in=400)
     y = t.transform_points(pts)
-    with pytest.warns(RegframeWarning, match="did not converge"):
+    with pytest.warns(RegframeWarning, match="did not converge") as rec:
         t.inverse(max_iterations=3).transform_points(y)
+    assert rec[0].filename == __file__  # the warning points at the caller
     with pytest.raises(NotInvertibleError):
         t.inverse(max_iterations=3, on_failure="raise").transform_points(y)
 
@@ -420,3 +433,68 @@ def test_flags():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         repr(BSplineTransform(2))
+
+
+# --------------------------------------------------------------------------- bending energy
+def _numeric_bending_energy(t: BSplineTransform, h: float = 1e-4) -> float:
+    """Gauss quadrature over every knot cell of the Frobenius norm of the Hessian of T.
+
+    The Hessian comes from central differences of the analytic position
+    Jacobian, which is piecewise quadratic: the differences are exact inside a
+    cell (the Gauss nodes stay away from the knots).
+    """
+    d = t.ndim
+    xg, wg = np.polynomial.legendre.leggauss(4)
+    cells = np.stack(np.meshgrid(*[np.arange(1, g - 2) for g in t.grid_size], indexing="ij"), -1).reshape(-1, d)
+    nodes = np.stack(np.meshgrid(*[0.5 * (xg + 1)] * d, indexing="ij"), -1).reshape(-1, d)
+    weights = np.prod(np.stack(np.meshgrid(*[0.5 * wg] * d, indexing="ij"), -1).reshape(-1, d), axis=1)
+    ci = (cells[:, None, :] + nodes[None, :, :]).reshape(-1, d)
+    w = np.tile(weights, cells.shape[0])
+    i2p = t.grid_direction @ np.diag(t.grid_spacing)
+    pts = _index_to_point(t, ci)
+    hess = np.empty((pts.shape[0], d, d, d))  # [s, i, a, b] = d2 T_i / dx_a dx_b
+    for b in range(d):
+        e = np.zeros(d)
+        e[b] = h
+        hess[:, :, :, b] = (t.jacobian_position(pts + e) - t.jacobian_position(pts - e)) / (2 * h)
+    return float(np.sum(w * np.sum(hess**2, axis=(1, 2, 3))) * abs(np.linalg.det(i2p)))
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_bending_energy_matches_quadrature_and_gradient_matches_fd(d):
+    t = _make(d, 31, max_mesh=2, amplitude=3.0)
+    e_closed = t.bending_energy(normalize=False)
+    e_num = _numeric_bending_energy(t)
+    rel = abs(e_closed - e_num) / e_num
+    volume = float(np.prod(t.transform_domain_physical_dimensions))
+    np.testing.assert_allclose(t.bending_energy(), e_closed / volume, rtol=1e-12)
+    energy, grad = t.bending_energy_and_gradient(normalize=True)
+    rng = np.random.default_rng(0)
+    cols = rng.choice(t.n_parameters, 30, replace=False)
+    h = 1e-3
+    fd = np.empty(cols.size)
+    for j, k in enumerate(cols):
+        e = np.zeros(t.n_parameters)
+        e[k] = h
+        plus, minus = t.copy(), t.copy()
+        plus.update_parameters(e)
+        minus.update_parameters(-e)
+        fd[j] = (plus.bending_energy() - minus.bending_energy()) / (2 * h)
+    grel = np.max(np.abs(grad[cols] - fd)) / np.max(np.abs(fd))
+    print(f"\n{d}-D bending energy: closed form vs quadrature rel. {rel:.2e}; gradient vs FD rel. {grel:.2e}")
+    assert rel <= 1e-6
+    assert grel <= 1e-6
+
+
+def test_bending_energy_of_affine_deformation_is_zero():
+    t = _make(3, 2, max_mesh=3, amplitude=0.0)
+    a = np.random.default_rng(0).uniform(-0.2, 0.2, (3, 3))
+    nodes = np.stack(np.meshgrid(*[np.arange(g) for g in t.grid_size[::-1]], indexing="ij")[::-1], -1).reshape(-1, 3)
+    cp = _index_to_point(t, nodes.astype(float))
+    disp = cp @ a.T + 1.0  # B-splines reproduce affine maps exactly
+    t.parameters = disp.T.ravel()
+    pts = _points(t, np.random.default_rng(1), 50)
+    np.testing.assert_allclose(t.transform_points(pts), pts + pts @ a.T + 1.0, atol=1e-10)
+    energy, grad = t.bending_energy_and_gradient()
+    assert abs(energy) <= 1e-20 + 1e-12 * np.sum(a**2)
+    assert np.max(np.abs(grad)) <= 1e-10

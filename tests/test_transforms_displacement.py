@@ -246,8 +246,9 @@ def test_inverse_reports_non_convergence():
     ref = _reference(2, rng, max_size=8, oblique=False)
     field = rng.uniform(-5, 5, tuple(ref.GetSize())[::-1] + (2,)) * max(ref.GetSpacing())  # folds everywhere
     t = DisplacementFieldTransform.from_array(field, ref)
-    with pytest.warns(RegframeWarning, match="did not converge"):
+    with pytest.warns(RegframeWarning, match="did not converge") as rec:
         inv = t.inverse(max_iterations=2)
+    assert rec[0].filename == __file__
     assert inv.residual > 1e-6
     with pytest.raises(NotInvertibleError):
         t.inverse(max_iterations=2, on_failure="raise")

@@ -156,11 +156,146 @@ def _linear_at(y, data, size, p2i, origin, ci, frac, step, corner, buf):
 
 
 @njit(cache=True, inline="always")
+def _axis(c, n):
+    """ITK linear cell along one axis: (index, fraction, has_upper_neighbour)."""
+    b = math.floor(c)
+    if b < 0.0:
+        return np.int64(0), 0.0, False
+    ib = np.int64(b)
+    if ib + 1 < n:
+        return ib, c - b, True
+    return ib, 0.0, False
+
+
+@njit(cache=True, inline="always")
+def _sample3(points, s, a, o, data, size, p2i, origin,
+             mask, mask_size, mask_p2i, mask_origin, has_mask, mode, y, g):
+    """3-D specialisation of :func:`_sample` for modes 0 and 1 (scalar code, same arithmetic)."""
+    x0 = points[s, 0]
+    x1 = points[s, 1]
+    x2 = points[s, 2]
+    y0 = o[0] + a[0, 0] * x0 + a[0, 1] * x1 + a[0, 2] * x2
+    y1 = o[1] + a[1, 0] * x0 + a[1, 1] * x1 + a[1, 2] * x2
+    y2 = o[2] + a[2, 0] * x0 + a[2, 1] * x1 + a[2, 2] * x2
+    if has_mask:
+        y[0] = y0
+        y[1] = y1
+        y[2] = y2
+        if not _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
+            return False, 0.0
+    r0 = y0 - origin[0]
+    r1 = y1 - origin[1]
+    r2 = y2 - origin[2]
+    c0 = p2i[0, 0] * r0 + p2i[0, 1] * r1 + p2i[0, 2] * r2
+    c1 = p2i[1, 0] * r0 + p2i[1, 1] * r1 + p2i[1, 2] * r2
+    c2 = p2i[2, 0] * r0 + p2i[2, 1] * r1 + p2i[2, 2] * r2
+    nx = size[0]
+    ny = size[1]
+    nz = size[2]
+    if not (c0 >= -0.5 and c0 < nx - 0.5 and c1 >= -0.5 and c1 < ny - 0.5
+            and c2 >= -0.5 and c2 < nz - 0.5):
+        return False, 0.0
+    i0, f0, u0 = _axis(c0, nx)
+    i1, f1, u1 = _axis(c1, ny)
+    i2, f2, u2 = _axis(c2, nz)
+    sxy = nx * ny
+    base = i0 + i1 * nx + i2 * sxy
+    s0 = 1 if u0 else 0
+    s1 = nx if u1 else 0
+    s2 = sxy if u2 else 0
+    v000 = data[base]
+    v100 = data[base + s0]
+    v010 = data[base + s1]
+    v110 = data[base + s0 + s1]
+    v001 = data[base + s2]
+    v101 = data[base + s0 + s2]
+    v011 = data[base + s1 + s2]
+    v111 = data[base + s0 + s1 + s2]
+    a00 = v000 + (v100 - v000) * f0
+    a10 = v010 + (v110 - v010) * f0
+    a01 = v001 + (v101 - v001) * f0
+    a11 = v011 + (v111 - v011) * f0
+    b0 = a00 + (a10 - a00) * f1
+    b1 = a01 + (a11 - a01) * f1
+    value = b0 + (b1 - b0) * f2
+    if mode == 1:
+        d00 = v100 - v000
+        d10 = v110 - v010
+        d01 = v101 - v001
+        d11 = v111 - v011
+        e0 = d00 + (d10 - d00) * f1
+        e1 = d01 + (d11 - d01) * f1
+        gx = e0 + (e1 - e0) * f2 if u0 else 0.0
+        h0 = a10 - a00
+        h1 = a11 - a01
+        gy = h0 + (h1 - h0) * f2 if u1 else 0.0
+        gz = b1 - b0 if u2 else 0.0
+        g[0] = p2i[0, 0] * gx + p2i[1, 0] * gy + p2i[2, 0] * gz
+        g[1] = p2i[0, 1] * gx + p2i[1, 1] * gy + p2i[2, 1] * gz
+        g[2] = p2i[0, 2] * gx + p2i[1, 2] * gy + p2i[2, 2] * gz
+    return True, value
+
+
+@njit(cache=True, inline="always")
+def _sample2(points, s, a, o, data, size, p2i, origin,
+             mask, mask_size, mask_p2i, mask_origin, has_mask, mode, y, g):
+    """2-D specialisation of :func:`_sample` for modes 0 and 1 (scalar code, same arithmetic)."""
+    x0 = points[s, 0]
+    x1 = points[s, 1]
+    y0 = o[0] + a[0, 0] * x0 + a[0, 1] * x1
+    y1 = o[1] + a[1, 0] * x0 + a[1, 1] * x1
+    if has_mask:
+        y[0] = y0
+        y[1] = y1
+        if not _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
+            return False, 0.0
+    r0 = y0 - origin[0]
+    r1 = y1 - origin[1]
+    c0 = p2i[0, 0] * r0 + p2i[0, 1] * r1
+    c1 = p2i[1, 0] * r0 + p2i[1, 1] * r1
+    nx = size[0]
+    ny = size[1]
+    if not (c0 >= -0.5 and c0 < nx - 0.5 and c1 >= -0.5 and c1 < ny - 0.5):
+        return False, 0.0
+    i0, f0, u0 = _axis(c0, nx)
+    i1, f1, u1 = _axis(c1, ny)
+    base = i0 + i1 * nx
+    s0 = 1 if u0 else 0
+    s1 = nx if u1 else 0
+    v00 = data[base]
+    v10 = data[base + s0]
+    v01 = data[base + s1]
+    v11 = data[base + s0 + s1]
+    a0 = v00 + (v10 - v00) * f0
+    a1 = v01 + (v11 - v01) * f0
+    value = a0 + (a1 - a0) * f1
+    if mode == 1:
+        d0 = v10 - v00
+        d1 = v11 - v01
+        gx = d0 + (d1 - d0) * f1 if u0 else 0.0
+        gy = a1 - a0 if u1 else 0.0
+        g[0] = p2i[0, 0] * gx + p2i[1, 0] * gy
+        g[1] = p2i[0, 1] * gx + p2i[1, 1] * gy
+    return True, value
+
+
+@njit(cache=True, inline="always")
 def _sample(points, s, a, o, data, size, p2i, origin, spacing,
             mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
             y, yp, ci, frac, step, corner, buf, gidx, g):
-    """Map sample ``s`` and interpolate; returns (valid, value), fills ``g`` if mode > 0."""
+    """Map sample ``s`` and interpolate; returns (valid, value), fills ``g`` if mode > 0.
+
+    2-D and 3-D exact/value modes use scalar specialisations (the hot path);
+    other dimensions and the central-difference mode use the n-D code below.
+    """
     d = points.shape[1]
+    if mode != 2:
+        if d == 3:
+            return _sample3(points, s, a, o, data, size, p2i, origin,
+                            mask, mask_size, mask_p2i, mask_origin, has_mask, mode, y, g)
+        if d == 2:
+            return _sample2(points, s, a, o, data, size, p2i, origin,
+                            mask, mask_size, mask_p2i, mask_origin, has_mask, mode, y, g)
     _map_point(points, s, a, o, y)
     if has_mask and not _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
         return False, 0.0

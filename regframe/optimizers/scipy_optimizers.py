@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from scipy import optimize as _sopt
 
 from .._validation import check_positive_int
-from ..errors import InvalidInputError, ShapeError
+from ..errors import InvalidInputError, NoOverlapError, ShapeError
 from .base import (
     IterationState,
     Optimizer,
@@ -121,13 +121,20 @@ class _ScipyOptimizer(Optimizer):
             def fun(z: NDArray[np.float64]) -> Any:
                 set_transform(z)
                 if self._uses_gradient:
-                    v, g = cost.value_and_gradient()
+                    try:
+                        v, g = cost.value_and_gradient()
+                    except NoOverlapError:
+                        # a trial point outside the overlap: reject it so the line search backs off
+                        return math.inf, np.zeros(n_par)
                     ok = math.isfinite(v) and bool(np.all(np.isfinite(g)))
                     grad_norms[z.tobytes()] = float(np.linalg.norm(g)) if ok else math.nan
                     if not ok:
                         return math.inf, np.zeros(n_par)
                     return v, g / sq
-                v = cost.value()
+                try:
+                    v = cost.value()
+                except NoOverlapError:
+                    return math.inf
                 return v if math.isfinite(v) else math.inf
 
             prev_params: list[NDArray[np.float64]] = []

@@ -29,7 +29,7 @@ from ..errors import InvalidInputError
 from ..image import Image
 from ..metrics import FullSampler, MattesMutualInformation, MeanSquares, NormalizedCorrelation, RandomSampler
 from ..metrics.base import Metric
-from ..optimizers import RegularStepGradientDescent
+from ..optimizers import LBFGSB, Optimizer, RegularStepGradientDescent
 from ..transforms import (
     AffineTransform,
     Euler2DTransform,
@@ -72,6 +72,26 @@ def make_metric(kind: str | Metric, **kwargs: Any) -> Metric:
     if kind == "mse":
         return MeanSquares(**kwargs)
     return NormalizedCorrelation(**kwargs)
+
+
+OPTIMIZER_KINDS = ("lbfgsb", "regular_step")
+
+
+def make_optimizer(kind: str | Optimizer, n_iterations: int = 200) -> Optimizer:
+    """Default optimizer of a kind, with physical-shift scales (no tuning needed)."""
+    if isinstance(kind, Optimizer):
+        return kind
+    check_choice(kind, OPTIMIZER_KINDS, where="make_optimizer()", name="optimizer")
+    if kind == "lbfgsb":
+        return LBFGSB(n_iterations=n_iterations, scales="physical_shift", gradient_tolerance=1e-6,
+                      function_tolerance=1e-10)
+    return RegularStepGradientDescent(
+        n_iterations=n_iterations,
+        scales="physical_shift",
+        relaxation_factor=0.5,
+        minimum_step_length=1e-4,
+        gradient_tolerance=1e-8,
+    )
 
 
 def _default_schedule(fixed: Image) -> LevelSchedule:
@@ -195,6 +215,7 @@ def register(
     schedule: LevelSchedule | None = None,
     sampling: float | None = None,
     n_iterations: int = 200,
+    optimizer: str | Optimizer = "lbfgsb",
     seed: int = 0,
     callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
 ) -> RegistrationResult:
@@ -287,13 +308,7 @@ def register(
             current = _convert(current, kind)  # type: ignore[arg-type]
         method = RegistrationMethod(
             metric=metric_obj,
-            optimizer=RegularStepGradientDescent(
-                n_iterations=n_iterations,
-                scales="physical_shift",
-                relaxation_factor=0.5,
-                minimum_step_length=1e-4,
-                gradient_tolerance=1e-8,
-            ),
+            optimizer=make_optimizer(optimizer, n_iterations),
             sampler=samplers,
             schedule=schedule,
             fixed_mask=fixed_mask,

@@ -103,15 +103,20 @@ def _oblique_direction(ndim: int, angle: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def bspline_transforms(ndim: int, max_mesh: int = 4, amplitude: float = 3.0) -> st.SearchStrategy:
-    """Cubic B-spline transforms on small oblique grids with random coefficients."""
+def bspline_transforms(ndim: int, max_mesh: int = 4, amplitude: float = 0.15) -> st.SearchStrategy:
+    """Cubic B-spline transforms on small oblique grids with random coefficients.
+
+    Coefficients are at most ``amplitude`` times the smallest grid spacing, small
+    enough for the deformation to be invertible.
+    """
 
     def make(args):
         mesh, origin, spacing, angle, seed = args
         size = np.array(mesh) + 3
         fixed = np.concatenate([size, origin, spacing, _oblique_direction(ndim, angle).ravel()])
         n = int(np.prod(size)) * ndim
-        params = np.random.default_rng(seed).uniform(-amplitude, amplitude, n)
+        bound = amplitude * float(np.min(spacing))
+        params = np.random.default_rng(seed).uniform(-bound, bound, n)
         return _build("BSplineTransform", ndim, fixed, params)
 
     return st.tuples(
@@ -123,16 +128,27 @@ def bspline_transforms(ndim: int, max_mesh: int = 4, amplitude: float = 3.0) -> 
     ).map(make)
 
 
-def displacement_field_transforms(ndim: int, max_size: int = 8, amplitude: float = 2.0) -> st.SearchStrategy:
-    """Displacement-field transforms on small oblique grids with smooth random fields."""
+def displacement_field_transforms(ndim: int, max_size: int = 8, amplitude: float = 0.2) -> st.SearchStrategy:
+    """Displacement-field transforms on small oblique grids with random invertible fields.
+
+    Displacements are at most ``amplitude`` times the smallest spacing and vanish on
+    the border of the grid, so the field is continuous across the buffer edge and
+    invertible on the same grid.
+    """
 
     def make(args):
         size, origin, spacing, angle, seed = args
         size = np.array(size)
         fixed = np.concatenate([size, origin, spacing, _oblique_direction(ndim, angle).ravel()])
-        n = int(np.prod(size)) * ndim
-        params = np.random.default_rng(seed).uniform(-amplitude, amplitude, n)
-        return _build("DisplacementFieldTransform", ndim, fixed, params)
+        shape = tuple(int(v) for v in size[::-1])  # numpy order, x fastest in the ravel
+        window = np.ones(shape)
+        for axis, n in enumerate(shape):
+            w = np.ones(n)
+            w[0] = w[-1] = 0.0
+            window = window * w.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+        rng = np.random.default_rng(seed)
+        field = rng.uniform(-1.0, 1.0, shape + (ndim,)) * window[..., None] * amplitude * float(np.min(spacing))
+        return _build("DisplacementFieldTransform", ndim, fixed, field.reshape(-1))
 
     return st.tuples(
         st.lists(st.integers(3, max_size), min_size=ndim, max_size=ndim),

@@ -168,8 +168,12 @@ def newton_invert(
     return x, norm
 
 
-def report_convergence(residual: float, tolerance: float, on_failure: str, where: str) -> None:
-    """Warn or raise when an iterative inverse did not reach ``tolerance``."""
+def report_convergence(residual: float, tolerance: float, on_failure: str, where: str, stacklevel: int = 2) -> None:
+    """Warn or raise when an iterative inverse did not reach ``tolerance``.
+
+    ``stacklevel`` counts frames from the caller of this function (1 = the
+    caller itself), so that the warning points at user code.
+    """
     if residual <= tolerance or on_failure == "ignore":
         return
     msg = (
@@ -179,7 +183,7 @@ def report_convergence(residual: float, tolerance: float, on_failure: str, where
     )
     if on_failure == "raise":
         raise NotInvertibleError(msg)
-    warnings.warn(msg, RegframeWarning, stacklevel=3)
+    warnings.warn(msg, RegframeWarning, stacklevel=stacklevel + 1)
 
 
 # ---------------------------------------------------------------------------
