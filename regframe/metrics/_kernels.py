@@ -42,14 +42,41 @@ from numba import njit, prange
 
 
 @njit(cache=True, inline="always")
-def _map_point(points, s, a, o, y):
-    """``y = a @ points[s] + o``."""
-    d = points.shape[1]
+def _map_point(xs, a, o, y):
+    """``y = a @ xs + o``."""
+    d = xs.shape[0]
     for i in range(d):
         acc = o[i]
         for j in range(d):
-            acc += a[i, j] * points[s, j]
+            acc += a[i, j] * xs[j]
         y[i] = acc
+
+
+@njit(cache=True, inline="always")
+def _load_position(points, s, start, dense, grid_size, xs):
+    """Position of sample ``s`` into ``xs``.
+
+    ``dense``: sample ``s`` is voxel ``s`` of a grid of ``grid_size`` (ITK raster
+    order) and ``xs`` holds its integer index, advanced incrementally from the
+    chunk start (the caller folds the grid geometry into the point map).
+    Otherwise ``xs = points[s]``.
+    """
+    d = xs.shape[0]
+    if dense:
+        if s == start:
+            r = s
+            for k in range(d):
+                xs[k] = float(r % grid_size[k])
+                r //= grid_size[k]
+        else:
+            for k in range(d):
+                xs[k] += 1.0
+                if xs[k] < grid_size[k]:
+                    break
+                xs[k] = 0.0
+    else:
+        for k in range(d):
+            xs[k] = points[s, k]
 
 
 @njit(cache=True, inline="always")
@@ -168,12 +195,12 @@ def _axis(c, n):
 
 
 @njit(cache=True, inline="always")
-def _sample3(points, s, a, o, data, size, p2i, origin,
+def _sample3(xs, a, o, data, size, p2i, origin,
              mask, mask_size, mask_p2i, mask_origin, has_mask, mode, y, g):
     """3-D specialisation of :func:`_sample` for modes 0 and 1 (scalar code, same arithmetic)."""
-    x0 = points[s, 0]
-    x1 = points[s, 1]
-    x2 = points[s, 2]
+    x0 = xs[0]
+    x1 = xs[1]
+    x2 = xs[2]
     y0 = o[0] + a[0, 0] * x0 + a[0, 1] * x1 + a[0, 2] * x2
     y1 = o[1] + a[1, 0] * x0 + a[1, 1] * x1 + a[1, 2] * x2
     y2 = o[2] + a[2, 0] * x0 + a[2, 1] * x1 + a[2, 2] * x2
@@ -237,11 +264,11 @@ def _sample3(points, s, a, o, data, size, p2i, origin,
 
 
 @njit(cache=True, inline="always")
-def _sample2(points, s, a, o, data, size, p2i, origin,
+def _sample2(xs, a, o, data, size, p2i, origin,
              mask, mask_size, mask_p2i, mask_origin, has_mask, mode, y, g):
     """2-D specialisation of :func:`_sample` for modes 0 and 1 (scalar code, same arithmetic)."""
-    x0 = points[s, 0]
-    x1 = points[s, 1]
+    x0 = xs[0]
+    x1 = xs[1]
     y0 = o[0] + a[0, 0] * x0 + a[0, 1] * x1
     y1 = o[1] + a[1, 0] * x0 + a[1, 1] * x1
     if has_mask:
@@ -280,23 +307,23 @@ def _sample2(points, s, a, o, data, size, p2i, origin,
 
 
 @njit(cache=True, inline="always")
-def _sample(points, s, a, o, data, size, p2i, origin, spacing,
+def _sample(xs, a, o, data, size, p2i, origin, spacing,
             mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
             y, yp, ci, frac, step, corner, buf, gidx, g):
-    """Map sample ``s`` and interpolate; returns (valid, value), fills ``g`` if mode > 0.
+    """Map the point ``xs`` and interpolate; returns (valid, value), fills ``g`` if mode > 0.
 
     2-D and 3-D exact/value modes use scalar specialisations (the hot path);
     other dimensions and the central-difference mode use the n-D code below.
     """
-    d = points.shape[1]
+    d = xs.shape[0]
     if mode != 2:
         if d == 3:
-            return _sample3(points, s, a, o, data, size, p2i, origin,
+            return _sample3(xs, a, o, data, size, p2i, origin,
                             mask, mask_size, mask_p2i, mask_origin, has_mask, mode, y, g)
         if d == 2:
-            return _sample2(points, s, a, o, data, size, p2i, origin,
+            return _sample2(xs, a, o, data, size, p2i, origin,
                             mask, mask_size, mask_p2i, mask_origin, has_mask, mode, y, g)
-    _map_point(points, s, a, o, y)
+    _map_point(xs, a, o, y)
     if has_mask and not _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
         return False, 0.0
     if not _cindex_inside(y, p2i, origin, size, ci):
@@ -333,24 +360,29 @@ def _sample(points, s, a, o, data, size, p2i, origin, spacing,
 
 
 @njit(cache=True, inline="always")
-def _add_outer(acc, offset, weight, g, points, s, center):
+def _add_outer(acc, offset, weight, g, xs, center):
     """``acc[offset:] += weight * (g (x - c)^T flattened, g)``."""
     d = g.shape[0]
     dd = d * d
     for i in range(d):
         wg = weight * g[i]
         for j in range(d):
-            acc[offset + i * d + j] += wg * (points[s, j] - center[j])
+            acc[offset + i * d + j] += wg * (xs[j] - center[j])
         acc[offset + dd + i] += wg
 
 
 # --------------------------------------------------------------------------- sampling
+#
+# Every kernel below takes the sample positions either explicitly (``points``,
+# ``dense`` False) or implicitly (``dense`` True: sample ``s`` is voxel ``s`` of
+# a grid of ``grid_size``, ``points`` is ignored and ``a``/``o`` already map
+# grid indices to moving space), see :func:`_load_position`.
 
 
 @njit(parallel=True, cache=True)
 def sample_moving(points, a, o, data, size, p2i, origin, spacing,
                   mask, mask_size, mask_p2i, mask_origin, has_mask, mode, chunk_size):
-    """Moving values (and gradients) at ``A x + o`` for every sample.
+    """Moving values (and gradients) at ``A x + o`` for every point.
 
     Returns
     -------
@@ -366,7 +398,9 @@ def sample_moving(points, a, o, data, size, p2i, origin, spacing,
     grads = np.zeros((n, d))
     valid = np.zeros(n, dtype=np.bool_)
     nc = (n + chunk_size - 1) // chunk_size
+    grid_size = np.ones(d, dtype=np.int64)
     for c in prange(nc):
+        xs = np.empty(d)
         y = np.empty(d)
         yp = np.empty(d)
         ci = np.empty(d)
@@ -376,9 +410,11 @@ def sample_moving(points, a, o, data, size, p2i, origin, spacing,
         buf = np.empty(1 << d)
         gidx = np.empty(d)
         g = np.zeros(d)
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            ok, v = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+        start = c * chunk_size
+        stop = min(start + chunk_size, n)
+        for s in range(start, stop):
+            _load_position(points, s, start, False, grid_size, xs)
+            ok, v = _sample(xs, a, o, data, size, p2i, origin, spacing,
                             mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
                             y, yp, ci, frac, step, corner, buf, gidx, g)
             if ok:
@@ -410,7 +446,8 @@ def mask_contains(points, mask, mask_size, mask_p2i, mask_origin, chunk_size):
 
 
 @njit(parallel=True, cache=True)
-def mean_squares_linear(points, fixed, a, o, center, data, size, p2i, origin, spacing,
+def mean_squares_linear(points, dense, grid_size, fixed, a, o, center,
+                        data, size, p2i, origin, spacing,
                         mask, mask_size, mask_p2i, mask_origin, has_mask, mode, chunk_size):
     """Fused MeanSquares pass for a linear transform (map, interpolate, accumulate).
 
@@ -420,11 +457,13 @@ def mean_squares_linear(points, fixed, a, o, center, data, size, p2i, origin, sp
         Per chunk: ``sum (m - f)^2``, valid count, then (if ``mode > 0``)
         ``sum 2 (m - f) g (x - c)^T`` (row-major) and ``sum 2 (m - f) g``.
     """
-    n, d = points.shape
+    n = fixed.shape[0]
+    d = a.shape[0]
     width = 2 + d * d + d
     nc = (n + chunk_size - 1) // chunk_size
     part = np.zeros((nc, width))
     for c in prange(nc):
+        xs = np.empty(d)
         y = np.empty(d)
         yp = np.empty(d)
         ci = np.empty(d)
@@ -435,9 +474,11 @@ def mean_squares_linear(points, fixed, a, o, center, data, size, p2i, origin, sp
         gidx = np.empty(d)
         g = np.zeros(d)
         acc = np.zeros(width)
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            ok, m = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+        start = c * chunk_size
+        stop = min(start + chunk_size, n)
+        for s in range(start, stop):
+            _load_position(points, s, start, dense, grid_size, xs)
+            ok, m = _sample(xs, a, o, data, size, p2i, origin, spacing,
                             mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
                             y, yp, ci, frac, step, corner, buf, gidx, g)
             if not ok:
@@ -446,7 +487,7 @@ def mean_squares_linear(points, fixed, a, o, center, data, size, p2i, origin, sp
             acc[0] += r * r
             acc[1] += 1.0
             if mode > 0:
-                _add_outer(acc, 2, 2.0 * r, g, points, s, center)
+                _add_outer(acc, 2, 2.0 * r, g, xs, center)
         for k in range(width):
             part[c, k] = acc[k]
     return part
@@ -456,7 +497,7 @@ def mean_squares_linear(points, fixed, a, o, center, data, size, p2i, origin, sp
 
 
 @njit(parallel=True, cache=True)
-def correlation_linear(points, fixed, fixed_ref, moving_ref, a, o, center,
+def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref, a, o, center,
                        data, size, p2i, origin, spacing,
                        mask, mask_size, mask_p2i, mask_origin, has_mask, mode, chunk_size):
     """Fused NormalizedCorrelation pass for a linear transform.
@@ -467,12 +508,14 @@ def correlation_linear(points, fixed, fixed_ref, moving_ref, a, o, center,
     ``mode > 0``, three blocks of ``d*d + d`` values with
     ``sum w g (x - c)^T`` and ``sum w g`` for ``w = 1, f', m'``.
     """
-    n, d = points.shape
+    n = fixed.shape[0]
+    d = a.shape[0]
     blk = d * d + d
     width = 6 + 3 * blk
     nc = (n + chunk_size - 1) // chunk_size
     part = np.zeros((nc, width))
     for c in prange(nc):
+        xs = np.empty(d)
         y = np.empty(d)
         yp = np.empty(d)
         ci = np.empty(d)
@@ -483,9 +526,11 @@ def correlation_linear(points, fixed, fixed_ref, moving_ref, a, o, center,
         gidx = np.empty(d)
         g = np.zeros(d)
         acc = np.zeros(width)
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            ok, m = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+        start = c * chunk_size
+        stop = min(start + chunk_size, n)
+        for s in range(start, stop):
+            _load_position(points, s, start, dense, grid_size, xs)
+            ok, m = _sample(xs, a, o, data, size, p2i, origin, spacing,
                             mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
                             y, yp, ci, frac, step, corner, buf, gidx, g)
             if not ok:
@@ -499,9 +544,9 @@ def correlation_linear(points, fixed, fixed_ref, moving_ref, a, o, center,
             acc[4] += ms * ms
             acc[5] += fs * ms
             if mode > 0:
-                _add_outer(acc, 6, 1.0, g, points, s, center)
-                _add_outer(acc, 6 + blk, fs, g, points, s, center)
-                _add_outer(acc, 6 + 2 * blk, ms, g, points, s, center)
+                _add_outer(acc, 6, 1.0, g, xs, center)
+                _add_outer(acc, 6 + blk, fs, g, xs, center)
+                _add_outer(acc, 6 + 2 * blk, ms, g, xs, center)
         for k in range(width):
             part[c, k] = acc[k]
     return part
@@ -553,10 +598,22 @@ def _parzen_index(t, n_bins):
 def _hist_add(joint, count, c, fbin, m, bin_size, n_min, n_bins):
     t = m / bin_size - n_min
     im = _parzen_index(t, n_bins)
-    row = fbin * n_bins
+    row = np.int64(fbin) * n_bins
     for k in range(im - 1, im + 3):
         joint[c, row + k] += _b3(k - t)
     count[c, fbin] += 1.0
+
+
+@njit(cache=True, inline="always")
+def _mattes_weight(fbin, m, bin_size, n_min, n_bins, log_ratio):
+    """``w = sum_b B3'(k_b - t) R[fbin, k_b]`` for moving value ``m``."""
+    t = m / bin_size - n_min
+    im = _parzen_index(t, n_bins)
+    row = np.int64(fbin) * n_bins
+    w = 0.0
+    for k in range(im - 1, im + 3):
+        w += _b3_derivative(k - t) * log_ratio[row + k]
+    return w
 
 
 @njit(parallel=True, cache=True)
@@ -591,7 +648,7 @@ def mattes_histogram(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n
 
 @njit(parallel=True, cache=True)
 def mattes_weights(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_min,
-                   n_bins, log_ratio):
+                   n_bins, log_ratio, chunk_size):
     """Per-sample Mattes weights ``w_s = sum_b B3'(k_b - t_s) R[i_f(s), k_b]``.
 
     ``log_ratio`` is ``R`` flattened ``(B*B,)``, ``ln(p_ij / pm_j)`` on
@@ -600,36 +657,36 @@ def mattes_weights(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_m
     """
     n = moving_values.shape[0]
     w = np.zeros(n)
-    for s in prange(n):
-        if not valid[s]:
-            continue
-        m = moving_values[s]
-        if m < m_min or m > m_max:
-            continue
-        t = m / bin_size - n_min
-        im = _parzen_index(t, n_bins)
-        row = fixed_bins[s] * n_bins
-        acc = 0.0
-        for k in range(im - 1, im + 3):
-            acc += _b3_derivative(k - t) * log_ratio[row + k]
-        w[s] = acc
+    nc = (n + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            if not valid[s]:
+                continue
+            m = moving_values[s]
+            if m < m_min or m > m_max:
+                continue
+            w[s] = _mattes_weight(fixed_bins[s], m, bin_size, n_min, n_bins, log_ratio)
     return w
 
 
 @njit(parallel=True, cache=True)
-def mattes_linear_histogram(points, fixed_bins, a, o, data, size, p2i, origin, spacing,
+def mattes_linear_histogram(points, dense, grid_size, fixed_bins, a, o,
+                            data, size, p2i, origin, spacing,
                             mask, mask_size, mask_p2i, mask_origin, has_mask,
                             m_min, m_max, bin_size, n_min, n_bins, chunk_size):
     """Fused Mattes pass 1 for a linear transform: map, interpolate, Parzen histogram.
 
     Same outputs as :func:`mattes_histogram`.
     """
-    n, d = points.shape
+    n = fixed_bins.shape[0]
+    d = a.shape[0]
     nc = (n + chunk_size - 1) // chunk_size
     joint = np.zeros((nc, n_bins * n_bins))
     count = np.zeros((nc, n_bins))
     used = np.zeros(nc)
     for c in prange(nc):
+        xs = np.empty(d)
         y = np.empty(d)
         yp = np.empty(d)
         ci = np.empty(d)
@@ -640,9 +697,11 @@ def mattes_linear_histogram(points, fixed_bins, a, o, data, size, p2i, origin, s
         gidx = np.empty(d)
         g = np.zeros(d)
         k_used = 0.0
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            ok, m = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+        start = c * chunk_size
+        stop = min(start + chunk_size, n)
+        for s in range(start, stop):
+            _load_position(points, s, start, dense, grid_size, xs)
+            ok, m = _sample(xs, a, o, data, size, p2i, origin, spacing,
                             mask, mask_size, mask_p2i, mask_origin, has_mask, 0,
                             y, yp, ci, frac, step, corner, buf, gidx, g)
             if not ok or m < m_min or m > m_max:
@@ -654,7 +713,8 @@ def mattes_linear_histogram(points, fixed_bins, a, o, data, size, p2i, origin, s
 
 
 @njit(parallel=True, cache=True)
-def mattes_linear_gradient(points, fixed_bins, a, o, center, data, size, p2i, origin, spacing,
+def mattes_linear_gradient(points, dense, grid_size, fixed_bins, a, o, center,
+                           data, size, p2i, origin, spacing,
                            mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
                            m_min, m_max, bin_size, n_min, n_bins, log_ratio, chunk_size):
     """Fused Mattes pass 2 for a linear transform.
@@ -663,11 +723,13 @@ def mattes_linear_gradient(points, fixed_bins, a, o, center, data, size, p2i, or
     :func:`mattes_weights`) and accumulates ``sum w g (x - c)^T`` and
     ``sum w g``: partials ``(n_chunks, d*d + d)``.
     """
-    n, d = points.shape
+    n = fixed_bins.shape[0]
+    d = a.shape[0]
     width = d * d + d
     nc = (n + chunk_size - 1) // chunk_size
     part = np.zeros((nc, width))
     for c in prange(nc):
+        xs = np.empty(d)
         y = np.empty(d)
         yp = np.empty(d)
         ci = np.empty(d)
@@ -678,20 +740,17 @@ def mattes_linear_gradient(points, fixed_bins, a, o, center, data, size, p2i, or
         gidx = np.empty(d)
         g = np.zeros(d)
         acc = np.zeros(width)
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            ok, m = _sample(points, s, a, o, data, size, p2i, origin, spacing,
+        start = c * chunk_size
+        stop = min(start + chunk_size, n)
+        for s in range(start, stop):
+            _load_position(points, s, start, dense, grid_size, xs)
+            ok, m = _sample(xs, a, o, data, size, p2i, origin, spacing,
                             mask, mask_size, mask_p2i, mask_origin, has_mask, mode,
                             y, yp, ci, frac, step, corner, buf, gidx, g)
             if not ok or m < m_min or m > m_max:
                 continue
-            t = m / bin_size - n_min
-            im = _parzen_index(t, n_bins)
-            row = fixed_bins[s] * n_bins
-            w = 0.0
-            for k in range(im - 1, im + 3):
-                w += _b3_derivative(k - t) * log_ratio[row + k]
-            _add_outer(acc, 0, w, g, points, s, center)
+            w = _mattes_weight(fixed_bins[s], m, bin_size, n_min, n_bins, log_ratio)
+            _add_outer(acc, 0, w, g, xs, center)
         for k in range(width):
             part[c, k] = acc[k]
     return part

@@ -141,6 +141,7 @@ class _State:
     moving_mask: MaskPack
     fixed_mask: MaskPack
     interpolator: Interpolator | None  # None: the built-in linear kernel is used
+    dense: bool  # samples = every fixed voxel in raster order (positions implicit)
 
 
 class ImageMetric(Metric):
@@ -334,6 +335,7 @@ class ImageMetric(Metric):
             moving_mask=mmask,
             fixed_mask=fmask,
             interpolator=interp_obj,
+            dense=bool(samples.on_grid and points.shape[0] == fixed.n_voxels),
         )
         self._n_valid = 0
         self.on_initialize()
@@ -550,21 +552,52 @@ class ImageMetric(Metric):
         raise NotImplementedError  # pragma: no cover - guarded by _linear_fast_path
 
     @staticmethod
-    def _linear_args(transform: MatrixOffsetTransformBase) -> tuple[NDArray[np.float64], ...]:
-        a = np.ascontiguousarray(transform.compute_matrix(), dtype=np.float64)
-        o = np.ascontiguousarray(transform.offset, dtype=np.float64)
+    def _linear_args(st: _State) -> tuple[Any, ...]:
+        """Sample-position and point-map arguments of the fused kernels.
+
+        Returns ``(points, dense, grid_size, A, o, c)``.  For a dense sample
+        set the positions are implicit grid indices: the fixed grid geometry
+        is folded into the map (``A F``, ``A O_f + o``) and the centre is 0;
+        :meth:`_linear_gradient` converts the sums back.
+        """
+        transform = st.transform
+        d = transform.ndim
+        a = np.asarray(transform.compute_matrix(), dtype=np.float64)
+        o = np.asarray(transform.offset, dtype=np.float64)
         c = np.ascontiguousarray(transform.center, dtype=np.float64)
-        return a, o, c
+        if st.dense:
+            f = st.fixed.index_to_physical_matrix
+            return (
+                np.zeros((0, d)),
+                True,
+                np.asarray(st.fixed.size, dtype=np.int64),
+                np.ascontiguousarray(a @ f),
+                np.ascontiguousarray(a @ st.fixed.origin + o),
+                np.zeros(d),
+            )
+        return (
+            st.points, False, np.ones(d, dtype=np.int64), np.ascontiguousarray(a),
+            np.ascontiguousarray(o), c,
+        )
 
     @staticmethod
-    def _linear_gradient(
-        transform: MatrixOffsetTransformBase, sums: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        """``sum_s J_s^T v_s`` from ``sums = [sum v (x - c)^T (row-major), sum v]``."""
+    def _linear_gradient(st: _State, sums: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``sum_s J_s^T v_s`` from ``sums = [sum v (x - c)^T (row-major), sum v]``.
+
+        For dense sample sets ``sums`` hold ``sum v idx^T`` (grid indices) and
+        are converted with ``x - c = F idx + (O_f - c)``.
+        """
+        transform = st.transform
         d = transform.ndim
+        outer = sums[: d * d].reshape(d, d)
+        vsum = sums[d * d : d * d + d]
+        if st.dense:
+            f = st.fixed.index_to_physical_matrix
+            c = np.asarray(transform.center, dtype=np.float64)
+            outer = outer @ f.T + np.outer(vsum, st.fixed.origin - c)
         da = np.asarray(transform.compute_matrix_derivatives(), dtype=np.float64)
         dt = np.asarray(transform.compute_translation_derivatives(), dtype=np.float64)
-        return da.reshape(da.shape[0], -1) @ sums[: d * d] + dt @ sums[d * d : d * d + d]
+        return da.reshape(da.shape[0], -1) @ outer.reshape(-1) + dt @ vsum
 
     # ------------------------------------------------------------- subclass API
     @abstractmethod

@@ -83,9 +83,9 @@ class NormalizedCorrelation(ImageMetric):
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         transform = st.transform
         d = transform.ndim
-        a, o, c = self._linear_args(transform)
+        pts, dense, gsize, a, o, c = self._linear_args(st)
         part = _k.correlation_linear(
-            st.points, st.fixed_values, self._fixed_ref, self._moving_ref, a, o, c,
+            pts, dense, gsize, st.fixed_values, self._fixed_ref, self._moving_ref, a, o, c,
             *st.moving_pack.args(), *st.moving_mask.args(), self._mode(with_gradient), CHUNK_SIZE,
         )
         t = reduce_in_order(part)
@@ -109,4 +109,4 @@ class NormalizedCorrelation(ImageMetric):
         alpha = -2.0 * fm / (f2 * m2)
         beta = 2.0 * fm * fm / (f2 * m2 * m2)
         sums = alpha * (gf - fbar * g0) + beta * (gm - mbar * g0)
-        return value, self._linear_gradient(transform, sums)
+        return value, self._linear_gradient(st, sums)

@@ -107,7 +107,7 @@ class MattesMutualInformation(ImageMetric):
         self._moving_bin_size = (self._moving_max - self._moving_min) / (b - 4)
         self._moving_nmin = self._moving_min / self._moving_bin_size - 2.0
         t = st.fixed_values / self._fixed_bin_size - self._fixed_nmin
-        self._fixed_bins = np.ascontiguousarray(np.clip(np.trunc(t), 2, b - 3).astype(np.int64))
+        self._fixed_bins = np.ascontiguousarray(np.clip(np.trunc(t), 2, b - 3).astype(np.int32))
         self._last_joint: NDArray[np.float64] | None = None
 
     @property
@@ -153,23 +153,25 @@ class MattesMutualInformation(ImageMetric):
             return stats.value, None
         fbins = self._fixed_bins[batch.indices]
         valid = np.ones(batch.n_valid, dtype=np.bool_)
-        w = _k.mattes_weights(fbins, batch.moving_values, valid, *self._moving_bin_args(), stats.log_ratio)
+        w = _k.mattes_weights(
+            fbins, batch.moving_values, valid, *self._moving_bin_args(), stats.log_ratio, CHUNK_SIZE
+        )
         return stats.value, w / (self._moving_bin_size * stats.n_used)
 
     # ------------------------------------------------------------------ fused path
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
-        transform = st.transform
-        a, o, c = self._linear_args(transform)
+        pts, dense, gsize, a, o, c = self._linear_args(st)
         joint, count, used = _k.mattes_linear_histogram(
-            st.points, self._fixed_bins, a, o, *st.moving_pack.args(), *st.moving_mask.args(),
-            *self._moving_bin_args(), HISTOGRAM_CHUNK_SIZE,
+            pts, dense, gsize, self._fixed_bins, a, o, *st.moving_pack.args(),
+            *st.moving_mask.args(), *self._moving_bin_args(), HISTOGRAM_CHUNK_SIZE,
         )
         stats = self._stats(joint, count, used, st.points.shape[0])
         if not with_gradient:
             return stats.value, None
         part = _k.mattes_linear_gradient(
-            st.points, self._fixed_bins, a, o, c, *st.moving_pack.args(), *st.moving_mask.args(),
-            self._mode(True), *self._moving_bin_args(), stats.log_ratio, CHUNK_SIZE,
+            pts, dense, gsize, self._fixed_bins, a, o, c, *st.moving_pack.args(),
+            *st.moving_mask.args(), self._mode(True), *self._moving_bin_args(), stats.log_ratio,
+            CHUNK_SIZE,
         )
         sums = reduce_in_order(part) / (self._moving_bin_size * stats.n_used)
-        return stats.value, self._linear_gradient(transform, sums)
+        return stats.value, self._linear_gradient(st, sums)

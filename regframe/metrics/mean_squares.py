@@ -60,11 +60,10 @@ class MeanSquares(PointwiseMetric):
         return 2.0 * (moving_values - fixed_values)
 
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
-        transform = st.transform
-        a, o, c = self._linear_args(transform)
+        pts, dense, gsize, a, o, c = self._linear_args(st)
         part = _k.mean_squares_linear(
-            st.points, st.fixed_values, a, o, c, *st.moving_pack.args(), *st.moving_mask.args(),
-            self._mode(with_gradient), CHUNK_SIZE,
+            pts, dense, gsize, st.fixed_values, a, o, c, *st.moving_pack.args(),
+            *st.moving_mask.args(), self._mode(with_gradient), CHUNK_SIZE,
         )
         total = reduce_in_order(part)
         n_valid = int(total[1])
@@ -72,5 +71,5 @@ class MeanSquares(PointwiseMetric):
         value = total[0] / n_valid
         if not with_gradient:
             return value, None
-        grad = self._linear_gradient(transform, total[2:] / n_valid)
+        grad = self._linear_gradient(st, total[2:] / n_valid)
         return value, grad

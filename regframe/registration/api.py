@@ -95,9 +95,9 @@ def make_optimizer(kind: str | Optimizer, n_iterations: int = 200) -> Optimizer:
 
 
 def _default_schedule(fixed: Image) -> LevelSchedule:
-    """Shrink so that the coarsest level has about 32 voxels along the smallest axis."""
+    """Halving shrink factors; the coarsest level keeps at least 16 voxels along the smallest axis."""
     smallest = min(fixed.size)
-    coarsest = int(max(1, min(8, 2 ** int(np.floor(np.log2(max(smallest / 32.0, 1.0)))))))
+    coarsest = int(max(1, min(8, 2 ** int(np.floor(np.log2(max(smallest / 16.0, 1.0)))))))
     factors = []
     f = coarsest
     while f >= 1:
@@ -243,7 +243,7 @@ def register(
         32 voxels across, sigmas in voxels.
     sampling : float, optional
         Fraction of voxels sampled at random (seeded); default: all voxels up
-        to 200 000 samples per level, else a random subset of that size.
+        to 500 000 samples per level, else a random subset of that size.
     n_iterations : int
         Maximum iterations per level.
     seed : int
@@ -270,9 +270,9 @@ def register(
         n_vox = int(np.prod([max(1, s // f) for s, f in zip(fixed.size, lvl.shrink_factors)]))
         if sampling is not None:
             return RandomSampler(sampling, seed=seed + level_index) if sampling < 1 else FullSampler()
-        if n_vox <= 200_000:
+        if n_vox <= 500_000:
             return FullSampler()
-        return RandomSampler(200_000 / n_vox, seed=seed + level_index)
+        return RandomSampler(500_000 / n_vox, seed=seed + level_index)
 
     samplers = [sampler_for(i) for i in range(schedule.n_levels)]
 

@@ -1,0 +1,136 @@
+"""Resampling, displacement fields and the multi-resolution pyramid against SimpleITK."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import regframe as rf
+from regframe.errors import InvalidInputError
+from regframe.registration import (
+    LevelSchedule,
+    displacement_field,
+    resample,
+    shrink_geometry,
+    shrink_image,
+    smooth_image,
+)
+from regframe.testing.strategies import smooth_arrays
+
+sitk = pytest.importorskip("SimpleITK")
+
+
+def _image(ndim, seed=0):
+    size = (23, 19, 11)[:ndim]
+    arr = smooth_arrays(tuple(reversed(size)), seed)
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = np.eye(ndim)
+    direction[:2, :2] = [[c, -s], [s, c]]
+    return rf.Image(arr, spacing=(0.9, 1.3, 2.0)[:ndim], origin=(4.0, -3.0, 7.0)[:ndim], direction=direction)
+
+
+def _affine(ndim, center):
+    t = rf.AffineTransform(ndim)
+    t.fixed_parameters = center
+    a = np.eye(ndim) + 0.05 * np.arange(1, ndim * ndim + 1).reshape(ndim, ndim) / ndim**2
+    t.parameters = np.r_[a.ravel(), np.arange(1, ndim + 1) * 0.7]
+    return t
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("interp", ["linear", "nearest"])
+def test_resample_matches_simpleitk(ndim, interp):
+    img = _image(ndim)
+    t = _affine(ndim, img.physical_center())
+    ours = resample(img, t, reference=img, interpolator=interp, default_value=-5.0)
+    sitk_img = rf.to_sitk(img)
+    st = sitk.AffineTransform(ndim)
+    st.SetFixedParameters(tuple(t.fixed_parameters))
+    st.SetParameters(tuple(t.parameters))
+    mode = sitk.sitkLinear if interp == "linear" else sitk.sitkNearestNeighbor
+    ref = sitk.GetArrayFromImage(sitk.Resample(sitk_img, sitk_img, st, mode, -5.0, sitk.sitkFloat64))
+    np.testing.assert_allclose(ours.array, ref, rtol=1e-9, atol=1e-9)
+    assert ours.same_geometry(img)
+
+
+def test_resample_labels_keeps_dtype_and_values():
+    labels = rf.Image(np.repeat(np.arange(6, dtype=np.uint8), 6).reshape(6, 6))
+    t = rf.TranslationTransform(2)
+    t.parameters = [0.4, -0.3]
+    out = resample(labels, t, interpolator="nearest")
+    assert out.dtype == np.uint8
+    assert set(np.unique(out.array)) <= set(range(6))
+
+
+def test_resample_does_not_modify_inputs():
+    img = _image(2)
+    t = _affine(2, img.physical_center())
+    before_p, before_a = t.parameters, img.array.copy()
+    resample(img, t, interpolator="bspline")
+    np.testing.assert_array_equal(t.parameters, before_p)
+    np.testing.assert_array_equal(img.array, before_a)
+
+
+def test_resample_dimension_mismatch_is_a_clear_error():
+    with pytest.raises(InvalidInputError, match="same dimension"):
+        resample(_image(2), rf.AffineTransform(3))
+
+
+def test_displacement_field_of_translation_and_layout():
+    img = _image(3)
+    t = rf.TranslationTransform(3)
+    t.parameters = [1.0, -2.0, 0.5]
+    field = displacement_field(t, img)
+    assert field.shape == img.shape + (3,)
+    np.testing.assert_allclose(field, np.broadcast_to([1.0, -2.0, 0.5], field.shape))
+    # the layout is SimpleITK's vector-image array layout
+    vec = sitk.GetImageFromArray(field, isVector=True)
+    assert vec.GetNumberOfComponentsPerPixel() == 3
+    assert vec.GetSize() == img.size
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("factor", [2, 3])
+def test_shrink_geometry_matches_simpleitk(ndim, factor):
+    img = _image(ndim)
+    ours = shrink_geometry(img, factor)
+    ref = sitk.Shrink(rf.to_sitk(img), [factor] * ndim)
+    assert ours.size == ref.GetSize()
+    np.testing.assert_allclose(ours.spacing, ref.GetSpacing(), rtol=1e-12)
+    np.testing.assert_allclose(ours.origin, ref.GetOrigin(), atol=1e-9)
+    np.testing.assert_allclose(ours.direction.ravel(), ref.GetDirection(), atol=1e-12)
+
+
+def test_shrink_image_samples_the_smoothed_image_at_new_centres():
+    img = _image(2)
+    small = shrink_image(img, 2)
+    # a linear ramp is reproduced exactly by linear resampling
+    pts = small.voxel_points()
+    ramp = rf.Image(np.zeros(img.shape), spacing=img.spacing, origin=img.origin, direction=img.direction)
+    vox = ramp.voxel_points()
+    ramp = ramp.with_array((vox @ [0.3, -0.2]).reshape(img.shape))
+    np.testing.assert_allclose(shrink_image(ramp, 2).array.ravel(), pts @ [0.3, -0.2], atol=1e-9)
+    assert shrink_image(img, 1) is img
+
+
+def test_smoothing_preserves_constants_and_uses_physical_units():
+    img = rf.Image(np.full((9, 12), 3.5), spacing=(2.0, 0.5))
+    np.testing.assert_allclose(smooth_image(img, 1.0).array, 3.5)
+    impulse = np.zeros((41, 41))
+    impulse[20, 20] = 1.0
+    blurred = smooth_image(rf.Image(impulse, spacing=(2.0, 1.0)), 4.0, physical=True).array
+    # sigma 4 mm = 2 voxels along x (spacing 2) and 4 voxels along y
+    var_x = np.sum(blurred.sum(axis=0) * (np.arange(41) - 20) ** 2)
+    var_y = np.sum(blurred.sum(axis=1) * (np.arange(41) - 20) ** 2)
+    assert var_x == pytest.approx(4.0, rel=0.02)
+    assert var_y == pytest.approx(16.0, rel=0.02)
+
+
+def test_level_schedule_validation_and_levels():
+    sched = LevelSchedule((4, 2, 1), (2.0, 1.0, 0.0))
+    assert sched.n_levels == 3
+    assert sched.level(0, 3).shrink_factors == (4, 4, 4)
+    with pytest.raises(InvalidInputError, match="same, non-zero length"):
+        LevelSchedule((2, 1), (1.0,))
+    with pytest.raises(InvalidInputError, match="integers >= 1"):
+        LevelSchedule((0,), (1.0,))
