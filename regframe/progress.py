@@ -77,9 +77,10 @@ class ProgressReporter:
 
     Notes
     -----
-    A new stage is detected when the level number goes back (multi-stage runs
-    of :func:`~regframe.registration.register` or a TOML configuration), or
-    announced with :meth:`start_stage`.
+    Stages are announced with :meth:`start_stage` (a TOML configuration and
+    the demo do so).  When the level number goes back without an
+    announcement (``register(..., "affine")`` runs a rigid, then an affine
+    part), the lines are labelled ``part 2``, ``part 3``, ...
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class ProgressReporter:
         self._tqdm = tqdm
         self._bar: Any = None
         self._stage = 0
+        self._part = 0
         self._stage_name: str | None = None
         self._level: int | None = None
         self._count = 0
@@ -123,6 +125,7 @@ class ProgressReporter:
         """Announce a new stage (closes the current level's bar)."""
         self._finish_level()
         self._stage += 1
+        self._part = 1
         self._stage_name = name
         self._level = None
         if n_levels is not None:
@@ -138,10 +141,10 @@ class ProgressReporter:
             new_stage = self._level is not None and (level < self._level or
                                                      (level == self._level and iteration < self._last_iteration))
             self._finish_level()
-            if new_stage or self._stage == 0:
-                self._stage += 1
-                if new_stage:
-                    self._stage_name = None
+            if self._stage == 0:
+                self._stage, self._part = 1, 1
+            elif new_stage:
+                self._part += 1  # e.g. register("affine") runs rigid, then affine
             self._start_level(level)
         self._count += 1
         self._last_iteration = iteration
@@ -183,8 +186,9 @@ class ProgressReporter:
     def _prefix(self) -> str:
         lv = "?" if self._level is None else str(self._level + 1)
         of = f"/{self.n_levels}" if self.n_levels else ""
-        stage = f"stage {self._stage}" + (f" ({self._stage_name})" if self._stage_name else "")
-        return f"[{stage} level {lv}{of}]"
+        stage = self._stage_name if self._stage_name else f"stage {self._stage}"
+        part = f" part {self._part}" if self._part > 1 else ""
+        return f"[{stage}{part} level {lv}{of}]"
 
     def _write(self, text: str) -> None:
         self.stream.write(text + "\n")
@@ -213,6 +217,7 @@ class ProgressReporter:
         self.levels.append(
             {
                 "stage": self._stage,
+                "part": self._part,
                 "level": self._level,
                 "iterations": self._count,
                 "first_value": self._first,

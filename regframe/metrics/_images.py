@@ -36,6 +36,13 @@ class ImagePack:
     origin: NDArray[np.float64]
     spacing: NDArray[np.float64]
 
+    @property
+    def size3(self) -> NDArray[np.int64]:
+        """Size padded to 3-D with 1 (the kernels' fast path works in 3-D)."""
+        out = np.ones(3, dtype=np.int64)
+        out[: self.size.shape[0]] = self.size
+        return out
+
     @classmethod
     def from_image(cls, image: Image) -> ImagePack:
         return cls(

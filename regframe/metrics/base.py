@@ -52,6 +52,23 @@ __all__ = ["Metric", "ImageMetric", "PointwiseMetric", "SampleBatch", "GradientM
 GradientMode = Literal["exact", "central_difference"]
 _GRADIENT_MODES = ("exact", "central_difference")
 _MODE_CODE = {"exact": 1, "central_difference": 2}
+_NO_POINTS = {2: np.zeros((0, 2)), 3: np.zeros((0, 3))}
+
+
+def _pad(v: NDArray[Any], fill: float = 0.0) -> NDArray[np.float64]:
+    """Pad a 2-vector to 3 (kernels work in padded 3-D)."""
+    out = np.full(3, fill, dtype=np.float64)
+    out[: v.shape[0]] = v
+    return out
+
+
+def _index_map(pack: ImagePack, a: NDArray[np.float64], o: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``(kmat, kvec)`` with ``ci = kmat @ x + kvec`` for ``y = a @ x + o``, padded to 3-D."""
+    d = a.shape[0]
+    kmat = np.zeros((3, 3))
+    kmat[:d, :d] = pack.p2i @ a
+    kvec = _pad(pack.p2i @ (o - pack.origin))
+    return kmat, kvec
 
 
 class Metric(ABC):
@@ -299,8 +316,10 @@ class ImageMetric(Metric):
             fpack = ImagePack.from_image(fixed)
             none = MaskPack.none(fixed.ndim)
             eye, zero = np.eye(fixed.ndim), np.zeros(fixed.ndim)
+            kmat, kvec = _index_map(fpack, eye, zero)
             fvals, _, inside = _k.sample_moving(
-                points, eye, zero, *fpack.args(), *none.args(), 0, CHUNK_SIZE
+                points, kmat, kvec, fpack.size3, eye, zero, *fpack.args(), *none.args(), False,
+                0, CHUNK_SIZE,
             )
             if not inside.all():  # the sampler already drops points outside; be safe
                 keep = np.flatnonzero(inside)
@@ -460,16 +479,21 @@ class ImageMetric(Metric):
     def _mode(self, with_gradient: bool) -> int:
         return _MODE_CODE[self.gradient] if with_gradient else 0
 
+    def _physical(self, st: _State) -> bool:
+        """Kernels take the physical path (else the index-space fast path)."""
+        return self.gradient == "central_difference" or st.moving_mask.present
+
     def _sample_moving(
         self, st: _State, mapped: NDArray[np.float64], with_gradient: bool
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
         """Moving values, gradients and validity at already-mapped points."""
         d = mapped.shape[1]
         eye, zero = np.eye(d), np.zeros(d)
+        kmat, kvec = _index_map(st.moving_pack, eye, zero)
         if st.interpolator is None:
             return _k.sample_moving(
-                mapped, eye, zero, *st.moving_pack.args(), *st.moving_mask.args(),
-                self._mode(with_gradient), CHUNK_SIZE,
+                mapped, kmat, kvec, st.moving_pack.size3, eye, zero, *st.moving_pack.args(),
+                *st.moving_mask.args(), self._physical(st), self._mode(with_gradient), CHUNK_SIZE,
             )
         interp = st.interpolator
         if with_gradient and self.gradient == "exact":
@@ -480,7 +504,8 @@ class ImageMetric(Metric):
             if with_gradient:  # ITK central differences on the linear interpolant
                 none = MaskPack.none(d)
                 _, grads, _ = _k.sample_moving(
-                    mapped, eye, zero, *st.moving_pack.args(), *none.args(), 2, CHUNK_SIZE
+                    mapped, kmat, kvec, st.moving_pack.size3, eye, zero, *st.moving_pack.args(),
+                    *none.args(), True, 2, CHUNK_SIZE,
                 )
         valid = inside & st.moving_mask.contains(mapped)
         return values, grads, valid
@@ -553,44 +578,51 @@ class ImageMetric(Metric):
 
     @staticmethod
     def _linear_args(st: _State) -> tuple[Any, ...]:
-        """Sample-position and point-map arguments of the fused kernels.
+        """Position and map arguments of the fused kernels for a linear transform.
 
-        Returns ``(points, dense, grid_size, A, o, c)``.  For a dense sample
-        set the positions are implicit grid indices: the fixed grid geometry
-        is folded into the map (``A F``, ``A O_f + o``) and the centre is 0;
-        :meth:`_linear_gradient` converts the sums back.
+        Returns ``(points, dense, grid_size, kmat, kvec, size3, center3, a, o)``
+        in the kernels' conventions (:mod:`regframe.metrics._kernels`).  For a
+        dense sample set the positions are implicit grid indices: the fixed
+        grid geometry is folded into the maps (``A F``, ``A O_f + o``) and the
+        centre is 0; :meth:`_linear_gradient` converts the sums back.
         """
         transform = st.transform
         d = transform.ndim
         a = np.asarray(transform.compute_matrix(), dtype=np.float64)
         o = np.asarray(transform.offset, dtype=np.float64)
-        c = np.ascontiguousarray(transform.center, dtype=np.float64)
         if st.dense:
             f = st.fixed.index_to_physical_matrix
-            return (
-                np.zeros((0, d)),
-                True,
-                np.asarray(st.fixed.size, dtype=np.int64),
-                np.ascontiguousarray(a @ f),
-                np.ascontiguousarray(a @ st.fixed.origin + o),
-                np.zeros(d),
-            )
+            a, o = a @ f, a @ st.fixed.origin + o
+            points, dense = _NO_POINTS[d], True
+            grid = np.asarray(st.fixed.size, dtype=np.int64)
+            center = np.zeros(d)
+        else:
+            points, dense = st.points, False
+            grid = np.ones(d, dtype=np.int64)
+            center = np.asarray(transform.center, dtype=np.float64)
+        kmat, kvec = _index_map(st.moving_pack, a, o)
         return (
-            st.points, False, np.ones(d, dtype=np.int64), np.ascontiguousarray(a),
-            np.ascontiguousarray(o), c,
+            points, dense, _pad(grid, 1).astype(np.int64), kmat, kvec, st.moving_pack.size3,
+            _pad(center), np.ascontiguousarray(a), np.ascontiguousarray(o),
         )
 
     @staticmethod
-    def _linear_gradient(st: _State, sums: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``sum_s J_s^T v_s`` from ``sums = [sum v (x - c)^T (row-major), sum v]``.
+    def _linear_gradient(st: _State, sums: NDArray[np.float64], physical: bool) -> NDArray[np.float64]:
+        """``sum_s J_s^T v_s`` from one gradient-sum block of a fused kernel.
 
-        For dense sample sets ``sums`` hold ``sum v idx^T`` (grid indices) and
-        are converted with ``x - c = F idx + (O_f - c)``.
+        ``sums`` = ``[sum v (x - c)^T (3x3 row-major), sum v (3)]`` (3-D
+        padded).  Index-space gradients (``physical`` False, the fast path)
+        are mapped with ``p2i.T``; dense positions with
+        ``x - c = F idx + (O_f - c)``.
         """
         transform = st.transform
         d = transform.ndim
-        outer = sums[: d * d].reshape(d, d)
-        vsum = sums[d * d : d * d + d]
+        outer = sums[:9].reshape(3, 3)[:d, :d]
+        vsum = sums[9 : 9 + d]
+        if not physical:
+            p2i = st.moving_pack.p2i
+            outer = p2i.T @ outer
+            vsum = p2i.T @ vsum
         if st.dense:
             f = st.fixed.index_to_physical_matrix
             c = np.asarray(transform.center, dtype=np.float64)

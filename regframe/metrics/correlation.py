@@ -82,11 +82,13 @@ class NormalizedCorrelation(ImageMetric):
     # ------------------------------------------------------------------ fused path
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         transform = st.transform
-        d = transform.ndim
-        pts, dense, gsize, a, o, c = self._linear_args(st)
+        pts, dense, gsize, kmat, kvec, size3, c3, a, o = self._linear_args(st)
+        mode = self._mode(with_gradient)
+        phys = self._physical(st)
         part = _k.correlation_linear(
-            pts, dense, gsize, st.fixed_values, self._fixed_ref, self._moving_ref, a, o, c,
-            *st.moving_pack.args(), *st.moving_mask.args(), self._mode(with_gradient), CHUNK_SIZE,
+            pts, dense, gsize, st.fixed_values, self._fixed_ref, self._moving_ref,
+            kmat, kvec, size3, c3, a, o, *st.moving_pack.args(), *st.moving_mask.args(),
+            phys, mode, CHUNK_SIZE,
         )
         t = reduce_in_order(part)
         n_valid = int(t[0])
@@ -102,11 +104,11 @@ class NormalizedCorrelation(ImageMetric):
         value = -fm * fm / (f2 * m2)
         if not with_gradient:
             return value, None
-        blk = d * d + d
+        blk = _k.BLOCK
         g0 = t[6 : 6 + blk]
         gf = t[6 + blk : 6 + 2 * blk]
         gm = t[6 + 2 * blk : 6 + 3 * blk]
         alpha = -2.0 * fm / (f2 * m2)
         beta = 2.0 * fm * fm / (f2 * m2 * m2)
         sums = alpha * (gf - fbar * g0) + beta * (gm - mbar * g0)
-        return value, self._linear_gradient(st, sums)
+        return value, self._linear_gradient(st, sums, phys)

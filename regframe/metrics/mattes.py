@@ -160,18 +160,22 @@ class MattesMutualInformation(ImageMetric):
 
     # ------------------------------------------------------------------ fused path
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
-        pts, dense, gsize, a, o, c = self._linear_args(st)
+        pts, dense, gsize, kmat, kvec, size3, c3, a, o = self._linear_args(st)
         joint, count, used = _k.mattes_linear_histogram(
-            pts, dense, gsize, self._fixed_bins, a, o, *st.moving_pack.args(),
-            *st.moving_mask.args(), *self._moving_bin_args(), HISTOGRAM_CHUNK_SIZE,
+            pts, dense, gsize, self._fixed_bins, kmat, kvec, size3, a, o,
+            *st.moving_pack.args(), *st.moving_mask.args(), self._physical(st),
+            *self._moving_bin_args(),
+            HISTOGRAM_CHUNK_SIZE,
         )
         stats = self._stats(joint, count, used, st.points.shape[0])
         if not with_gradient:
             return stats.value, None
+        mode = self._mode(True)
+        phys = self._physical(st)
         part = _k.mattes_linear_gradient(
-            pts, dense, gsize, self._fixed_bins, a, o, c, *st.moving_pack.args(),
-            *st.moving_mask.args(), self._mode(True), *self._moving_bin_args(), stats.log_ratio,
-            CHUNK_SIZE,
+            pts, dense, gsize, self._fixed_bins, kmat, kvec, size3, c3, a, o,
+            *st.moving_pack.args(), *st.moving_mask.args(), phys, mode, *self._moving_bin_args(),
+            stats.log_ratio, CHUNK_SIZE,
         )
         sums = reduce_in_order(part) / (self._moving_bin_size * stats.n_used)
-        return stats.value, self._linear_gradient(st, sums)
+        return stats.value, self._linear_gradient(st, sums, phys)

@@ -60,10 +60,12 @@ class MeanSquares(PointwiseMetric):
         return 2.0 * (moving_values - fixed_values)
 
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
-        pts, dense, gsize, a, o, c = self._linear_args(st)
+        pts, dense, gsize, kmat, kvec, size3, c3, a, o = self._linear_args(st)
+        mode = self._mode(with_gradient)
+        phys = self._physical(st)
         part = _k.mean_squares_linear(
-            pts, dense, gsize, st.fixed_values, a, o, c, *st.moving_pack.args(),
-            *st.moving_mask.args(), self._mode(with_gradient), CHUNK_SIZE,
+            pts, dense, gsize, st.fixed_values, kmat, kvec, size3, c3, a, o,
+            *st.moving_pack.args(), *st.moving_mask.args(), phys, mode, CHUNK_SIZE,
         )
         total = reduce_in_order(part)
         n_valid = int(total[1])
@@ -71,5 +73,5 @@ class MeanSquares(PointwiseMetric):
         value = total[0] / n_valid
         if not with_gradient:
             return value, None
-        grad = self._linear_gradient(st, total[2:] / n_valid)
+        grad = self._linear_gradient(st, total[2:] / n_valid, phys)
         return value, grad

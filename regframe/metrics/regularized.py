@@ -318,11 +318,12 @@ class RegularizedMetric(Metric):
     metric : Metric
         The data term (initialised by :meth:`initialize`).
     regularizers : Regularizer or sequence of Regularizer, default BendingEnergy()
-    weight : float, sequence of float or None, default None
-        One weight per regularizer (a single float applies to all).  ``None``
-        for the first regularizer: :func:`default_regularization_weight` of
-        the data metric, resolved in :meth:`initialize` (see
-        :attr:`weights`); other regularizers default to 1.
+    weight : float, sequence of (float or None), or None, default None
+        One weight per regularizer (a single float applies to all).  A
+        ``None`` entry means :func:`default_regularization_weight` of the data
+        metric, resolved in :meth:`initialize` (see :attr:`weights`).
+        ``weight=None``: the default for the first regularizer and 1 for the
+        others.
 
     Notes
     -----
@@ -368,7 +369,7 @@ class RegularizedMetric(Metric):
                 1.0 if weight is None else float(weight)
             ] * (len(regs) - 1)
         else:
-            weights = [float(w) for w in weight]
+            weights = [None if w is None else float(w) for w in weight]
             if len(weights) != len(regs):
                 raise InvalidInputError(
                     f"{where}: give one weight per regularizer ({len(regs)}); got {len(weights)}."

@@ -1,0 +1,441 @@
+"""Multi-stage registrations described in a TOML file.
+
+A configuration is a list of stages run one after the other, each started from
+the previous stage's result (e.g. rigid, then affine, then a deformable
+stage).  Keys of ``[defaults]`` apply to every stage unless the stage sets
+them; ``[input]`` and ``[output]`` are optional and used by the command line
+(paths are relative to the configuration file)::
+
+    # rigid_then_affine.toml
+    [input]                       # optional; the CLI's FIXED/MOVING override these
+    fixed = "fixed.mha"
+    moving = "moving.mha"
+    fixed_mask = "mask_fixed.mhd"
+
+    [output]
+    prefix = "out/result"         # writes out/result.tfm, _resampled.mha, _qc.png
+
+    [defaults]
+    metric = "mattes"
+    n_iterations = 150
+    seed = 0
+
+    [[stage]]
+    transform = "rigid"
+    levels = [4, 2]               # shrink factors, coarse to fine
+    sigmas = [2.0, 1.0]           # smoothing sigmas (voxels unless sigmas_in_mm = true)
+
+    [[stage]]
+    transform = "affine"
+    levels = [2, 1]
+    sigmas = [1.0, 0.0]
+    sampling = 0.25               # fraction of voxels, seeded random subset
+
+Load it with :func:`load_config` and run it with :meth:`RegistrationConfig.run`::
+
+    config = regframe.config.load_config("rigid_then_affine.toml")
+    result = config.run(fixed, moving)
+
+How stages are chained: when the next stage's transform kind can represent
+the previous result exactly (translation -> rigid -> similarity -> affine),
+the result is converted and optimised further, so the final transform is a
+single transform of the last kind.  Otherwise (e.g. a ``"bspline"`` stage
+after an affine one) the previous result becomes the fixed *initial
+transform* of the next stage, and the final transform is their composite.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError
+from .image import Image
+from .registration.api import TRANSFORM_KINDS, make_transform, register
+from .registration.initializers import set_translation
+from .registration.method import RegistrationResult, RegistrationState
+from .registration.pyramid import LevelSchedule
+from .transforms.base import Transform
+from .transforms.linear import MatrixOffsetTransformBase
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    try:
+        import tomli as tomllib
+    except ImportError:
+        tomllib = None  # type: ignore[assignment]
+
+__all__ = ["Stage", "RegistrationConfig", "load_config", "parse_config", "combine_results"]
+
+#: Linear kinds in order of generality: a kind can represent every kind before it.
+_LINEAR_ORDER = ("translation", "rigid", "similarity", "affine")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a multi-stage registration (arguments of :func:`~regframe.registration.register`).
+
+    Attributes
+    ----------
+    transform : str
+        ``"translation"``, ``"rigid"``, ``"similarity"``, ``"affine"`` (or
+        any other kind :func:`~regframe.registration.register` accepts, such
+        as ``"bspline"`` where available).
+    metric : str
+        ``"mattes"``, ``"mse"`` or ``"ncc"``.
+    n_iterations : int
+        Maximum iterations per level.
+    levels, sigmas : tuple, optional
+        Shrink factors and smoothing sigmas per level, coarse to fine
+        (default: :func:`register`'s automatic schedule).
+    sigmas_in_mm : bool
+        Sigmas in physical units instead of voxels.
+    sampling : float, optional
+        Fraction of voxels sampled (seeded).
+    optimizer : str
+        ``"lbfgsb"`` or ``"regular_step"``.
+    initialization : str or None
+        ``"moments"``, ``"geometry"`` or ``"none"`` (first stage only).
+    rotation_search : bool, optional
+        Coarse rotation search (first stage only; default: on for rigid kinds).
+    seed : int
+        Seed of the random sampling.
+    name : str, optional
+        Label shown in progress output.
+    options : dict
+        Further keyword arguments passed to ``register()`` unchanged (for
+        options added by newer versions, e.g. B-spline grid settings).
+    """
+
+    transform: str = "rigid"
+    metric: str = "mattes"
+    n_iterations: int = 200
+    levels: tuple[int, ...] | None = None
+    sigmas: tuple[float, ...] | None = None
+    sigmas_in_mm: bool = False
+    sampling: float | None = None
+    optimizer: str = "lbfgsb"
+    initialization: str | None = "moments"
+    rotation_search: bool | None = None
+    seed: int = 0
+    name: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def schedule(self) -> LevelSchedule | None:
+        """The stage's :class:`LevelSchedule` (``None``: automatic)."""
+        if self.levels is None and self.sigmas is None:
+            return None
+        levels = self.levels
+        sigmas = self.sigmas
+        if levels is None:
+            raise InvalidInputError(
+                f"stage {self.label!r}: 'sigmas' given without 'levels'; add e.g. levels = [4, 2, 1]."
+            )
+        if sigmas is None:
+            sigmas = tuple(0.5 * (f - 1) if f > 1 else 0.0 for f in levels)
+        return LevelSchedule(tuple(levels), tuple(float(s) for s in sigmas),
+                             sigmas_in_physical_units=self.sigmas_in_mm)
+
+    @property
+    def label(self) -> str:
+        """Name shown in progress output (``name`` or the transform kind)."""
+        return self.name or self.transform
+
+
+_STAGE_KEYS = {f.name for f in fields(Stage)} - {"options"}
+#: register() arguments a configuration file must not set (they come from the caller).
+_RESERVED = {"fixed", "moving", "fixed_mask", "moving_mask", "initial_transform", "callbacks",
+             "schedule", "transform"}
+
+
+def _coerce_stage(raw: Mapping[str, Any], where: str) -> Stage:
+    data = dict(raw)
+    options = dict(data.pop("options", {}) or {})
+    kw: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _STAGE_KEYS:
+            options[key] = value
+            continue
+        kw[key] = value
+    accepted = set(inspect.signature(register).parameters) - _RESERVED
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InvalidInputError(
+            f"{where}: unknown keys {unknown}; a stage takes {sorted(_STAGE_KEYS)} or other "
+            f"keyword arguments of register(): {sorted(accepted - _STAGE_KEYS)}."
+        )
+    if "transform" not in kw:
+        raise InvalidInputError(f"{where}: every stage needs a 'transform' (e.g. transform = \"rigid\").")
+    for key in ("levels", "sigmas"):
+        if key in kw and kw[key] is not None:
+            if not isinstance(kw[key], (list, tuple)) or not kw[key]:
+                raise InvalidInputError(f"{where}: '{key}' must be a non-empty list; got {kw[key]!r}.")
+            kw[key] = tuple(kw[key])
+    if kw.get("initialization") in ("none", "None", False):
+        kw["initialization"] = None
+    if "n_iterations" in kw:
+        n = kw["n_iterations"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInputError(f"{where}: 'n_iterations' must be an integer >= 1; got {n!r}.")
+    if "sampling" in kw and kw["sampling"] is not None:
+        s = kw["sampling"]
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
+            raise InvalidInputError(f"{where}: 'sampling' must be a fraction in (0, 1]; got {s!r}.")
+    stage = Stage(**kw, options=options)
+    stage.schedule()  # validate the schedule early
+    return stage
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """A run of registration stages (what :func:`load_config` returns).
+
+    Attributes
+    ----------
+    stages : tuple of Stage
+    fixed, moving, fixed_mask, moving_mask, initial_transform : Path, optional
+        Input files named in the ``[input]`` table (resolved against the
+        configuration file's folder).
+    output : Path, optional
+        Output prefix from ``[output] prefix``.
+    source : Path, optional
+        The file the configuration was read from.
+    """
+
+    stages: tuple[Stage, ...]
+    fixed: Path | None = None
+    moving: Path | None = None
+    fixed_mask: Path | None = None
+    moving_mask: Path | None = None
+    initial_transform: Path | None = None
+    output: Path | None = None
+    source: Path | None = None
+
+    def run(
+        self,
+        fixed: Image,
+        moving: Image,
+        *,
+        fixed_mask: Image | None = None,
+        moving_mask: Image | None = None,
+        initial_transform: Transform | None = None,
+        callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
+    ) -> RegistrationResult:
+        """Run every stage; returns one result (histories concatenated).
+
+        ``result.transform`` maps fixed points to moving points through all
+        stages (and ``initial_transform``, when given).
+        """
+        return combine_results(self.run_stages(fixed, moving, fixed_mask=fixed_mask,
+                                               moving_mask=moving_mask,
+                                               initial_transform=initial_transform,
+                                               callbacks=callbacks))
+
+    def run_stages(
+        self,
+        fixed: Image,
+        moving: Image,
+        *,
+        fixed_mask: Image | None = None,
+        moving_mask: Image | None = None,
+        initial_transform: Transform | None = None,
+        callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
+    ) -> list[RegistrationResult]:
+        """Run every stage and return the result of each (the last one holds the final mapping)."""
+        results: list[RegistrationResult] = []
+        previous_kind: str | None = None
+        current: Transform | None = None  # optimised part so far
+        base = initial_transform  # fixed initial transform of the current chain
+        for index, stage in enumerate(self.stages):
+            for cb in callbacks:
+                start = getattr(cb, "start_stage", None)
+                if start is not None:
+                    sched = stage.schedule()
+                    start(stage.label, n_levels=None if sched is None else sched.n_levels,
+                          n_iterations=stage.n_iterations)
+            kwargs: dict[str, Any] = dict(
+                metric=stage.metric,
+                fixed_mask=fixed_mask,
+                moving_mask=moving_mask,
+                schedule=stage.schedule(),
+                sampling=stage.sampling,
+                n_iterations=stage.n_iterations,
+                optimizer=stage.optimizer,
+                seed=stage.seed,
+                callbacks=callbacks,
+                **dict(stage.options),
+            )
+            if index == 0:
+                transform: str | Transform = stage.transform
+                kwargs.update(initial_transform=base, initialization=stage.initialization,
+                              rotation_search=stage.rotation_search)
+            else:
+                assert current is not None
+                converted = _convert(current, previous_kind, stage.transform)
+                if converted is not None:
+                    transform = converted
+                    kwargs.update(initial_transform=base, initialization=None, rotation_search=False)
+                else:
+                    base = results[-1].transform
+                    transform = stage.transform
+                    kwargs.update(initial_transform=base, initialization=None, rotation_search=False)
+            res = register(fixed, moving, transform, **kwargs)
+            results.append(res)
+            current = res.optimized_transform
+            previous_kind = stage.transform
+            if res.stop_reason.name == "CALLBACK":
+                break
+        for cb in callbacks:
+            if hasattr(cb, "start_stage") and hasattr(cb, "close"):
+                cb.close()
+        return results
+
+
+def _convert(previous: Transform, previous_kind: str | None, kind: str) -> Transform | None:
+    """``previous`` as a transform of ``kind`` when that kind can represent it exactly."""
+    if previous_kind not in _LINEAR_ORDER or kind not in _LINEAR_ORDER:
+        return None
+    if not isinstance(previous, MatrixOffsetTransformBase):
+        return None
+    if _LINEAR_ORDER.index(kind) < _LINEAR_ORDER.index(previous_kind):
+        return None
+    t = make_transform(kind, previous.ndim)
+    if t.fixed_parameters.size >= t.ndim:
+        fp = t.fixed_parameters
+        fp[: t.ndim] = previous.center
+        t.fixed_parameters = fp
+    set_matrix = getattr(t, "set_matrix", None)
+    if set_matrix is not None:
+        set_matrix(previous.matrix)
+    set_translation(t, previous.translation + previous.center - t.center)
+    return t
+
+
+def combine_results(results: Sequence[RegistrationResult]) -> RegistrationResult:
+    """One :class:`RegistrationResult` for consecutive stages (the last one's transform).
+
+    Iterations, levels and histories are concatenated; elapsed times added.
+    """
+    if not results:
+        raise InvalidInputError("combine_results(): at least one stage result expected; got none.")
+    last = results[-1]
+    if len(results) == 1:
+        return last
+    return replace(
+        last,
+        iterations_per_level=tuple(n for r in results for n in r.iterations_per_level),
+        levels=tuple(lv for r in results for lv in r.levels),
+        history=tuple(h for r in results for h in r.history),
+        elapsed=float(sum(r.elapsed for r in results)),
+    )
+
+
+def parse_config(data: Mapping[str, Any] | str, *, base_dir: str | os.PathLike[str] | None = None,
+                 source: Path | None = None) -> RegistrationConfig:
+    """Build a :class:`RegistrationConfig` from TOML text or an already parsed mapping.
+
+    Parameters
+    ----------
+    data : str or mapping
+        TOML text, or the dict ``tomllib.loads`` would return.
+    base_dir : path-like, optional
+        Folder that relative paths in ``[input]``/``[output]`` refer to
+        (default: the current directory).
+
+    Raises
+    ------
+    InvalidInputError
+        Invalid TOML, no ``[[stage]]``, unknown sections, or a bad value.
+    """
+    where = f"configuration {str(source)!r}" if source is not None else "configuration"
+    if isinstance(data, str):
+        if tomllib is None:  # pragma: no cover
+            raise InvalidInputError(
+                "reading TOML on Python < 3.11 needs the 'tomli' package; install it with "
+                "pip install 'regframe[all]'."
+            )
+        try:
+            data = tomllib.loads(data)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInputError(f"{where}: invalid TOML: {exc}.") from exc
+    data = dict(data)
+    allowed = {"stage", "defaults", "input", "output"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidInputError(
+            f"{where}: unknown top-level keys {unknown}; expected only {sorted(allowed)} "
+            "(stages are written as [[stage]] tables)."
+        )
+    raw_stages = data.get("stage")
+    if not raw_stages or not isinstance(raw_stages, list):
+        raise InvalidInputError(
+            f"{where}: at least one [[stage]] table expected, e.g.\n[[stage]]\ntransform = \"rigid\""
+        )
+    defaults = dict(data.get("defaults", {}))
+    if "transform" in defaults:
+        raise InvalidInputError(f"{where}: 'transform' belongs in each [[stage]], not in [defaults].")
+    stages = tuple(
+        _coerce_stage({**defaults, **dict(s)}, f"{where}, stage {i + 1}") for i, s in enumerate(raw_stages)
+    )
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+
+    def path_of(table: Mapping[str, Any], key: str) -> Path | None:
+        v = table.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            raise InvalidInputError(f"{where}: '{key}' must be a path string; got {v!r}.")
+        p = Path(v).expanduser()
+        return p if p.is_absolute() else base / p
+
+    inp = dict(data.get("input", {}))
+    bad = sorted(set(inp) - {"fixed", "moving", "fixed_mask", "moving_mask", "initial_transform"})
+    if bad:
+        raise InvalidInputError(
+            f"{where}: unknown [input] keys {bad}; allowed: fixed, moving, fixed_mask, moving_mask, "
+            "initial_transform."
+        )
+    out = dict(data.get("output", {}))
+    if set(out) - {"prefix"}:
+        raise InvalidInputError(f"{where}: [output] takes only 'prefix'; got {sorted(out)}.")
+    return RegistrationConfig(
+        stages=stages,
+        fixed=path_of(inp, "fixed"),
+        moving=path_of(inp, "moving"),
+        fixed_mask=path_of(inp, "fixed_mask"),
+        moving_mask=path_of(inp, "moving_mask"),
+        initial_transform=path_of(inp, "initial_transform"),
+        output=path_of(out, "prefix"),
+        source=source,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> RegistrationConfig:
+    """Read a TOML registration configuration (see the module docstring for the format).
+
+    Returns
+    -------
+    RegistrationConfig
+        The stages, ready to :meth:`~RegistrationConfig.run`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    InvalidInputError
+        The file is not valid TOML or not a valid configuration.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"load_config(): no such configuration file: '{p}'.")
+    return parse_config(p.read_text(encoding="utf-8"), base_dir=p.resolve().parent, source=p)
+
+
+# keep the list of built-in kinds discoverable for error messages and docs
+KNOWN_KINDS: tuple[str, ...] = tuple(TRANSFORM_KINDS)

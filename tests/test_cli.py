@@ -1,0 +1,307 @@
+"""The ``regframe`` command line and the progress reporter.
+
+Fast tests use tiny phantoms written to a temporary folder; the real-data runs
+(elastix brain pair with masks, 3-D lung CT moved by a known affine) are
+marked slow.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import regframe as rf
+from regframe import cli
+from regframe.datasets import brain_pair
+from regframe.progress import ProgressReporter
+from regframe.registration import RegistrationState, resample
+
+sitk = pytest.importorskip("SimpleITK")
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main([str(a) for a in argv], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """Fixed/moving phantom files and the true fixed->moving transform."""
+    d = tmp_path_factory.mktemp("pair")
+    fixed, base = brain_pair(2, 48, seed=2)
+    truth = rf.Euler2DTransform()
+    truth.fixed_parameters = fixed.physical_center()
+    truth.parameters = [np.deg2rad(10.0), 3.0, -2.5]
+    moving = resample(base, truth.inverse(), reference=base, interpolator="bspline", dtype=np.float32)
+    rf.write_image(fixed, d / "fixed.mha")
+    rf.write_image(moving, d / "moving.mha")
+    rf.write_transform(truth, d / "truth.tfm")
+    return d, fixed, moving, truth
+
+
+def _error_mm(tfm: Path, truth, fixed) -> float:
+    got = rf.read_transform(tfm)
+    pts = fixed.voxel_points()
+    return float(np.mean(np.linalg.norm(got.transform_points(pts) - truth.transform_points(pts), axis=1)))
+
+
+# ------------------------------------------------------------------ parser / errors
+def test_help_and_usage_errors(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "register" in capsys.readouterr().out
+    assert cli.main(["no-such-command"]) == 2
+    assert cli.main([]) == 2
+    assert cli.main(["register", "--levels", "4,x"]) == 2
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    code, out, err = run("register", tmp_path / "a.mha", tmp_path / "b.mha", "-o", tmp_path / "x")
+    assert code == 1 and "fixed image" in err and "does not exist" in err
+    code, out, err = run("--json", "register", tmp_path / "a.mha", tmp_path / "b.mha", "-o", tmp_path / "x")
+    assert code == 1 and "does not exist" in json.loads(out)["error"]
+
+
+def test_unknown_transform_kind_names_the_choices(pair, tmp_path):
+    d, *_ = pair
+    code, _, err = run("register", d / "fixed.mha", d / "moving.mha", "-t", "warp", "-o", tmp_path / "r")
+    assert code == 1 and "'affine'" in err and "'warp'" in err
+
+
+# ------------------------------------------------------------------------ register
+def test_register_writes_outputs_that_open_in_simpleitk(pair, tmp_path):
+    d, fixed, moving, truth = pair
+    prefix = tmp_path / "sub" / "res"
+    code, out, err = run("--json", "register", d / "fixed.mha", d / "moving.mha", "-t", "rigid", "-m", "mse",
+                         "--levels", "2,1", "--sigmas", "1,0", "--iterations", "60", "-o", prefix)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["command"] == "register" and summary["transform_type"] == "Euler2DTransform"
+    assert summary["final_value"] < summary["initial_value"]
+    assert len(summary["iterations_per_level"]) == 2
+    # progress is visible on stderr (plain lines: not a terminal)
+    assert "level 1/" in err or "level 1]" in err
+    assert "metric" in err
+    for role, suffix in (("transform", ".tfm"), ("resampled", "_resampled.mha"), ("qc", "_qc.png")):
+        assert summary["outputs"][role] == str(prefix) + suffix
+        assert Path(summary["outputs"][role]).is_file()
+    st = sitk.ReadTransform(str(prefix) + ".tfm")
+    assert st.GetName() == "Euler2DTransform"
+    img = sitk.ReadImage(str(prefix) + "_resampled.mha")
+    assert img.GetSize() == tuple(fixed.size)
+    assert img.GetPixelID() == sitk.sitkFloat32                # the moving image's pixel type
+    png = sitk.ReadImage(str(prefix) + "_qc.png")
+    assert png.GetSize()[0] > 400
+    assert _error_mm(Path(str(prefix) + ".tfm"), truth, fixed) < 0.2
+    # the resampled image is aligned: much closer to the fixed one than the moving image was
+    after = sitk.GetArrayFromImage(img).astype(float)
+    f = fixed.array.astype(float)
+    assert np.mean((after - f) ** 2) < 0.2 * np.mean((moving.array.astype(float) - f) ** 2)
+
+
+def test_register_quiet_prints_nothing(pair, tmp_path):
+    d, *_ = pair
+    code, out, err = run("-q", "register", d / "fixed.mha", d / "moving.mha", "-t", "translation", "-m",
+                         "mse", "--levels", "1", "--iterations", "5", "--no-qc", "-o", tmp_path / "q")
+    assert code == 0 and out == "" and err == ""
+    assert (tmp_path / "q.tfm").is_file() and not (tmp_path / "q_qc.png").exists()
+
+
+def test_register_with_config_and_initial_transform(pair, tmp_path):
+    d, fixed, moving, truth = pair
+    cfg = tmp_path / "stages.toml"
+    cfg.write_text(
+        f'[input]\nfixed = "{d / "fixed.mha"}"\nmoving = "{d / "moving.mha"}"\n'
+        '[output]\nprefix = "out/staged"\n'
+        "[defaults]\nmetric = 'mse'\nn_iterations = 40\n"
+        "[[stage]]\ntransform = 'rigid'\nlevels = [2, 1]\n"
+        "[[stage]]\ntransform = 'affine'\nlevels = [1]\n"
+    )
+    code, out, err = run("register", "--config", cfg, "--no-qc")
+    assert code == 0, err
+    assert "rigid then affine" in err
+    tfm = tmp_path / "out" / "staged.tfm"
+    assert rf.read_transform(tfm).itk_name == "AffineTransform"
+    assert _error_mm(tfm, truth, fixed) < 0.3
+    # stage options on the command line clash with --config
+    code, _, err = run("register", "--config", cfg, "-t", "rigid")
+    assert code == 1 and "cannot be combined with --config" in err
+    # an initial transform equal to the truth leaves (almost) nothing to do
+    code, out, err = run("--json", "register", d / "fixed.mha", d / "moving.mha", "-t", "translation",
+                         "-m", "mse", "--init", "none", "--levels", "1", "--iterations", "20",
+                         "--initial-transform", d / "truth.tfm", "--no-qc", "-o", tmp_path / "init")
+    assert code == 0, err
+    assert _error_mm(tmp_path / "init.tfm", truth, fixed) < 0.1
+
+
+# ------------------------------------------------------------- resample and points
+def test_resample_matches_simpleitk(pair, tmp_path):
+    d, fixed, moving, truth = pair
+    code, out, err = run("resample", d / "moving.mha", d / "truth.tfm", "-r", d / "fixed.mha",
+                         "-o", tmp_path / "warped.mha", "--default-value", "0")
+    assert code == 0, err
+    ours = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "warped.mha")))
+    ref = sitk.Resample(sitk.ReadImage(str(d / "moving.mha")), sitk.ReadImage(str(d / "fixed.mha")),
+                        sitk.ReadTransform(str(d / "truth.tfm")), sitk.sitkLinear, 0.0)
+    theirs = sitk.GetArrayFromImage(ref)
+    span = float(np.ptp(theirs))
+    assert np.max(np.abs(ours.astype(float) - theirs)) <= 1e-5 * span
+
+
+def test_transform_points_matches_simpleitk(pair, tmp_path):
+    d, fixed, *_ = pair
+    pts = np.array([[0.0, 0.0], [10.5, -3.25], [-20.0, 7.0]])
+    (tmp_path / "pts.txt").write_text("# x y\n" + "\n".join(f"{x}, {y}" for x, y in pts) + "\n")
+    code, out, err = run("transform-points", d / "truth.tfm", tmp_path / "pts.txt", "-p", "1,2")
+    assert code == 0, err
+    got = np.loadtxt(io.StringIO(out))
+    st = sitk.ReadTransform(str(d / "truth.tfm"))
+    want = np.array([st.TransformPoint(tuple(p)) for p in [*pts, (1.0, 2.0)]])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)
+    # inverse maps back
+    code, out, _ = run("--json", "transform-points", d / "truth.tfm", "--inverse", "-p", *[",".join(map(str, want[1]))])
+    np.testing.assert_allclose(json.loads(out)["points"][0], pts[1], atol=1e-8)
+    # elastix 'index' file needs a reference image
+    (tmp_path / "idx.txt").write_text("index\n2\n3 4\n10 20\n")
+    code, _, err = run("transform-points", d / "truth.tfm", tmp_path / "idx.txt")
+    assert code == 1 and "--reference" in err
+    code, out, err = run("transform-points", d / "truth.tfm", tmp_path / "idx.txt", "-r", d / "fixed.mha")
+    assert code == 0, err
+    phys = fixed.index_to_physical(np.array([[3.0, 4.0], [10.0, 20.0]]))
+    want = np.array([st.TransformPoint(tuple(p)) for p in phys])
+    np.testing.assert_allclose(np.loadtxt(io.StringIO(out)), want, atol=1e-8)
+    code, _, err = run("transform-points", d / "truth.tfm", "-p", "1,2,3")
+    assert code == 1 and "2 coordinates" in err
+
+
+# ------------------------------------------------------------------ check-gradient
+def test_check_gradient_metric_and_transform():
+    code, out, err = run("--json", "check-gradient", "-t", "rigid", "-m", "mse", "--size", "32")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["passed"] and rep["max_relative_error"] < 1e-5 and len(rep["analytic"]) == 3
+    code, out, err = run("check-gradient", "-t", "Euler3DTransform")
+    assert code == 0, err
+    assert "check_transform(Euler3DTransform): PASSED" in out
+    code, out, err = run("check-gradient", "-t", "affine", "-m", "ncc", "--size", "32", "--rtol", "1e-30")
+    assert code == 1 and "FAIL" in out.upper()   # an impossible tolerance must fail
+
+
+# ------------------------------------------------------------------------ progress
+def _states(levels=(0, 0, 0, 1, 1, 0, 0)):
+    it = {}
+    for lv in levels:
+        n = it.get(lv, -1) + 1 if (not it or lv >= max(it)) else 0
+        it = {lv: n} if lv not in it or n == 0 else {**it, lv: n}
+        yield RegistrationState(level=lv, iteration=n, value=1.0 / (n + 1), gradient_norm=0.5,
+                                parameters=np.zeros(2), step_norm=0.1)
+
+
+def test_progress_lines_and_parts():
+    buf = io.StringIO()
+    rep = ProgressReporter(5, n_levels=2, stream=buf, mode="auto", every=2)
+    assert rep.mode == "lines"                     # StringIO is not a terminal
+    for s in _states():
+        assert rep(s) is None                      # never stops a run
+    rep.close()
+    text = buf.getvalue()
+    assert "[stage 1 level 1/2] iteration    0  metric 1" in text
+    assert "[stage 1 level 2/2] done: 2 iterations" in text
+    assert "[stage 1 part 2 level 1/2] done: 2 iterations" in text   # level went back: a new part
+    assert [lv["iterations"] for lv in rep.levels] == [3, 2, 2]
+
+
+class _TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_with_tqdm_and_fallback(monkeypatch):
+    pytest.importorskip("tqdm")
+    buf = _TTY()
+    rep = ProgressReporter(10, stream=buf, verbose=True)
+    assert rep.mode == "bar"
+    rep.start_stage("rigid", n_levels=2)
+    for s in _states((0, 0, 1)):
+        rep(s)
+    rep.close()
+    text = buf.getvalue()
+    assert "rigid level 1/2" in text and "metric=" in text and "|g|=" in text
+    import regframe.progress as progress
+
+    monkeypatch.setattr(progress, "_tqdm_class", lambda: None)
+    rep = ProgressReporter(10, stream=_TTY(), mode="bar")
+    assert rep.mode == "lines"                     # tqdm missing: plain lines
+    quiet = ProgressReporter(stream=buf, mode="none")
+    before = buf.getvalue()
+    for s in _states((0, 1)):
+        quiet(s)
+    quiet.close()
+    assert buf.getvalue() == before and len(quiet.levels) == 2
+
+
+# --------------------------------------------------------------------------- demo
+def test_demo_subcommand_small(tmp_path):
+    code, out, err = run("--json", "demo", "-o", tmp_path, "--cases", "2d_rigid_mono", "--iterations", "40")
+    assert code == 0, err
+    case = json.loads(out)["cases"][0]
+    assert case["mean_error_mm"] < 0.1 < case["initial_error_mm"]
+    for role in ("fixed", "moving", "resampled", "transform", "truth", "qc"):
+        assert Path(case["files"][role]).is_file()
+    assert sitk.ReadTransform(case["files"]["transform"]).GetName() == "Euler2DTransform"
+    assert (tmp_path / "summary.json").is_file()
+
+
+# ---------------------------------------------------------------- real data (slow)
+@pytest.mark.slow
+@pytest.mark.data
+def test_register_elastix_example_mattes_affine_with_masks(shared_data, tmp_path):
+    d = shared_data("elastix_example")
+    code, out, err = run("--json", "register", d / "fixed.mhd", d / "moving.mhd", "-t", "affine",
+                         "-m", "mattes", "--fixed-mask", d / "mask_fixed.mhd",
+                         "--moving-mask", d / "mask_moving.mhd", "-o", tmp_path / "elx")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["final_value"] < s["initial_value"] and "level" in err
+    assert sitk.ReadTransform(str(tmp_path / "elx.tfm")).GetName() == "AffineTransform"
+    img = sitk.ReadImage(str(tmp_path / "elx_resampled.mha"))
+    assert img.GetSize() == (256, 256)
+    assert sitk.ReadImage(str(tmp_path / "elx_qc.png")).GetSize()[0] > 400
+    # aligned: Mattes MI between fixed and resampled beats fixed and raw moving (inside the mask)
+    fixed = rf.read_image(d / "fixed.mhd", dtype=np.float64)
+    mask = rf.read_image(d / "mask_fixed.mhd").array > 0
+    moved = sitk.GetArrayFromImage(img).astype(float)
+    raw = rf.read_image(d / "moving.mhd", dtype=np.float64).array
+
+    def corr(a, b):
+        return np.corrcoef(a[mask], b[mask])[0, 1]
+
+    assert abs(corr(fixed.array, moved)) > abs(corr(fixed.array, raw))
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_register_lung_ct_recovers_known_affine(shared_data, tmp_path):
+    path = shared_data("lung3d", "3DCT_lung_baseline_small.mha")
+    fixed = rf.read_image(path, dtype=np.float32)
+    truth = rf.AffineTransform(3)
+    truth.fixed_parameters = fixed.physical_center()
+    a = np.array([[1.03, 0.02, 0.0], [-0.03, 0.98, 0.02], [0.0, 0.01, 1.02]])
+    truth.parameters = np.concatenate([a.ravel(), [6.0, -4.0, 5.0]])
+    moving = resample(fixed, truth.inverse(), reference=fixed, interpolator="bspline",
+                      default_value=float(fixed.array.min()), dtype=np.float32)
+    rf.write_image(moving, tmp_path / "moved.mha")
+    code, out, err = run("--json", "register", path, tmp_path / "moved.mha", "-t", "affine", "-m", "mse",
+                         "-o", tmp_path / "lung")
+    assert code == 0, err
+    got = rf.read_transform(tmp_path / "lung.tfm")
+    lung = fixed.array.ravel() > -500
+    pts = fixed.voxel_points()[lung]
+    err_mm = np.linalg.norm(got.transform_points(pts) - truth.transform_points(pts), axis=1)
+    assert err_mm.mean() < 0.5, err_mm.mean()
+    assert sitk.ReadImage(str(tmp_path / "lung_resampled.mha")).GetSize() == tuple(fixed.size)
+    assert sitk.ReadImage(str(tmp_path / "lung_qc.png")).GetSize()[0] > 400
