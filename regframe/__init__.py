@@ -26,6 +26,8 @@ from .transforms import (
     write_transform,
 )
 
+from .quality import folding_fraction, inverse_consistency_error, jacobian_determinant
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -56,4 +58,7 @@ __all__ = [
     "DisplacementFieldTransform",
     "read_transform",
     "write_transform",
+    "jacobian_determinant",
+    "folding_fraction",
+    "inverse_consistency_error",
 ]

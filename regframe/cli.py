@@ -137,6 +137,25 @@ def _save_resampled(image: Any, moving: Any, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------- register
+def _identity(ndim: int) -> Any:
+    from .transforms import TranslationTransform
+
+    return TranslationTransform(ndim)
+
+
+def _full_resolution_metric(kind: str, fixed: Any, moving: Any, transform: Any, fixed_mask: Any,
+                            moving_mask: Any) -> float:
+    """Metric value on the full-resolution images (NaN when the images do not overlap)."""
+    from .registration.api import make_metric
+
+    try:
+        metric = make_metric(kind)
+        metric.initialize(fixed, moving, transform.copy(), fixed_mask=fixed_mask, moving_mask=moving_mask)
+        return float(metric.value())
+    except RegframeError:
+        return float("nan")
+
+
 def _cmd_register(args: argparse.Namespace, out: _Output) -> int:
     from .config import RegistrationConfig, Stage, load_config
     from .registration import resample
@@ -219,11 +238,10 @@ def _cmd_register(args: argparse.Namespace, out: _Output) -> int:
                      default_value=default)
     _save_resampled(after, moving, paths["resampled"])
     written = {"transform": paths["transform"], "resampled": paths["resampled"]}
+    before_t = initial if initial is not None else _identity(fixed.ndim)
     if not args.no_qc:
         from .qc import registration_report
-        from .transforms import TranslationTransform
 
-        before_t = initial if initial is not None else TranslationTransform(fixed.ndim)
         before = resample(moving, before_t, reference=fixed, default_value=default)
         registration_report(
             fixed, before, after, paths["qc"],
@@ -232,7 +250,9 @@ def _cmd_register(args: argparse.Namespace, out: _Output) -> int:
                   f"{stages[-1].metric}",
         )
         written["qc"] = paths["qc"]
-    first_value = result.history[0].value if result.history else float("nan")
+    metric_before = _full_resolution_metric(stages[-1].metric, fixed, moving, before_t, fixed_mask, moving_mask)
+    metric_after = _full_resolution_metric(stages[-1].metric, fixed, moving, result.transform, fixed_mask,
+                                           moving_mask)
     summary = {
         "command": "register",
         "fixed": str(fixed_path),
@@ -242,7 +262,8 @@ def _cmd_register(args: argparse.Namespace, out: _Output) -> int:
         "transform_type": result.transform.itk_name,
         "parameters": result.transform.parameters,
         "fixed_parameters": result.transform.fixed_parameters,
-        "initial_value": first_value,
+        "metric_before": metric_before,
+        "metric_after": metric_after,
         "final_value": result.final_value,
         "iterations_per_level": list(result.iterations_per_level),
         "n_iterations": result.n_iterations,
@@ -255,7 +276,8 @@ def _cmd_register(args: argparse.Namespace, out: _Output) -> int:
     out.info(
         f"registered in {elapsed:.1f} s: {result.n_iterations} iterations "
         f"(per level {', '.join(str(n) for n in result.iterations_per_level)}), "
-        f"metric {first_value:.6g} -> {result.final_value:.6g} ({result.stop_reason.name.lower()})"
+        f"stop: {result.stop_reason.name.lower()}; {stages[-1].metric} at full resolution "
+        f"{metric_before:.6g} before -> {metric_after:.6g} after"
     )
     for role, p in written.items():
         out.info(f"  {role:<10} {p}")
@@ -398,7 +420,6 @@ def _cmd_check_gradient(args: argparse.Namespace, out: _Output) -> int:
     # a small, seeded perturbation away from the identity (derivatives at the identity are special)
     p = transform.parameters
     step = rng.normal(scale=1.0, size=p.size)
-    from .metrics.sampling import RegularSampler  # noqa: F401 - imported for discoverability
     from .testing.metric_checks import physical_shift_steps
 
     pts = fixed.voxel_points()[:: max(1, fixed.n_voxels // 500)]

@@ -56,7 +56,7 @@ from typing import Any
 
 from .errors import InvalidInputError
 from .image import Image
-from .registration.api import TRANSFORM_KINDS, make_transform, register
+from .registration.api import make_transform, register
 from .registration.initializers import set_translation
 from .registration.method import RegistrationResult, RegistrationState
 from .registration.pyramid import LevelSchedule
@@ -435,7 +435,3 @@ def load_config(path: str | os.PathLike[str]) -> RegistrationConfig:
     if not p.is_file():
         raise FileNotFoundError(f"load_config(): no such configuration file: '{p}'.")
     return parse_config(p.read_text(encoding="utf-8"), base_dir=p.resolve().parent, source=p)
-
-
-# keep the list of built-in kinds discoverable for error messages and docs
-KNOWN_KINDS: tuple[str, ...] = tuple(TRANSFORM_KINDS)

@@ -77,11 +77,12 @@ def test_register_writes_outputs_that_open_in_simpleitk(pair, tmp_path):
     d, fixed, moving, truth = pair
     prefix = tmp_path / "sub" / "res"
     code, out, err = run("--json", "register", d / "fixed.mha", d / "moving.mha", "-t", "rigid", "-m", "mse",
-                         "--levels", "2,1", "--sigmas", "1,0", "--iterations", "60", "-o", prefix)
+                         "--levels", "2,1", "--sigmas", "1,0", "--iterations", "60", "--no-rotation-search",
+                         "-o", prefix)
     assert code == 0, err
     summary = json.loads(out)
     assert summary["command"] == "register" and summary["transform_type"] == "Euler2DTransform"
-    assert summary["final_value"] < summary["initial_value"]
+    assert summary["metric_after"] < 0.2 * summary["metric_before"]      # mean squares
     assert len(summary["iterations_per_level"]) == 2
     # progress is visible on stderr (plain lines: not a terminal)
     assert "level 1/" in err or "level 1]" in err
@@ -117,7 +118,7 @@ def test_register_with_config_and_initial_transform(pair, tmp_path):
     cfg.write_text(
         f'[input]\nfixed = "{d / "fixed.mha"}"\nmoving = "{d / "moving.mha"}"\n'
         '[output]\nprefix = "out/staged"\n'
-        "[defaults]\nmetric = 'mse'\nn_iterations = 40\n"
+        "[defaults]\nmetric = 'mse'\nn_iterations = 40\nrotation_search = false\n"
         "[[stage]]\ntransform = 'rigid'\nlevels = [2, 1]\n"
         "[[stage]]\ntransform = 'affine'\nlevels = [1]\n"
     )
@@ -192,12 +193,9 @@ def test_check_gradient_metric_and_transform():
 
 
 # ------------------------------------------------------------------------ progress
-def _states(levels=(0, 0, 0, 1, 1, 0, 0)):
-    it = {}
-    for lv in levels:
-        n = it.get(lv, -1) + 1 if (not it or lv >= max(it)) else 0
-        it = {lv: n} if lv not in it or n == 0 else {**it, lv: n}
-        yield RegistrationState(level=lv, iteration=n, value=1.0 / (n + 1), gradient_norm=0.5,
+def _states(seq=((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (0, 0), (0, 1))):
+    for lv, it in seq:
+        yield RegistrationState(level=lv, iteration=it, value=1.0 / (it + 1), gradient_norm=0.5,
                                 parameters=np.zeros(2), step_norm=0.1)
 
 
@@ -226,7 +224,7 @@ def test_progress_bar_with_tqdm_and_fallback(monkeypatch):
     rep = ProgressReporter(10, stream=buf, verbose=True)
     assert rep.mode == "bar"
     rep.start_stage("rigid", n_levels=2)
-    for s in _states((0, 0, 1)):
+    for s in _states(((0, 0), (0, 1), (1, 0))):
         rep(s)
     rep.close()
     text = buf.getvalue()
@@ -238,7 +236,7 @@ def test_progress_bar_with_tqdm_and_fallback(monkeypatch):
     assert rep.mode == "lines"                     # tqdm missing: plain lines
     quiet = ProgressReporter(stream=buf, mode="none")
     before = buf.getvalue()
-    for s in _states((0, 1)):
+    for s in _states(((0, 0), (1, 0))):
         quiet(s)
     quiet.close()
     assert buf.getvalue() == before and len(quiet.levels) == 2
@@ -266,7 +264,7 @@ def test_register_elastix_example_mattes_affine_with_masks(shared_data, tmp_path
                          "--moving-mask", d / "mask_moving.mhd", "-o", tmp_path / "elx")
     assert code == 0, err
     s = json.loads(out)
-    assert s["final_value"] < s["initial_value"] and "level" in err
+    assert s["metric_after"] < s["metric_before"] and "level" in err
     assert sitk.ReadTransform(str(tmp_path / "elx.tfm")).GetName() == "AffineTransform"
     img = sitk.ReadImage(str(tmp_path / "elx_resampled.mha"))
     assert img.GetSize() == (256, 256)
@@ -299,9 +297,12 @@ def test_register_lung_ct_recovers_known_affine(shared_data, tmp_path):
                          "-o", tmp_path / "lung")
     assert code == 0, err
     got = rf.read_transform(tmp_path / "lung.tfm")
-    lung = fixed.array.ravel() > -500
-    pts = fixed.voxel_points()[lung]
+    body = fixed.array.ravel() > -500
+    pts = fixed.voxel_points()[body]
     err_mm = np.linalg.norm(got.transform_points(pts) - truth.transform_points(pts), axis=1)
-    assert err_mm.mean() < 0.5, err_mm.mean()
+    before = np.linalg.norm(truth.transform_points(pts) - pts, axis=1)
+    # sub-voxel: under a third of the in-plane voxel (2.7 mm; slices are 5 mm), from ~10 mm
+    assert err_mm.mean() < 0.3 * fixed.spacing.min(), (err_mm.mean(), before.mean())
+    assert err_mm.mean() < 0.1 * before.mean()
     assert sitk.ReadImage(str(tmp_path / "lung_resampled.mha")).GetSize() == tuple(fixed.size)
     assert sitk.ReadImage(str(tmp_path / "lung_qc.png")).GetSize()[0] > 400

@@ -47,12 +47,33 @@ from .scales import PhysicalShiftScales
 __all__ = ["LBFGSB", "Powell", "NelderMead"]
 
 
+def _inherits_additive_update(transform: Any) -> bool:
+    """True when ``update_parameters`` is the base class's plain addition.
+
+    A composite is additive when all its optimised members are.
+    """
+    from ..transforms.base import Transform
+    from ..transforms.composite import CompositeTransform
+
+    if isinstance(transform, CompositeTransform):
+        return all(
+            _inherits_additive_update(t)
+            for t, flag in zip(transform.transforms, transform.optimize_flags)
+            if flag
+        )
+    return type(transform).update_parameters is Transform.update_parameters
+
+
 def non_additive_mask(transform: Any, h: float = 1e-2) -> NDArray[np.bool_]:
     """Parameters whose ``update_parameters`` is not plain addition at the current point.
 
-    A copy of ``transform`` is updated by ``h e_i`` for every ``i`` and the
-    resulting parameters compared with ``p + h e_i``.
+    Transforms that inherit the base class's additive update (B-splines,
+    fields, affine, ...) are answered at once; otherwise a copy of
+    ``transform`` is updated by ``h e_i`` for every ``i`` and the resulting
+    parameters compared with ``p + h e_i``.
     """
+    if _inherits_additive_update(transform):
+        return np.zeros(transform.n_parameters, dtype=bool)
     work = transform.copy()
     p0 = work.parameters
     mask = np.zeros(p0.size, dtype=bool)

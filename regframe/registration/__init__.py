@@ -1,6 +1,7 @@
 """Registration: the multi-resolution method, initializers, resampling and ``register()``."""
 
-from .api import make_metric, make_transform, register
+from .api import make_metric, make_optimizer, make_transform, register
+from .deformable import register_bspline
 from .initializers import (
     affine_from_points,
     centered_initializer,
@@ -16,6 +17,8 @@ from .resample import displacement_field, resample, transform_points
 
 __all__ = [
     "register",
+    "register_bspline",
+    "make_optimizer",
     "make_metric",
     "make_transform",
     "RegistrationMethod",

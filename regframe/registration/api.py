@@ -46,13 +46,14 @@ from .pyramid import LevelSchedule, level_sigma, shrink_image, smooth_image
 
 __all__ = ["register", "make_transform", "make_metric", "TRANSFORM_KINDS", "METRIC_KINDS"]
 
-TRANSFORM_KINDS = ("translation", "rigid", "similarity", "affine")
+TRANSFORM_KINDS = ("translation", "rigid", "similarity", "affine", "bspline")
+LINEAR_KINDS = ("translation", "rigid", "similarity", "affine")
 METRIC_KINDS = ("mattes", "mse", "ncc")
 
 
 def make_transform(kind: str, ndim: int) -> MatrixOffsetTransformBase:
-    """Identity transform of a named kind (``"rigid"`` is Euler2D / VersorRigid3D)."""
-    check_choice(kind, TRANSFORM_KINDS, where="make_transform()", name="transform")
+    """Identity transform of a named linear kind (``"rigid"`` is Euler2D / VersorRigid3D)."""
+    check_choice(kind, LINEAR_KINDS, where="make_transform()", name="transform")
     if kind == "translation":
         return TranslationTransform(ndim)
     if kind == "affine":
@@ -216,6 +217,7 @@ def register(
     sampling: float | None = None,
     n_iterations: int = 200,
     optimizer: str | Optimizer = "lbfgsb",
+    interpolator: str = "linear",
     seed: int = 0,
     callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
 ) -> RegistrationResult:
@@ -224,10 +226,12 @@ def register(
     Parameters
     ----------
     fixed, moving : Image
-    transform : {"translation", "rigid", "similarity", "affine"} or Transform
+    transform : {"translation", "rigid", "similarity", "affine", "bspline"} or Transform
         Kind of the result ("rigid" is Euler2D in 2-D and VersorRigid3D in
-        3-D), or a transform instance to start from (copied; used as is, with
-        no centring or search).
+        3-D; "bspline" runs an affine stage and then a multi-level cubic
+        B-spline stage, see :func:`~regframe.registration.deformable.register_bspline`),
+        or a transform instance to start from (copied; used as is, with no
+        centring or search).
     metric : {"mattes", "mse", "ncc"} or Metric
     fixed_mask, moving_mask : Image, optional
         Binary masks in the images' physical spaces.
@@ -260,6 +264,14 @@ def register(
         raise InvalidInputError(
             f"register(): fixed and moving images must have the same dimension; got "
             f"{fixed.ndim}-D and {moving.ndim}-D."
+        )
+    if isinstance(transform, str) and transform == "bspline":
+        from .deformable import register_bspline  # deformable.py builds on register()
+
+        return register_bspline(
+            fixed, moving, metric, fixed_mask, moving_mask,
+            schedule=schedule, sampling=sampling, optimizer=optimizer,
+            interpolator=interpolator, seed=seed, callbacks=callbacks,
         )
     ndim = fixed.ndim
     schedule = schedule if schedule is not None else _default_schedule(fixed)
@@ -309,6 +321,7 @@ def register(
         method = RegistrationMethod(
             metric=metric_obj,
             optimizer=make_optimizer(optimizer, n_iterations),
+            interpolator=interpolator,
             sampler=samplers,
             schedule=schedule,
             fixed_mask=fixed_mask,

@@ -44,7 +44,7 @@ from ..metrics.regularized import BendingEnergy, FoldingPenalty, RegularizedMetr
 from ..optimizers import LBFGSB, GradientDescent, Optimizer
 from ..transforms.base import Transform
 from ..transforms.bspline import BSplineTransform
-from .api import TRANSFORM_KINDS, make_metric, register
+from .api import make_metric, register
 from .method import RegistrationMethod, RegistrationResult, RegistrationState
 from .pyramid import LevelSchedule
 
@@ -59,19 +59,6 @@ DEFAULT_GRID_SPACING_VOXELS = 10.0
 #: per B-spline parameter if that is more (seeded random subset, fixed per level).
 _MAX_SAMPLES = 1 << 14
 _SAMPLES_PER_PARAMETER = 10
-
-
-class _AdditiveLBFGSB(LBFGSB):
-    """L-BFGS-B for additively updated transforms (B-spline coefficients).
-
-    Skips the per-parameter probe of non-additive components that
-    :class:`~regframe.optimizers.LBFGSB` runs at the start of every round
-    (``O(parameters**2)``, prohibitive for tens of thousands of coefficients);
-    B-spline updates are additive, so no re-anchoring is ever needed.
-    """
-
-    def _reanchor_threshold(self) -> float | None:
-        return None
 
 
 class BSplineGridAdaptor:
@@ -140,7 +127,7 @@ def _make_optimizer(kind: str | Optimizer, n_iterations: int) -> Optimizer:
     if isinstance(kind, Optimizer):
         return kind
     if kind == "lbfgsb":
-        return _AdditiveLBFGSB(n_iterations=n_iterations, gradient_tolerance=1e-7, function_tolerance=1e-9,
+        return LBFGSB(n_iterations=n_iterations, gradient_tolerance=1e-7, function_tolerance=1e-9,
                                max_corrections=10)
     if kind == "gradient_descent":
         return GradientDescent(n_iterations=n_iterations, estimate_learning_rate="once",
@@ -277,7 +264,7 @@ def register_bspline(
             return replace(lin, elapsed=time.perf_counter() - t_start)
     else:
         raise InvalidInputError(
-            f"{where}: 'linear_stage' must be one of {', '.join(repr(k) for k in TRANSFORM_KINDS)}, a "
+            f"{where}: 'linear_stage' must be one of {', '.join(repr(k) for k in LINEAR_STAGES)}, a "
             f"Transform or None; got {linear_stage!r}."
         )
 

@@ -81,7 +81,7 @@ def check_metric(
     metric: Any,
     *,
     scales: ArrayLike | None = None,
-    step: float = 1e-3,
+    step: float = 1e-4,
     steps: ArrayLike | None = None,
     mode: Literal["coordinate", "random", "both"] = "both",
     indices: ArrayLike | None = None,
@@ -104,7 +104,7 @@ def check_metric(
         ``step / sqrt(scales[k])``.  Default: sensitivities measured on the
         metric's sample points (:func:`physical_shift_steps`), i.e. every
         step moves the samples by about ``step`` mm.
-    step : float, default 1e-3
+    step : float, default 1e-4
         Physical shift of one step (mm).
     steps : (P,) array_like, optional
         Explicit per-parameter steps (override ``scales`` and ``step``).

@@ -1,0 +1,110 @@
+"""Samplers: the grid, reproducible random subsets, jitter, masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regframe import Image, TranslationTransform
+from regframe.errors import EmptyMaskError, InvalidInputError
+from regframe.metrics import FullSampler, MeanSquares, RandomSampler, RegularSampler
+
+
+def oblique_image(shape=(9, 11, 13)):
+    rng = np.random.default_rng(0)
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    return Image(rng.uniform(0, 10, shape), spacing=(0.8, 1.1, 2.0), origin=(3.0, -1.0, 5.0), direction=direction)
+
+
+def test_full_sampler_is_every_voxel_in_raster_order():
+    img = oblique_image()
+    ss = FullSampler().sample(img)
+    np.testing.assert_array_equal(ss.voxels, np.arange(img.n_voxels))
+    np.testing.assert_allclose(ss.points, img.voxel_points(), rtol=0, atol=1e-12)
+    assert ss.on_grid and ss.n_samples == img.n_voxels == ss.n_candidates
+
+
+def test_regular_sampler_takes_every_step_th_voxel_like_itk():
+    img = oblique_image()
+    ss = RegularSampler(0.3).sample(img)  # ITK: ceil(1 / 0.3) = 4
+    np.testing.assert_array_equal(ss.voxels, np.arange(0, img.n_voxels, 4))
+    np.testing.assert_allclose(ss.points, img.voxel_points()[::4], atol=1e-12)
+    assert RegularSampler(0.5).step == 2 and RegularSampler(1.0).step == 1
+
+
+def test_random_sampler_same_seed_same_samples():
+    img = oblique_image()
+    a = RandomSampler(0.2, seed=42).sample(img)
+    b = RandomSampler(0.2, seed=42).sample(img)
+    c = RandomSampler(0.2, seed=43).sample(img)
+    np.testing.assert_array_equal(a.points, b.points)
+    np.testing.assert_array_equal(a.voxels, b.voxels)
+    assert not np.array_equal(a.voxels, c.voxels)
+    assert a.n_samples == int(np.floor(0.2 * img.n_voxels))
+    assert np.all(np.diff(a.voxels) > 0)  # sorted, no duplicates
+    np.testing.assert_allclose(a.points, img.voxel_points()[a.voxels], atol=1e-12)
+
+
+def test_jitter_is_reproducible_and_stays_in_the_buffer():
+    img = oblique_image()
+    a = RegularSampler(0.5, jitter=True, seed=5).sample(img)
+    b = RegularSampler(0.5, jitter=True, seed=5).sample(img)
+    np.testing.assert_array_equal(a.points, b.points)
+    assert not a.on_grid
+    assert img.is_inside(a.points).all()
+    # jitter ~ N(0, spacing / 3) along each world axis
+    delta = a.points - img.voxel_points()[a.voxels]
+    np.testing.assert_allclose(delta.std(axis=0), img.spacing / 3, rtol=0.15)
+    assert a.n_samples < img.n_voxels // 2 + 1  # points jittered out of the buffer are dropped
+
+
+def test_fixed_mask_is_respected_in_physical_space():
+    img = oblique_image()
+    mask_arr = np.zeros(img.shape, bool)
+    mask_arr[2:6, 3:8, 4:10] = True
+    for sampler in (FullSampler(), RegularSampler(0.5), RandomSampler(0.5, seed=1)):
+        ss = sampler.sample(img, mask_arr)
+        idx, inside = img.physical_to_nearest_index(ss.points)
+        assert inside.all()
+        assert mask_arr[idx[:, 2], idx[:, 1], idx[:, 0]].all()
+        assert ss.n_candidates == mask_arr.sum()
+    assert FullSampler().sample(img, mask_arr).n_samples == mask_arr.sum()
+
+
+def test_mask_with_its_own_geometry():
+    img = oblique_image()
+    # a finer mask image on the same physical region, covering only world x > threshold
+    fine = Image(np.zeros((18, 22, 26)), spacing=img.spacing / 2, origin=img.origin, direction=img.direction)
+    pts = fine.voxel_points()
+    thr = np.median(img.voxel_points()[:, 0])
+    fine = fine.with_array((pts[:, 0] > thr).reshape(fine.shape))
+    ss = FullSampler().sample(img, fine)
+    assert 0 < ss.n_samples < img.n_voxels
+    assert np.all(ss.points[:, 0] > thr - 1.0)  # nearest-voxel rounding at the boundary
+
+
+def test_sampler_errors():
+    img = oblique_image()
+    with pytest.raises(EmptyMaskError):
+        FullSampler().sample(img, np.zeros(img.shape, bool))
+    with pytest.raises(InvalidInputError, match="fraction"):
+        RandomSampler(0.0)
+    with pytest.raises(InvalidInputError, match="fraction"):
+        RegularSampler(1.5)
+    with pytest.raises(InvalidInputError, match="seed"):
+        RandomSampler(0.1, seed=-1)
+
+
+def test_metric_uses_sampler_and_masks():
+    img = oblique_image()
+    moving = img.with_array(np.asarray(img.array) * 1.5)
+    metric = MeanSquares().initialize(img, moving, TranslationTransform(3), sampler=RandomSampler(0.25, seed=9))
+    ss = RandomSampler(0.25, seed=9).sample(img)
+    np.testing.assert_array_equal(metric.sample_points, ss.points)
+    np.testing.assert_array_equal(metric.fixed_values, np.asarray(img.array).ravel()[ss.voxels])
+    mmask = np.zeros(moving.shape, bool)
+    mmask[:, :, :6] = True
+    masked = MeanSquares().initialize(img, moving, TranslationTransform(3), moving_mask=mmask)
+    masked.value()
+    assert masked.n_valid == mmask.sum()  # identity transform: exactly the masked voxels
