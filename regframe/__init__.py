@@ -1,9 +1,12 @@
-"""regframe: ITK-style, object-oriented image registration in Python."""
+"""regframe: ITK-style, object-oriented image registration in Python.
 
-from . import errors
-from . import optimizers
+Layers (imports only go downwards): images and I/O; interpolators; transforms;
+metrics and optimizers; registration; the command line.  The most used names
+are re-exported here; every sub-package documents its own.
+"""
+
+from . import datasets, errors, metrics, optimizers, registration, testing, transforms
 from .image import Image
-from .io import from_sitk, read_image, to_sitk, write_image
 from .interpolators import (
     BSplineInterpolator,
     Interpolator,
@@ -11,42 +14,83 @@ from .interpolators import (
     NearestNeighborInterpolator,
     make_interpolator,
 )
-from .transforms import AffineTransform, MatrixOffsetTransformBase, Transform, TranslationTransform
+from .io import from_sitk, read_image, to_sitk, write_image
+from .metrics import (
+    FullSampler,
+    ImageMetric,
+    MattesMutualInformation,
+    MeanSquares,
+    Metric,
+    NormalizedCorrelation,
+    PointwiseMetric,
+    RandomSampler,
+    RegularSampler,
+)
+from .optimizers import (
+    LBFGSB,
+    ConjugateGradientLineSearch,
+    Exhaustive,
+    GradientDescent,
+    GradientDescentLineSearch,
+    NelderMead,
+    PhysicalShiftScales,
+    Powell,
+    RegularStepGradientDescent,
+)
+from .quality import folding_fraction, inverse_consistency_error, jacobian_determinant
+from .registration import (
+    LevelSchedule,
+    RegistrationMethod,
+    RegistrationResult,
+    centered_initializer,
+    displacement_field,
+    landmark_initializer,
+    register,
+    register_bspline,
+    resample,
+)
 from .transforms import (
+    AffineTransform,
+    BSplineTransform,
     CompositeTransform,
+    DisplacementFieldTransform,
     Euler2DTransform,
     Euler3DTransform,
+    MatrixOffsetTransformBase,
     Similarity2DTransform,
     Similarity3DTransform,
+    Transform,
+    TranslationTransform,
     VersorRigid3DTransform,
     VersorTransform,
-    BSplineTransform,
-    DisplacementFieldTransform,
     read_transform,
     write_transform,
 )
 
-from .quality import folding_fraction, inverse_consistency_error, jacobian_determinant
-
 __version__ = "0.1.0"
 
 __all__ = [
+    "datasets",
     "errors",
+    "metrics",
     "optimizers",
+    "registration",
+    "testing",
+    "transforms",
     "Image",
+    "read_image",
+    "write_image",
+    "from_sitk",
+    "to_sitk",
     "Interpolator",
     "NearestNeighborInterpolator",
     "LinearInterpolator",
     "BSplineInterpolator",
     "make_interpolator",
-    "read_image",
-    "write_image",
-    "from_sitk",
-    "to_sitk",
     "Transform",
     "MatrixOffsetTransformBase",
-    "AffineTransform",
     "TranslationTransform",
+    "AffineTransform",
     "Euler2DTransform",
     "Euler3DTransform",
     "Similarity2DTransform",
@@ -58,6 +102,33 @@ __all__ = [
     "DisplacementFieldTransform",
     "read_transform",
     "write_transform",
+    "Metric",
+    "ImageMetric",
+    "PointwiseMetric",
+    "MeanSquares",
+    "NormalizedCorrelation",
+    "MattesMutualInformation",
+    "FullSampler",
+    "RegularSampler",
+    "RandomSampler",
+    "GradientDescent",
+    "RegularStepGradientDescent",
+    "GradientDescentLineSearch",
+    "ConjugateGradientLineSearch",
+    "LBFGSB",
+    "Powell",
+    "NelderMead",
+    "Exhaustive",
+    "PhysicalShiftScales",
+    "RegistrationMethod",
+    "RegistrationResult",
+    "LevelSchedule",
+    "register",
+    "register_bspline",
+    "resample",
+    "displacement_field",
+    "centered_initializer",
+    "landmark_initializer",
     "jacobian_determinant",
     "folding_fraction",
     "inverse_consistency_error",

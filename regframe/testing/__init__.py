@@ -7,10 +7,14 @@ explicitly; it needs the ``hypothesis`` package).
 """
 
 from .gradient_checks import GradientCheckReport, check_gradient
+from .metric_checks import MetricCheckReport, check_metric, physical_shift_steps
 from .transform_checks import TransformCheckReport, check_transform, transform_jacobian_fd
 
 __all__ = [
     "GradientCheckReport",
+    "MetricCheckReport",
+    "check_metric",
+    "physical_shift_steps",
     "TransformCheckReport",
     "check_gradient",
     "check_transform",
