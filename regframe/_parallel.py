@@ -18,7 +18,6 @@ independence) and is a numerics-visible change.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -34,44 +33,15 @@ CHUNK_SIZE: int = 4096
 SCATTER_CHUNK_SIZE: int = 65536
 
 
-#: Below this many items a kernel runs its serial twin: waking a thread team costs
-#: far more than the work (microseconds of work against up to milliseconds of
-#: wake-up latency on a loaded machine).  Serial and parallel twins share the
-#: chunking, so their results are bit-identical.
-PARALLEL_THRESHOLD: int = 16384
+def parallel_kernel(py_func: Callable[..., Any]) -> Any:
+    """Decorator for parallel kernels: ``njit(parallel=True, cache=True)``, never fastmath.
 
-
-class ParallelKernel:
-    """A numba kernel compiled twice: parallel (``prange`` threads) and serial.
-
-    Calls dispatch on the length of the first argument: the serial twin below
-    :data:`PARALLEL_THRESHOLD`, the parallel one above.  Because kernels chunk
-    their data by fixed sizes (never by thread count), both give bit-identical
-    results.  Both twins are cached on disk under distinct names.
+    One place to keep the compilation policy of every ``prange`` kernel.  (A
+    parallel call costs a few microseconds on an idle machine, so kernels are
+    compiled once, in parallel form only: a serial twin would double the
+    first-call compile time for no measurable gain.)
     """
-
-    def __init__(self, py_func: Callable[..., Any]) -> None:
-        self.py_func = py_func
-        self.parallel = njit(parallel=True, cache=True)(py_func)
-        twin = types.FunctionType(
-            py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial",
-            py_func.__defaults__, py_func.__closure__,
-        )
-        twin.__qualname__ = py_func.__qualname__ + "_serial"
-        twin.__doc__ = py_func.__doc__
-        self.serial = njit(cache=True)(twin)
-        self.__doc__ = py_func.__doc__
-        self.__name__ = py_func.__name__
-
-    def __call__(self, *args: Any) -> Any:
-        first = args[0]
-        n = first.shape[0] if hasattr(first, "shape") and first.ndim else 0
-        return (self.parallel if n >= PARALLEL_THRESHOLD else self.serial)(*args)
-
-
-def parallel_kernel(py_func: Callable[..., Any]) -> ParallelKernel:
-    """Decorator building a :class:`ParallelKernel` (use instead of ``@njit(parallel=True)``)."""
-    return ParallelKernel(py_func)
+    return njit(parallel=True, cache=True)(py_func)
 
 
 def n_chunks(n: int, chunk_size: int = CHUNK_SIZE) -> int:

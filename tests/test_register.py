@@ -49,7 +49,7 @@ def _known(kind, centre, angle_deg=15.0, shift=(9.0, -6.0)):
         t = rf.AffineTransform(2)
         t.fixed_parameters = centre
         r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        t.parameters = np.r_[(r @ [[1.07, 0.06], [-0.04, 0.94]]).ravel(), *shift]
+        t.parameters = np.concatenate([(r @ [[1.07, 0.06], [-0.04, 0.94]]).ravel(), shift])
     return t
 
 

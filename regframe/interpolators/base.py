@@ -104,11 +104,11 @@ class Interpolator(ABC):
                 "direction)."
             )
         self._image = image
-        self._data = np.ascontiguousarray(image.array, dtype=np.float64).reshape(-1)
+        self._data = np.array(image.array, dtype=np.float64, order='C').reshape(-1)
         self._size = np.asarray(image.size, dtype=np.int64)
-        self._p2i = np.ascontiguousarray(image.physical_to_index_matrix, dtype=np.float64)
-        self._origin = np.ascontiguousarray(image.origin, dtype=np.float64)
-        self._spacing = np.ascontiguousarray(image.spacing, dtype=np.float64)
+        self._p2i = np.array(image.physical_to_index_matrix, dtype=np.float64, order='C')
+        self._origin = np.array(image.origin, dtype=np.float64, order='C')
+        self._spacing = np.array(image.spacing, dtype=np.float64, order='C')
         self._prepare(image)
         return self
 

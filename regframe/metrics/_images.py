@@ -46,11 +46,11 @@ class ImagePack:
     @classmethod
     def from_image(cls, image: Image) -> ImagePack:
         return cls(
-            data=np.ascontiguousarray(image.array, dtype=np.float64).reshape(-1),
+            data=np.array(image.array, dtype=np.float64, order='C').reshape(-1),
             size=np.asarray(image.size, dtype=np.int64),
-            p2i=np.ascontiguousarray(image.physical_to_index_matrix, dtype=np.float64),
-            origin=np.ascontiguousarray(image.origin, dtype=np.float64),
-            spacing=np.ascontiguousarray(image.spacing, dtype=np.float64),
+            p2i=np.array(image.physical_to_index_matrix, dtype=np.float64, order='C'),
+            origin=np.array(image.origin, dtype=np.float64, order='C'),
+            spacing=np.array(image.spacing, dtype=np.float64, order='C'),
         )
 
     def args(self) -> tuple:
@@ -120,8 +120,8 @@ class MaskPack:
         return cls(
             data=data,
             size=np.asarray(image.size, dtype=np.int64),
-            p2i=np.ascontiguousarray(image.physical_to_index_matrix, dtype=np.float64),
-            origin=np.ascontiguousarray(image.origin, dtype=np.float64),
+            p2i=np.array(image.physical_to_index_matrix, dtype=np.float64, order='C'),
+            origin=np.array(image.origin, dtype=np.float64, order='C'),
             present=True,
             image=image,
         )
@@ -134,6 +134,6 @@ class MaskPack:
         if not self.present:
             return np.ones(points.shape[0], dtype=np.bool_)
         return _k.mask_contains(
-            np.ascontiguousarray(points, dtype=np.float64), self.data, self.size, self.p2i,
+            np.array(points, dtype=np.float64, order='C'), self.data, self.size, self.p2i,
             self.origin, CHUNK_SIZE,
         )

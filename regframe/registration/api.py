@@ -69,7 +69,7 @@ def make_metric(kind: str | Metric, **kwargs: Any) -> Metric:
         return kind
     check_choice(kind, METRIC_KINDS, where="make_metric()", name="metric")
     if kind == "mattes":
-        return MattesMutualInformation(**{"n_bins": 32, **kwargs})
+        return MattesMutualInformation(**{"n_bins": 50, **kwargs})
     if kind == "mse":
         return MeanSquares(**kwargs)
     return NormalizedCorrelation(**kwargs)
@@ -218,6 +218,7 @@ def register(
     n_iterations: int = 200,
     optimizer: str | Optimizer = "lbfgsb",
     interpolator: str = "linear",
+    jitter: bool = True,
     seed: int = 0,
     callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
 ) -> RegistrationResult:
@@ -281,10 +282,12 @@ def register(
         lvl = schedule.level(level_index, ndim)
         n_vox = int(np.prod([max(1, s // f) for s, f in zip(fixed.size, lvl.shrink_factors)]))
         if sampling is not None:
-            return RandomSampler(sampling, seed=seed + level_index) if sampling < 1 else FullSampler()
+            if sampling < 1:
+                return RandomSampler(sampling, seed=seed + level_index, jitter=jitter)
+            return FullSampler(jitter=jitter, seed=seed + level_index)
         if n_vox <= 500_000:
-            return FullSampler()
-        return RandomSampler(500_000 / n_vox, seed=seed + level_index)
+            return FullSampler(jitter=jitter, seed=seed + level_index)
+        return RandomSampler(500_000 / n_vox, seed=seed + level_index, jitter=jitter)
 
     samplers = [sampler_for(i) for i in range(schedule.n_levels)]
 
