@@ -35,8 +35,11 @@ class MattesMutualInformation(ImageMetric):
 
     Parameters
     ----------
-    n_bins : int, default 50
-        Histogram bins per image (>= 5; ITK clamps to 5).
+    n_bins : int or "auto", default 50
+        Histogram bins per image (>= 5; ITK clamps to 5).  ``"auto"`` picks
+        ``clip(round(0.8 * n ** (1/3)), 16, 64)`` for ``n`` samples at each
+        :meth:`initialize` (fewer bins at coarse pyramid levels, where a
+        50-bin joint histogram would be mostly empty).
     gradient : {"exact", "central_difference"}, default "exact"
         Moving-image gradient (see :class:`~regframe.metrics.ImageMetric`).
     min_overlap : float, default 0.01
@@ -76,17 +79,28 @@ class MattesMutualInformation(ImageMetric):
     requires_variation = True
 
     def __init__(
-        self, n_bins: int = 50, *, gradient: GradientMode = "exact", min_overlap: float = 0.01
+        self, n_bins: int | str = 50, *, gradient: GradientMode = "exact", min_overlap: float = 0.01
     ) -> None:
         super().__init__(gradient=gradient, min_overlap=min_overlap)
-        self.n_bins = check_positive_int(n_bins, where="MattesMutualInformation()", name="n_bins", minimum=5)
+        self.auto_bins = isinstance(n_bins, str) and n_bins == "auto"
+        self.n_bins = 50 if self.auto_bins else check_positive_int(
+            n_bins, where="MattesMutualInformation()", name="n_bins", minimum=5
+        )
 
     def __repr__(self) -> str:
-        return f"MattesMutualInformation(n_bins={self.n_bins}, gradient={self.gradient!r})"
+        bins = "'auto'" if self.auto_bins else self.n_bins
+        return f"MattesMutualInformation(n_bins={bins}, gradient={self.gradient!r})"
+
+    @staticmethod
+    def auto_bin_count(n_samples: int) -> int:
+        """Bins chosen by ``n_bins="auto"`` for ``n_samples`` samples."""
+        return int(np.clip(round(0.8 * float(n_samples) ** (1.0 / 3.0)), 16, 64))
 
     # ------------------------------------------------------------------- set-up
     def on_initialize(self) -> None:
         st = self._require("on_initialize")
+        if self.auto_bins:
+            self.n_bins = self.auto_bin_count(st.samples.n_samples)
         b = self.n_bins
         if st.samples.on_grid:
             franges = st.fixed_values

@@ -63,13 +63,19 @@ def make_transform(kind: str, ndim: int) -> MatrixOffsetTransformBase:
     return Similarity2DTransform() if ndim == 2 else Similarity3DTransform()
 
 
-def make_metric(kind: str | Metric, **kwargs: Any) -> Metric:
-    """Metric from a name (``"mattes"``, ``"mse"``, ``"ncc"``) or pass an instance through."""
+def make_metric(kind: str | Metric, n_samples: int | None = None, **kwargs: Any) -> Metric:
+    """Metric from a name (``"mattes"``, ``"mse"``, ``"ncc"``) or pass an instance through.
+
+    For ``"mattes"`` without an explicit ``n_bins``, the bin count follows the
+    number of samples of the finest level, ``n_samples`` (50, ITK's default,
+    when it is not given): see :meth:`MattesMutualInformation.auto_bin_count`.
+    """
     if isinstance(kind, Metric):
         return kind
     check_choice(kind, METRIC_KINDS, where="make_metric()", name="metric")
     if kind == "mattes":
-        return MattesMutualInformation(**{"n_bins": 50, **kwargs})
+        bins = 50 if n_samples is None else MattesMutualInformation.auto_bin_count(n_samples)
+        return MattesMutualInformation(**{"n_bins": bins, **kwargs})
     if kind == "mse":
         return MeanSquares(**kwargs)
     return NormalizedCorrelation(**kwargs)
@@ -217,8 +223,8 @@ def register(
     sampling: float | None = None,
     n_iterations: int = 200,
     optimizer: str | Optimizer = "lbfgsb",
-    interpolator: str = "linear",
-    jitter: bool = True,
+    interpolator: str | Sequence[str] = "linear",
+    jitter: bool = False,
     seed: int = 0,
     callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
 ) -> RegistrationResult:
@@ -276,7 +282,11 @@ def register(
         )
     ndim = fixed.ndim
     schedule = schedule if schedule is not None else _default_schedule(fixed)
-    metric_obj = make_metric(metric)
+    finest = schedule.level(schedule.n_levels - 1, ndim)
+    n_finest = int(np.prod([max(1, s // f) for s, f in zip(fixed.size, finest.shrink_factors)]))
+    if sampling is not None and sampling < 1:
+        n_finest = int(n_finest * sampling)
+    metric_obj = make_metric(metric, n_samples=min(n_finest, 500_000))
 
     def sampler_for(level_index: int):
         lvl = schedule.level(level_index, ndim)

@@ -115,8 +115,8 @@ class RegistrationMethod:
     metric : Metric
         Image metric (used as a template: it is re-initialised per level).
     optimizer : Optimizer
-    interpolator : str or Interpolator
-        Moving-image interpolator (``"linear"`` default).
+    interpolator : str or Interpolator, or a sequence of them
+        Moving-image interpolator (``"linear"`` default), or one per level.
     sampler : Sampler, optional
         Sample-point strategy on the fixed grid of each level (default full).
         A single sampler is used for every level, or give one per level.
@@ -142,7 +142,7 @@ class RegistrationMethod:
         *,
         metric: Metric,
         optimizer: Optimizer,
-        interpolator: str | Interpolator = "linear",
+        interpolator: str | Interpolator | Sequence[str | Interpolator] = "linear",
         sampler: Sampler | Sequence[Sampler] | None = None,
         schedule: LevelSchedule | None = None,
         fixed_mask: Image | None = None,
@@ -153,9 +153,17 @@ class RegistrationMethod:
     ) -> None:
         self.metric = metric
         self.optimizer = optimizer
-        self.interpolator = interpolator
         self.schedule = schedule if schedule is not None else LevelSchedule((4, 2, 1), (2.0, 1.0, 0.0))
         n = self.schedule.n_levels
+        if isinstance(interpolator, (str, Interpolator)):
+            self.interpolators = [interpolator] * self.schedule.n_levels
+        else:
+            self.interpolators = list(interpolator)
+            if len(self.interpolators) != self.schedule.n_levels:
+                raise InvalidInputError(
+                    f"RegistrationMethod(): one interpolator per level expected "
+                    f"({self.schedule.n_levels}); got {len(self.interpolators)}."
+                )
         if sampler is None:
             self.samplers = [FullSampler()] * n
         elif isinstance(sampler, Sampler):
@@ -229,7 +237,7 @@ class RegistrationMethod:
                 fixed_l,
                 moving_l,
                 mapping,
-                interpolator=self.interpolator,
+                interpolator=self.interpolators[index],
                 sampler=self.samplers[index],
                 fixed_mask=self.fixed_mask,
                 moving_mask=self.moving_mask,
