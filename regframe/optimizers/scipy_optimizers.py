@@ -251,6 +251,10 @@ class LBFGSB(_ScipyOptimizer):
         scipy's ``ftol`` (relative reduction of the value).
     max_corrections : int, default 10
         scipy's ``maxcor``.
+    max_line_search : int, default 20
+        scipy's ``maxls``: evaluations per line search.  Image metrics with
+        linear interpolation are only piecewise smooth, and a small value
+        (e.g. 5) stops fruitless line searches early.
     reanchor_threshold : float, default 0.1
         Norm of the non-additive increment (parameter units, e.g. radians of
         a rotation vector) above which a new round starts from the current
@@ -270,6 +274,7 @@ class LBFGSB(_ScipyOptimizer):
         gradient_tolerance: float = 1e-5,
         function_tolerance: float = 1e-12,
         max_corrections: int = 10,
+        max_line_search: int = 20,
         reanchor_threshold: float = 0.1,
     ) -> None:
         super().__init__(n_iterations=n_iterations, scales=scales)
@@ -280,6 +285,7 @@ class LBFGSB(_ScipyOptimizer):
         self.function_tolerance = check_positive_float(function_tolerance, where=where, name="function_tolerance",
                                                        allow_zero=True)
         self.max_corrections = check_positive_int(max_corrections, where=where, name="max_corrections")
+        self.max_line_search = check_positive_int(max_line_search, where=where, name="max_line_search")
         self.reanchor_threshold = check_positive_float(reanchor_threshold, where=where, name="reanchor_threshold")
 
     def _reanchor_threshold(self) -> float | None:
@@ -304,6 +310,7 @@ class LBFGSB(_ScipyOptimizer):
             "gtol": self.gradient_tolerance,
             "ftol": self.function_tolerance,
             "maxcor": self.max_corrections,
+            "maxls": self.max_line_search,
         }
 
 

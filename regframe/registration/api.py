@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_choice
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, NoOverlapError
 from ..image import Image
 from ..metrics import FullSampler, MattesMutualInformation, MeanSquares, NormalizedCorrelation, RandomSampler
 from ..metrics.base import Metric
@@ -173,21 +173,32 @@ def _rotation_search(
     step: float,
     n_refine: int,
 ) -> MatrixOffsetTransformBase:
-    """Grid search over rotations at the coarsest level, then brief refinement of the best."""
+    """Grid search over rotations at the coarsest level, then brief refinement of the best.
+
+    Returns ``transform`` unchanged when no rotated candidate scores better than
+    the unrotated start (the pyramid then takes it from there).
+    """
     level = schedule.level(0, fixed.ndim)
     fl = shrink_image(smooth_image(fixed, level_sigma(level, fixed), physical=False), level.shrink_factors)
     ml = shrink_image(smooth_image(moving, level_sigma(level, moving), physical=False), level.shrink_factors)
+    work = transform.copy()
+    metric.initialize(fl, ml, work, fixed_mask=fixed_mask, moving_mask=moving_mask)
+    try:
+        start_value = metric.value()
+    except NoOverlapError:
+        start_value = np.inf
     scored = []
     for cand in _rotation_candidates(transform, fixed.ndim, max_angle, step):
+        work.parameters = cand.parameters
         try:
-            metric.initialize(fl, ml, cand, fixed_mask=fixed_mask, moving_mask=moving_mask)
             scored.append((metric.value(), cand))
-        except Exception:  # noqa: BLE001 - candidates without overlap are simply skipped
+        except NoOverlapError:  # candidates without overlap are simply skipped
             continue
+    scored = [vc for vc in scored if vc[0] < start_value]
     if not scored:
         return transform
     scored.sort(key=lambda vc: vc[0])
-    best_value, best = np.inf, transform
+    best_value, best = start_value, transform
     coarse = LevelSchedule((schedule.shrink_factors[0],), (schedule.smoothing_sigmas[0],),
                            schedule.sigmas_in_physical_units)
     for _, cand in scored[:n_refine]:
@@ -201,7 +212,7 @@ def _rotation_search(
         )
         try:
             res = method.run(fixed, moving, cand)
-        except Exception:  # noqa: BLE001
+        except NoOverlapError:
             continue
         if res.final_value < best_value:
             best_value, best = res.final_value, res.optimized_transform
@@ -286,7 +297,7 @@ def register(
     n_finest = int(np.prod([max(1, s // f) for s, f in zip(fixed.size, finest.shrink_factors)]))
     if sampling is not None and sampling < 1:
         n_finest = int(n_finest * sampling)
-    metric_obj = make_metric(metric, n_samples=min(n_finest, 500_000))
+    metric_obj = make_metric(metric, n_samples=min(n_finest, 100_000))
 
     def sampler_for(level_index: int):
         lvl = schedule.level(level_index, ndim)
@@ -295,9 +306,9 @@ def register(
             if sampling < 1:
                 return RandomSampler(sampling, seed=seed + level_index, jitter=jitter)
             return FullSampler(jitter=jitter, seed=seed + level_index)
-        if n_vox <= 500_000:
+        if n_vox <= 100_000:
             return FullSampler(jitter=jitter, seed=seed + level_index)
-        return RandomSampler(500_000 / n_vox, seed=seed + level_index, jitter=jitter)
+        return RandomSampler(100_000 / n_vox, seed=seed + level_index, jitter=jitter)
 
     samplers = [sampler_for(i) for i in range(schedule.n_levels)]
 
