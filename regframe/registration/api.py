@@ -91,7 +91,7 @@ def make_optimizer(kind: str | Optimizer, n_iterations: int = 200) -> Optimizer:
     check_choice(kind, OPTIMIZER_KINDS, where="make_optimizer()", name="optimizer")
     if kind == "lbfgsb":
         return LBFGSB(n_iterations=n_iterations, scales="physical_shift", gradient_tolerance=1e-6,
-                      function_tolerance=1e-10)
+                      function_tolerance=1e-10, max_line_search=5)
     return RegularStepGradientDescent(
         n_iterations=n_iterations,
         scales="physical_shift",
