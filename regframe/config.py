@@ -53,15 +53,14 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError
 from .image import Image
-from .registration.api import make_transform, register
-from .registration.initializers import set_translation
-from .registration.method import RegistrationResult, RegistrationState
+from .registration.api import convert_transform, register
+from .registration.method import RegistrationResult, RegistrationState, combine_results
 from .registration.pyramid import LevelSchedule
 from .transforms.base import Transform
 from .transforms.linear import MatrixOffsetTransformBase
@@ -343,35 +342,7 @@ def _convert(previous: Transform, previous_kind: str | None, kind: str) -> Trans
         return None
     if _LINEAR_ORDER.index(kind) < _LINEAR_ORDER.index(previous_kind):
         return None
-    t = make_transform(kind, previous.ndim)
-    if t.fixed_parameters.size >= t.ndim:
-        fp = t.fixed_parameters
-        fp[: t.ndim] = previous.center
-        t.fixed_parameters = fp
-    set_matrix = getattr(t, "set_matrix", None)
-    if set_matrix is not None:
-        set_matrix(previous.matrix)
-    set_translation(t, previous.translation + previous.center - t.center)
-    return t
-
-
-def combine_results(results: Sequence[RegistrationResult]) -> RegistrationResult:
-    """One :class:`RegistrationResult` for consecutive stages (the last one's transform).
-
-    Iterations, levels and histories are concatenated; elapsed times added.
-    """
-    if not results:
-        raise InvalidInputError("combine_results(): at least one stage result expected; got none.")
-    last = results[-1]
-    if len(results) == 1:
-        return last
-    return replace(
-        last,
-        iterations_per_level=tuple(n for r in results for n in r.iterations_per_level),
-        levels=tuple(lv for r in results for lv in r.levels),
-        history=tuple(h for r in results for h in r.history),
-        elapsed=float(sum(r.elapsed for r in results)),
-    )
+    return convert_transform(previous, kind)
 
 
 def parse_config(data: Mapping[str, Any] | str, *, base_dir: str | os.PathLike[str] | None = None,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -41,10 +40,10 @@ from ..transforms import (
 )
 from ..transforms.linear import MatrixOffsetTransformBase
 from .initializers import centered_initializer, set_translation
-from .method import RegistrationMethod, RegistrationResult, RegistrationState
+from .method import RegistrationMethod, RegistrationResult, RegistrationState, combine_results
 from .pyramid import LevelSchedule, level_sigma, shrink_image, smooth_image
 
-__all__ = ["register", "make_transform", "make_metric", "TRANSFORM_KINDS", "METRIC_KINDS"]
+__all__ = ["register", "make_transform", "make_metric", "make_optimizer", "convert_transform", "TRANSFORM_KINDS", "METRIC_KINDS"]
 
 TRANSFORM_KINDS = ("translation", "rigid", "similarity", "affine", "bspline")
 LINEAR_KINDS = ("translation", "rigid", "similarity", "affine")
@@ -124,8 +123,11 @@ def _stage_kinds(kind: str) -> list[str]:
     }[kind]
 
 
-def _convert(previous: MatrixOffsetTransformBase, kind: str) -> MatrixOffsetTransformBase:
-    """A transform of ``kind`` representing (as closely as possible) ``previous``."""
+def convert_transform(previous: MatrixOffsetTransformBase, kind: str) -> MatrixOffsetTransformBase:
+    """A transform of ``kind`` (same centre) representing ``previous`` as closely as possible.
+
+    Exact when ``kind`` can represent ``previous`` (e.g. rigid -> affine).
+    """
     t = make_transform(kind, previous.ndim)
     if t.fixed_parameters.size >= t.ndim:
         fp = t.fixed_parameters
@@ -341,7 +343,7 @@ def register(
     results: list[RegistrationResult] = []
     for index, kind in enumerate(kinds):
         if kind is not None and index > 0:
-            current = _convert(current, kind)  # type: ignore[arg-type]
+            current = convert_transform(current, kind)  # type: ignore[arg-type]
         method = RegistrationMethod(
             metric=metric_obj,
             optimizer=make_optimizer(optimizer, n_iterations),
@@ -358,13 +360,4 @@ def register(
         current = res.optimized_transform
         if res.stop_reason.name == "CALLBACK":
             break
-    last = results[-1]
-    if len(results) == 1:
-        return last
-    return replace(
-        last,
-        iterations_per_level=tuple(n for r in results for n in r.iterations_per_level),
-        levels=tuple(lv for r in results for lv in r.levels),
-        history=tuple(h for r in results for h in r.history),
-        elapsed=float(sum(r.elapsed for r in results)),
-    )
+    return combine_results(results)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from ..transforms.base import Transform
 from ..transforms.composite import CompositeTransform
 from .pyramid import LevelSchedule, level_sigma, shrink_image, smooth_image
 
-__all__ = ["RegistrationMethod", "RegistrationResult", "RegistrationState", "LevelResult"]
+__all__ = ["RegistrationMethod", "RegistrationResult", "RegistrationState", "LevelResult", "combine_results"]
 
 TransformAdaptor = Callable[[Transform, int, Image], Transform]
 
@@ -290,3 +290,21 @@ class RegistrationMethod:
             elapsed=time.perf_counter() - t0,
         )
 
+
+def combine_results(results: Sequence[RegistrationResult]) -> RegistrationResult:
+    """One :class:`RegistrationResult` for consecutive stages (the last one's transform).
+
+    Iterations, levels and histories are concatenated; elapsed times added.
+    """
+    if not results:
+        raise InvalidInputError("combine_results(): at least one stage result expected; got none.")
+    last = results[-1]
+    if len(results) == 1:
+        return last
+    return replace(
+        last,
+        iterations_per_level=tuple(n for r in results for n in r.iterations_per_level),
+        levels=tuple(lv for r in results for lv in r.levels),
+        history=tuple(h for r in results for h in r.history),
+        elapsed=float(sum(r.elapsed for r in results)),
+    )
