@@ -55,6 +55,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..transforms._bspline_kernels import _b3 as _bspline_b3
+
 #: Width of one gradient-sum block (3x3 outer-product sum + 3-vector sum).
 BLOCK = 12
 
@@ -685,14 +687,21 @@ def mattes_weights(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_m
 @njit(parallel=True, cache=True)
 def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, size3,
                             a, o, data, size, p2i, origin, spacing,
-                            mask, mask_size, mask_p2i, mask_origin, has_mask, physical,
-                            m_min, m_max, bin_size, n_min, n_bins, chunk_size):
+                            mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode,
+                            m_min, m_max, bin_size, n_min, n_bins, cache_t, cache_k, cache_g,
+                            chunk_size):
     """Fused Mattes pass 1 for a linear transform: map, interpolate, Parzen histogram.
 
-    Same outputs as :func:`mattes_histogram`.
+    Same outputs as :func:`mattes_histogram`.  When the caches have one row per
+    sample (``cache_k.shape[0] == n``; pass empty arrays otherwise) the moving
+    gradient (gradient ``mode`` as in :func:`sample_moving`) is evaluated too and
+    every sample's Parzen coordinate ``t``, bin ``k`` (``-1`` for an unused
+    sample) and gradient are stored, so that pass 2
+    (:func:`mattes_linear_gradient`) does not interpolate again.
     """
     n = fixed_bins.shape[0]
     d = a.shape[0]
+    caching = cache_k.shape[0] == n
     nc = (n + chunk_size - 1) // chunk_size
     joint = np.zeros((nc, n_bins * n_bins))
     count = np.zeros((nc, n_bins))
@@ -733,16 +742,27 @@ def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, si
                 if d == 3:
                     xs[2] = x2
                 ok, m = _physical_sample(xs, a, o, data, size, p2i, origin, spacing, mask,
-                                         mask_size, mask_p2i, mask_origin, has_mask, 0,
-                                         y, yp, ci, g)
+                                         mask_size, mask_p2i, mask_origin, has_mask,
+                                         mode if caching else 0, y, yp, ci, g)
+                g0 = g[0]
+                g1 = g[1]
+                g2 = g[2] if d == 3 else 0.0
             else:
                 c0 = k00 * x0 + k01 * x1 + k02 * x2 + q0
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
-                ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, False)
+                ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, caching)
+            if caching:
+                cache_k[s] = -1
             if not ok or m < m_min or m > m_max:
                 continue
             t, k = _parzen(m, bin_size, n_min, n_bins)
+            if caching:
+                cache_t[s] = t
+                cache_k[s] = k
+                cache_g[s, 0] = g0
+                cache_g[s, 1] = g1
+                cache_g[s, 2] = g2
             fb = np.int64(fixed_bins[s])
             row = fb * n_bins
             p0, p1, p2, p3 = _parzen_weights(t, k)
@@ -757,31 +777,18 @@ def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, si
 
 
 @njit(parallel=True, cache=True)
-def mattes_linear_gradient(points, dense, grid_size, fixed_bins, kmat, kvec, size3, center3,
-                           a, o, data, size, p2i, origin, spacing,
-                           mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode,
-                           m_min, m_max, bin_size, n_min, n_bins, log_ratio, chunk_size):
-    """Fused Mattes pass 2 for a linear transform.
+def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
+                           cache_t, cache_k, cache_g, n_bins, log_ratio, chunk_size):
+    """Fused Mattes pass 2 for a linear transform, from the caches of pass 1.
 
-    Recomputes value and gradient per sample, forms ``w_s`` (see
-    :func:`mattes_weights`) and accumulates one gradient-sum block with
-    weights ``w_s``: partials ``(n_chunks, 12)``.
+    Forms ``w_s`` (see :func:`mattes_weights`) for every used sample and
+    accumulates one gradient-sum block with weights ``w_s``: partials
+    ``(n_chunks, 12)`` (outer products with ``x - c``, then the plain sums).
     """
     n = fixed_bins.shape[0]
-    d = a.shape[0]
     nc = (n + chunk_size - 1) // chunk_size
     part = np.zeros((nc, BLOCK))
     for c in prange(nc):
-        xs = np.empty(d)
-        y = np.empty(d)
-        yp = np.empty(d)
-        ci = np.empty(d)
-        g = np.zeros(d)
-        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
-        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
-        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
-        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
-        nx, ny, nz = size3[0], size3[1], size3[2]
         cx, cy, cz = center3[0], center3[1], center3[2]
         gs0, gs1 = float(grid_size[0]), float(grid_size[1])
         start = c * chunk_size
@@ -802,36 +809,20 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, kmat, kvec, siz
             else:
                 x0 = points[s, 0]
                 x1 = points[s, 1]
-                x2 = points[s, 2] if d == 3 else 0.0
-            if physical:
-                xs[0] = x0
-                xs[1] = x1
-                if d == 3:
-                    xs[2] = x2
-                ok, m = _physical_sample(xs, a, o, data, size, p2i, origin, spacing, mask,
-                                         mask_size, mask_p2i, mask_origin, has_mask, mode,
-                                         y, yp, ci, g)
-                g0 = g[0]
-                g1 = g[1]
-                g2 = g[2] if d == 3 else 0.0
-            else:
-                c0 = k00 * x0 + k01 * x1 + k02 * x2 + q0
-                c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
-                c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
-                ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, True)
-            if not ok or m < m_min or m > m_max:
+                x2 = points[s, 2] if points.shape[1] == 3 else 0.0
+            k = cache_k[s]
+            if k < 0:
                 continue
-            t, k = _parzen(m, bin_size, n_min, n_bins)
+            d0, d1, d2, d3 = _parzen_derivatives(cache_t[s], k)
             row = np.int64(fixed_bins[s]) * n_bins + k
-            d0, d1, d2, d3 = _parzen_derivatives(t, k)
             w = (d0 * log_ratio[row] + d1 * log_ratio[row + 1] + d2 * log_ratio[row + 2]
                  + d3 * log_ratio[row + 3])
             r0 = x0 - cx
             r1 = x1 - cy
             r2 = x2 - cz
-            w0 = w * g0
-            w1 = w * g1
-            w2 = w * g2
+            w0 = w * cache_g[s, 0]
+            w1 = w * cache_g[s, 1]
+            w2 = w * cache_g[s, 2]
             s00 += w0 * r0
             s01 += w0 * r1
             s02 += w0 * r2
@@ -856,4 +847,296 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, kmat, kvec, siz
         part[c, 9] = v0
         part[c, 10] = v1
         part[c, 11] = v2
+    return part
+
+
+# --------------------------------------------------------------------------- B-spline transform
+#
+# Fused kernels for a cubic ``BSplineTransform`` (exactly that class) and the
+# linear interpolator.  Per sample: locate the point in the control grid, map
+# it, sample the moving image (fast path: ``kmat``/``kvec`` = moving
+# physical-to-index map; with a moving mask: ``p2i @ (y - origin)``, as the
+# engine's physical path), and scatter ``w_k * u * g`` into the chunk's own
+# partial parameter row.  Chunks are ``SCATTER_CHUNK_SIZE`` samples; the caller
+# reduces the rows in chunk order.
+#
+# The point map is a scalar, 3-D padded transcription of ``_locate`` +
+# ``_expand`` of :mod:`regframe.transforms._bspline_kernels` with the *same*
+# floating-point operations in the same order (the same ``_b3``, ITK's validity
+# band, the tensor product ``((w0 * w1) * w2)`` and the node order axis 0
+# fastest), so mapped points are bit-identical to
+# ``BSplineTransform.transform_points`` (tested through
+# :func:`bspline_transform_points`).  Calling those helpers directly costs
+# ~2x more per sample (array arguments, ``(d, 4)`` weight arrays and the
+# ``4**d`` expansion buffers); a 2-D problem uses the third axis as a single
+# node of weight 1 (``x * 1.0 == x`` exactly).
+
+
+@njit(cache=True, inline="always")
+def _bspline_axis(ci, max_limit, band_lo, band_hi, nudged, wa):
+    """``_locate`` along one axis: (valid, support start); 1-D weights into ``wa[0:4]``."""
+    ok = True
+    if ci >= band_lo and ci <= band_hi:
+        ci = nudged
+    elif ci >= max_limit:
+        ok = False
+    elif ci < 1.0:
+        ok = False
+    st = np.floor(ci + 0.5 - 1.5)
+    u = ci - st
+    wa[0] = _bspline_b3(u)
+    u -= 1.0
+    wa[1] = _bspline_b3(u)
+    u -= 1.0
+    wa[2] = _bspline_b3(u)
+    u -= 1.0
+    wa[3] = _bspline_b3(u)
+    return ok, st
+
+
+@njit(cache=True, inline="always")
+def _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo,
+                 band_hi, nudged, wa, wb, wc):
+    """B-spline image of ``(x0, x1, x2)``: ``(inside, base, y0, y1, y2)``.
+
+    ``base`` is the flat control-point number of the first support node; the
+    1-D weights are left in ``wa``, ``wb``, ``wc`` (``wc = [1]`` in 2-D).
+    """
+    ci0 = 0.0
+    ci0 += gp2i[0, 0] * (x0 - o0)
+    ci0 += gp2i[0, 1] * (x1 - o1)
+    ci1 = 0.0
+    ci1 += gp2i[1, 0] * (x0 - o0)
+    ci1 += gp2i[1, 1] * (x1 - o1)
+    if d == 3:
+        ci0 += gp2i[0, 2] * (x2 - o2)
+        ci1 += gp2i[1, 2] * (x2 - o2)
+    ok0, st0 = _bspline_axis(ci0, max_limit[0], band_lo[0], band_hi[0], nudged[0], wa)
+    ok1, st1 = _bspline_axis(ci1, max_limit[1], band_lo[1], band_hi[1], nudged[1], wb)
+    inside = ok0 and ok1
+    st2 = 0.0
+    if d == 3:
+        ci2 = 0.0
+        ci2 += gp2i[2, 0] * (x0 - o0)
+        ci2 += gp2i[2, 1] * (x1 - o1)
+        ci2 += gp2i[2, 2] * (x2 - o2)
+        ok2, st2 = _bspline_axis(ci2, max_limit[2], band_lo[2], band_hi[2], nudged[2], wc)
+        inside = inside and ok2
+    base = np.int64(0)
+    y0 = x0
+    y1 = x1
+    y2 = x2
+    if inside:
+        base = np.int64(st0) + np.int64(st1) * gx + np.int64(st2) * gxy
+        nz = 4 if d == 3 else 1
+        e0 = 0.0
+        e1 = 0.0
+        e2 = 0.0
+        for j2 in range(nz):
+            c2 = wc[j2]
+            r2 = base + j2 * gxy
+            for j1 in range(4):
+                b1 = wb[j1]
+                r1 = r2 + j1 * gx
+                for j0 in range(4):
+                    wt = (wa[j0] * b1) * c2
+                    f = r1 + j0
+                    e0 += wt * params[f]
+                    e1 += wt * params[n_grid + f]
+                    if d == 3:
+                        e2 += wt * params[2 * n_grid + f]
+        y0 = e0 + x0
+        y1 = e1 + x1
+        if d == 3:
+            y2 = e2 + x2
+    return inside, base, y0, y1, y2
+
+
+@njit(parallel=True, cache=True)
+def bspline_transform_points(points, params, n_grid, origin, gp2i, grid_size, max_limit, band_lo,
+                             band_hi, nudged, chunk_size):
+    """The fused kernels' B-spline point map (for tests: equals ``transform_points`` bit for bit)."""
+    n, d = points.shape
+    out = np.empty((n, d))
+    nc = (n + chunk_size - 1) // chunk_size
+    gx = grid_size[0]
+    gxy = grid_size[0] * grid_size[1]
+    o0 = origin[0]
+    o1 = origin[1]
+    o2 = origin[2] if d == 3 else 0.0
+    for c in prange(nc):
+        wa = np.empty(4)
+        wb = np.empty(4)
+        wc = np.ones(4)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            x0 = points[s, 0]
+            x1 = points[s, 1]
+            x2 = points[s, 2] if d == 3 else 0.0
+            inside, base, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2,
+                                                    gp2i, gx, gxy, max_limit, band_lo, band_hi,
+                                                    nudged, wa, wb, wc)
+            out[s, 0] = y0
+            out[s, 1] = y1
+            if d == 3:
+                out[s, 2] = y2
+    return out
+
+
+@njit(cache=True, inline="always")
+def _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01, k02, k10, k11, k12, k20, k21,
+                    k22, q0, q1, q2, nx, ny, nz, mask, mask_size, mask_p2i, mask_origin, has_mask,
+                    with_gradient):
+    """Moving value and *physical* gradient at the mapped point; ``(ok, m, g0, g1, g2)``."""
+    ok = True
+    if has_mask:
+        y[0] = y0
+        y[1] = y1
+        if d == 3:
+            y[2] = y2
+        ok = _in_mask(y, mask, mask_size, mask_p2i, mask_origin)
+        c0 = p2i[0, 0] * (y0 - morigin[0]) + p2i[0, 1] * (y1 - morigin[1])
+        c1 = p2i[1, 0] * (y0 - morigin[0]) + p2i[1, 1] * (y1 - morigin[1])
+        c2 = 0.0
+        if d == 3:
+            c0 += p2i[0, 2] * (y2 - morigin[2])
+            c1 += p2i[1, 2] * (y2 - morigin[2])
+            c2 = (p2i[2, 0] * (y0 - morigin[0]) + p2i[2, 1] * (y1 - morigin[1])
+                  + p2i[2, 2] * (y2 - morigin[2]))
+    else:
+        c0 = k00 * y0 + k01 * y1 + k02 * y2 + q0
+        c1 = k10 * y0 + k11 * y1 + k12 * y2 + q1
+        c2 = k20 * y0 + k21 * y1 + k22 * y2 + q2
+    m = 0.0
+    p0 = 0.0
+    p1 = 0.0
+    p2 = 0.0
+    if ok:
+        ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient)
+        if ok and with_gradient:
+            p0 = p2i[0, 0] * g0 + p2i[1, 0] * g1
+            p1 = p2i[0, 1] * g0 + p2i[1, 1] * g1
+            if d == 3:
+                p0 += p2i[2, 0] * g2
+                p1 += p2i[2, 1] * g2
+                p2 = p2i[0, 2] * g0 + p2i[1, 2] * g1 + p2i[2, 2] * g2
+    return ok, m, p0, p1, p2
+
+
+@njit(parallel=True, cache=True)
+def bspline_moving_samples(points, params, n_grid, origin, gp2i, grid_size, max_limit, band_lo,
+                           band_hi, nudged, kmat, kvec, size3, data, p2i, morigin,
+                           mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
+                           chunk_size):
+    """Pass 1 of the fused B-spline path: map, interpolate, keep the support (point-wise).
+
+    Returns
+    -------
+    values : (n,) float64
+        Moving values ``m_s`` (0 where invalid).
+    grads : (n, d) float64
+        Physical moving gradients (zero where invalid or without gradient).
+    valid : (n,) bool
+        Mapped point inside the moving buffer (and moving mask).
+    base : (n,) int64
+        Flat control-point number of the first support node, -1 outside the
+        B-spline region (zero Jacobian) or where invalid.
+    weights : (n, 12) float64, or (0, 12) without gradient
+        1-D support weights of axes 0, 1, 2 (axis 2 = ``[1, 1, 1, 1]`` in 2-D).
+    """
+    n, d = points.shape
+    values = np.zeros(n)
+    grads = np.zeros((n, d))
+    valid = np.zeros(n, dtype=np.bool_)
+    base_out = np.full(n, -1, dtype=np.int64)
+    weights = np.zeros((n if with_gradient else 0, 12))
+    nc = (n + chunk_size - 1) // chunk_size
+    gx = grid_size[0]
+    gxy = grid_size[0] * grid_size[1]
+    o0 = origin[0]
+    o1 = origin[1]
+    o2 = origin[2] if d == 3 else 0.0
+    for c in prange(nc):
+        y = np.empty(d)
+        wa = np.empty(4)
+        wb = np.empty(4)
+        wc = np.ones(4)
+        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
+        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
+        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
+        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
+        nx, ny, nz = size3[0], size3[1], size3[2]
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            x0 = points[s, 0]
+            x1 = points[s, 1]
+            x2 = points[s, 2] if d == 3 else 0.0
+            inside, base, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2,
+                                                    gp2i, gx, gxy, max_limit, band_lo, band_hi,
+                                                    nudged, wa, wb, wc)
+            ok, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
+                                                k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
+                                                nx, ny, nz, mask, mask_size, mask_p2i,
+                                                mask_origin, has_mask, with_gradient)
+            if not ok:
+                continue
+            valid[s] = True
+            values[s] = m
+            if with_gradient:
+                grads[s, 0] = g0
+                grads[s, 1] = g1
+                if d == 3:
+                    grads[s, 2] = g2
+                if inside:
+                    base_out[s] = base
+                    for j in range(4):
+                        weights[s, j] = wa[j]
+                        weights[s, 4 + j] = wb[j]
+                        weights[s, 8 + j] = wc[j]
+    return values, grads, valid, base_out, weights
+
+
+@njit(parallel=True, cache=True)
+def bspline_scatter(base, weights, grads, u, n_grid, grid_size, chunk_size):
+    """Pass 2: per-chunk partials of ``sum_s J_s^T (u_s g_s)`` from pass-1 supports.
+
+    ``u`` ``(n,)`` per-sample weights; samples with ``base < 0`` contribute
+    nothing.  Returns ``(n_chunks, d * n_grid)``; each chunk scatters its
+    samples in order into its own row (same node order and tensor-product
+    weights as ``BSplineTransform.jacobian_vjp``).
+    """
+    n, d = grads.shape
+    n_par = d * n_grid
+    nc = (n + chunk_size - 1) // chunk_size
+    part = np.zeros((nc, n_par))
+    gx = grid_size[0]
+    gxy = grid_size[0] * grid_size[1]
+    n2 = 2 * n_grid
+    nzz = 4 if d == 3 else 1
+    for c in prange(nc):
+        row = np.zeros(n_par)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            b = base[s]
+            if b < 0:
+                continue
+            us = u[s]
+            v0 = us * grads[s, 0]
+            v1 = us * grads[s, 1]
+            v2 = us * grads[s, 2] if d == 3 else 0.0
+            for j2 in range(nzz):
+                c2 = weights[s, 8 + j2]
+                r2 = b + j2 * gxy
+                for j1 in range(4):
+                    b1 = weights[s, 4 + j1]
+                    r1 = r2 + j1 * gx
+                    for j0 in range(4):
+                        wt = (weights[s, j0] * b1) * c2
+                        f = r1 + j0
+                        row[f] += wt * v0
+                        row[n_grid + f] += wt * v1
+                        if d == 3:
+                            row[n2 + f] += wt * v2
+        for k in range(n_par):
+            part[c, k] = row[k]
     return part

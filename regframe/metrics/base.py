@@ -42,6 +42,7 @@ from ..interpolators import (
     make_interpolator,
 )
 from ..transforms.base import Transform
+from ..transforms.bspline import BSplineTransform
 from ..transforms.linear import MatrixOffsetTransformBase
 from . import _kernels as _k
 from ._images import ImagePack, MaskPack, as_image
@@ -444,6 +445,8 @@ class ImageMetric(Metric):
         self._method = "value"
         if self._fused and self._linear_fast_path(st):
             return float(self._evaluate_linear(st, False)[0])
+        if self._fused and self._bspline_fast_path(st, False):
+            return float(self._evaluate_bspline(st, False)[0])
         return float(self._evaluate_general(st, False, "value")[0])
 
     def value_and_gradient(self) -> tuple[float, NDArray[np.float64]]:
@@ -465,6 +468,8 @@ class ImageMetric(Metric):
         self._method = "value_and_gradient"
         if self._fused and self._linear_fast_path(st):
             value, grad = self._evaluate_linear(st, True)
+        elif self._fused and self._bspline_fast_path(st, True):
+            value, grad = self._evaluate_bspline(st, True)
         else:
             value, grad = self._evaluate_general(st, True, "value_and_gradient")
         return float(value), np.asarray(grad, dtype=np.float64)
@@ -474,6 +479,15 @@ class ImageMetric(Metric):
             st.interpolator is None
             and isinstance(st.transform, MatrixOffsetTransformBase)
             and type(self)._evaluate_linear is not ImageMetric._evaluate_linear
+        )
+
+    def _bspline_fast_path(self, st: _State, with_gradient: bool) -> bool:
+        """Fused B-spline path: exactly a BSplineTransform, linear interpolator, exact gradient."""
+        return (
+            st.interpolator is None
+            and type(st.transform) is BSplineTransform
+            and (not with_gradient or self.gradient == "exact")
+            and type(self)._evaluate_bspline is not ImageMetric._evaluate_bspline
         )
 
     def _mode(self, with_gradient: bool) -> int:
@@ -575,6 +589,29 @@ class ImageMetric(Metric):
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         """Fused path for linear transforms and the linear interpolator (built-ins override)."""
         raise NotImplementedError  # pragma: no cover - guarded by _linear_fast_path
+
+    def _evaluate_bspline(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
+        """Fused path for a BSplineTransform and the linear interpolator (built-ins override)."""
+        raise NotImplementedError  # pragma: no cover - guarded by _bspline_fast_path
+
+    @staticmethod
+    def _bspline_args(st: _State) -> tuple[Any, ...]:
+        """Transform and moving-image arguments of the fused B-spline kernels.
+
+        Returns ``(params, n_grid, origin, p2i, grid_size, max_limit, band_lo,
+        band_hi, nudged, kmat, kvec, size3, data, p2i, origin, mask...,
+        has_mask)`` in the order of
+        :func:`regframe.metrics._kernels.bspline_moving_samples` (after ``points``).
+        """
+        transform = st.transform
+        d = transform.ndim
+        pack = st.moving_pack
+        kmat, kvec = _index_map(pack, np.eye(d), np.zeros(d))
+        params = np.ascontiguousarray(transform._get_parameters(), dtype=np.float64)
+        return (
+            params, int(transform.n_control_points), *transform._kernel_grid(),
+            kmat, kvec, pack.size3, pack.data, pack.p2i, pack.origin, *st.moving_mask.args(),
+        )
 
     @staticmethod
     def _linear_args(st: _State) -> tuple[Any, ...]:

@@ -175,20 +175,23 @@ class MattesMutualInformation(ImageMetric):
     # ------------------------------------------------------------------ fused path
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         pts, dense, gsize, kmat, kvec, size3, c3, a, o = self._linear_args(st)
+        phys = self._physical(st)
+        # pass 1 caches each sample's Parzen coordinate and moving gradient for pass 2
+        n = st.points.shape[0] if with_gradient else 0
+        cache_t = np.empty(n)
+        cache_k = np.empty(n, dtype=np.int64)
+        cache_g = np.empty((n, 3))
         joint, count, used = _k.mattes_linear_histogram(
             pts, dense, gsize, self._fixed_bins, kmat, kvec, size3, a, o,
-            *st.moving_pack.args(), *st.moving_mask.args(), self._physical(st),
-            *self._moving_bin_args(),
+            *st.moving_pack.args(), *st.moving_mask.args(), phys, self._mode(with_gradient),
+            *self._moving_bin_args(), cache_t, cache_k, cache_g,
             HISTOGRAM_CHUNK_SIZE,
         )
         stats = self._stats(joint, count, used, st.points.shape[0])
         if not with_gradient:
             return stats.value, None
-        mode = self._mode(True)
-        phys = self._physical(st)
         part = _k.mattes_linear_gradient(
-            pts, dense, gsize, self._fixed_bins, kmat, kvec, size3, c3, a, o,
-            *st.moving_pack.args(), *st.moving_mask.args(), phys, mode, *self._moving_bin_args(),
+            pts, dense, gsize, self._fixed_bins, c3, cache_t, cache_k, cache_g, self.n_bins,
             stats.log_ratio, CHUNK_SIZE,
         )
         sums = reduce_in_order(part) / (self._moving_bin_size * stats.n_used)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE, reduce_in_order
+from .._parallel import CHUNK_SIZE, SCATTER_CHUNK_SIZE, reduce_in_order
 from . import _kernels as _k
 from .base import PointwiseMetric, _State
 
 __all__ = ["MeanSquares"]
+
+#: Samples per pass of the fused B-spline path (bounds the per-sample support
+#: buffers; a whole number of scatter chunks, so the chunking is fixed).
+_BSPLINE_BLOCK = 4 * SCATTER_CHUNK_SIZE
 
 
 class MeanSquares(PointwiseMetric):
@@ -34,7 +38,10 @@ class MeanSquares(PointwiseMetric):
     ``GetDerivative()`` is the negative of this (:meth:`itk_derivative`).
 
     With a linear transform and linear interpolation the whole evaluation is
-    one fused numba pass (map, interpolate, accumulate ``sum u g (x - c)^T``).
+    one fused numba pass (map, interpolate, accumulate ``sum u g (x - c)^T``);
+    likewise for a :class:`~regframe.transforms.bspline.BSplineTransform` with
+    the exact gradient (map through the ``4**d`` support, interpolate, scatter
+    ``u g w_k`` into per-chunk partial parameter vectors).
 
     Examples
     --------
@@ -75,3 +82,29 @@ class MeanSquares(PointwiseMetric):
             return value, None
         grad = self._linear_gradient(st, total[2:] / n_valid, phys)
         return value, grad
+
+    def _evaluate_bspline(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
+        n = st.points.shape[0]
+        value_sum = 0.0
+        n_valid = 0
+        grad = np.zeros(st.transform.n_parameters) if with_gradient else None
+        for lo in range(0, n, _BSPLINE_BLOCK):
+            hi = min(lo + _BSPLINE_BLOCK, n)
+            values, grads, valid, base, weights = _k.bspline_moving_samples(
+                st.points[lo:hi], *self._bspline_args(st), with_gradient, CHUNK_SIZE,
+            )
+            r = values - st.fixed_values[lo:hi]
+            r[~valid] = 0.0
+            value_sum += float(np.sum(r * r))
+            n_valid += int(np.count_nonzero(valid))
+            if with_gradient:
+                part = _k.bspline_scatter(
+                    base, weights, grads, 2.0 * r, st.transform.n_control_points,
+                    st.transform._kernel_grid()[2], SCATTER_CHUNK_SIZE,
+                )
+                grad += reduce_in_order(part)
+        self._check_overlap(n_valid, n)
+        value = value_sum / n_valid
+        if not with_gradient:
+            return value, None
+        return value, grad / n_valid
