@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from regframe import Image
-from regframe.metrics import FullSampler, MeanSquares, RandomSampler
+from regframe.metrics import FullSampler, MattesMutualInformation, MeanSquares, RandomSampler
 from regframe.metrics import _kernels as _k
 from regframe.testing.strategies import smooth_arrays
 from regframe.transforms.bspline import BSplineTransform
@@ -60,7 +60,7 @@ def _masks(fixed: Image, moving: Image, seed: int):
     return fm, mm
 
 
-def _both_paths(metric: MeanSquares):
+def _both_paths(metric):
     assert metric._bspline_fast_path(metric._state, True)
     v_f, g_f = metric.value_and_gradient()
     n_f = metric.n_valid
@@ -84,9 +84,10 @@ def _assert_close(fused, general):
     assert np.max(np.abs(g_f - g_g)) <= 1e-10 * scale
 
 
+@pytest.mark.parametrize("metric_cls", [MeanSquares, MattesMutualInformation])
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("case", ["full", "random", "masks", "random+masks", "jitter"])
-def test_fused_equals_general(ndim: int, case: str) -> None:
+def test_fused_equals_general(metric_cls, ndim: int, case: str) -> None:
     fixed, moving, t = _problem(ndim, seed=3 + ndim)
     sampler = FullSampler()
     if "random" in case:
@@ -96,7 +97,7 @@ def test_fused_equals_general(ndim: int, case: str) -> None:
     fm = mm = None
     if "masks" in case:
         fm, mm = _masks(fixed, moving, seed=ndim)
-    metric = MeanSquares().initialize(fixed, moving, t, sampler=sampler, fixed_mask=fm, moving_mask=mm)
+    metric = metric_cls().initialize(fixed, moving, t, sampler=sampler, fixed_mask=fm, moving_mask=mm)
     fused, general = _both_paths(metric)
     # Some samples must fall outside the moving image / mask for the test to mean something.
     assert fused[2] < metric.n_samples
