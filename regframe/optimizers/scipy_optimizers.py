@@ -24,6 +24,8 @@ current point.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import math
 from typing import Any
 
@@ -103,6 +105,7 @@ class _ScipyOptimizer(Optimizer):
         self.n_iterations = check_positive_int(n_iterations, where=f"{type(self).__name__}()",
                                                name="n_iterations")
 
+    @abstractmethod
     def _options(self, cost: _CountingCost, sq: NDArray[np.float64], n_par: int, maxiter: int) -> dict:
         raise NotImplementedError(f"{type(self).__name__}._options()")
 
