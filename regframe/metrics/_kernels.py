@@ -90,7 +90,29 @@ def _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient):
     g0 = 0.0
     g1 = 0.0
     g2 = 0.0
-    if ok:
+    if ok and nz == 1:
+        # 2-D image (padded to 3-D): the z lerps are exact no-ops, so skip them; the
+        # result is bit-identical to the general branch below
+        i0, f0, u0 = _axis(c0, nx)
+        i1, f1, u1 = _axis(c1, ny)
+        base = i0 + i1 * nx
+        s0 = 1 if u0 else 0
+        s1 = nx if u1 else 0
+        v000 = data[base]
+        v100 = data[base + s0]
+        v010 = data[base + s1]
+        v110 = data[base + s0 + s1]
+        a00 = v000 + (v100 - v000) * f0
+        a10 = v010 + (v110 - v010) * f0
+        value = a00 + (a10 - a00) * f1
+        if with_gradient:
+            if u0:
+                d00 = v100 - v000
+                d10 = v110 - v010
+                g0 = d00 + (d10 - d00) * f1
+            if u1:
+                g1 = a10 - a00
+    elif ok:
         i0, f0, u0 = _axis(c0, nx)
         i1, f1, u1 = _axis(c1, ny)
         i2, f2, u2 = _axis(c2, nz)
