@@ -36,6 +36,24 @@ def _normalise(a: NDArray) -> NDArray[np.float64]:
     return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
 
 
+def _plot_history(ax, values: Sequence[float], levels: Sequence[int] | None, fontsize: int = 9) -> None:
+    """Metric per iteration, one line per run of equal level (stages stay separate)."""
+    v = np.asarray(values, dtype=np.float64)
+    it = np.arange(v.size)
+    if levels is None or len(levels) != v.size or v.size == 0:
+        ax.plot(it, v)
+        return
+    lv = np.asarray(levels)
+    breaks = np.flatnonzero(np.diff(lv) != 0) + 1
+    colours = {}
+    for seg in np.split(np.arange(v.size), breaks):
+        level = int(lv[seg[0]])
+        first = level not in colours
+        line = ax.plot(it[seg], v[seg], color=colours.get(level), label=f"level {level}" if first else None)
+        colours.setdefault(level, line[0].get_color())
+    ax.legend(fontsize=fontsize)
+
+
 def slices(image: Image) -> list[NDArray[np.float64]]:
     """2-D views of an image: itself in 2-D, the three central slices in 3-D."""
     a = np.asarray(image.array, dtype=np.float64)
@@ -98,21 +116,12 @@ def registration_report(
         ]
         for c, (img, name) in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(img, cmap="gray", origin="lower", interpolation="nearest")
+            ax.imshow(img, cmap="gray", interpolation="nearest")
             ax.set_title(name, fontsize=9)
             ax.set_axis_off()
     if values is not None:
         ax = axes[0, n_cols - 1]
-        v = np.asarray(values, dtype=np.float64)
-        it = np.arange(v.size)
-        if levels is not None and len(levels) == v.size:
-            lv = np.asarray(levels)
-            for level in np.unique(lv):
-                sel = lv == level
-                ax.plot(it[sel], v[sel], label=f"level {int(level)}")
-            ax.legend(fontsize=7)
-        else:
-            ax.plot(it, v)
+        _plot_history(ax, values, levels, fontsize=7)
         ax.set_title("metric per iteration", fontsize=9)
         ax.set_xlabel("iteration")
         for r in range(1, n_rows):
@@ -129,15 +138,7 @@ def plot_metric_history(values: Sequence[float], path: str | Path, *, levels: Se
     """Plot the metric value per iteration into ``path``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    v = np.asarray(values, dtype=np.float64)
-    if levels is not None and len(levels) == v.size:
-        lv = np.asarray(levels)
-        for level in np.unique(lv):
-            sel = lv == level
-            ax.plot(np.flatnonzero(sel), v[sel], label=f"level {int(level)}")
-        ax.legend()
-    else:
-        ax.plot(v)
+    _plot_history(ax, values, levels)
     ax.set_xlabel("iteration")
     ax.set_ylabel("metric value")
     fig.tight_layout()
