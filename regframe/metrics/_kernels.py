@@ -318,6 +318,24 @@ def _physical_sample(xs, a, o, data, size, p2i, origin, spacing,
     return True, value
 
 
+@njit(cache=True, inline="always")
+def _next_position(points, s, start, dense, x0, x1, x2, gs0, gs1):
+    """Position of sample ``s``: the next grid index in raster order (dense sets, where
+    ``(x0, x1, x2)`` holds sample ``s - 1``'s or, at ``s == start``, the chunk's start),
+    or the stored point."""
+    if dense:
+        if s > start:
+            x0 += 1.0
+            if x0 >= gs0:
+                x0 = 0.0
+                x1 += 1.0
+                if x1 >= gs1:
+                    x1 = 0.0
+                    x2 += 1.0
+        return x0, x1, x2
+    return points[s, 0], points[s, 1], points[s, 2] if points.shape[1] == 3 else 0.0
+
+
 @njit(cache=True)
 def _start_position(start, grid_size):
     """Integer grid index (x, y, z) of flat voxel ``start``."""
@@ -465,19 +483,7 @@ def mean_squares_linear(points, dense, grid_size, fixed, kmat, kvec, size3, cent
         s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = 0.0
         v0 = v1 = v2 = 0.0
         for s in range(start, stop):
-            if dense:
-                if s > start:
-                    x0 += 1.0
-                    if x0 >= gs0:
-                        x0 = 0.0
-                        x1 += 1.0
-                        if x1 >= gs1:
-                            x1 = 0.0
-                            x2 += 1.0
-            else:
-                x0 = points[s, 0]
-                x1 = points[s, 1]
-                x2 = points[s, 2] if d == 3 else 0.0
+            x0, x1, x2 = _next_position(points, s, start, dense, x0, x1, x2, gs0, gs1)
             if physical:
                 xs[0] = x0
                 xs[1] = x1
@@ -571,19 +577,7 @@ def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref,
         stop = min(start + chunk_size, n)
         x0, x1, x2 = _start_position(start, grid_size)
         for s in range(start, stop):
-            if dense:
-                if s > start:
-                    x0 += 1.0
-                    if x0 >= gs0:
-                        x0 = 0.0
-                        x1 += 1.0
-                        if x1 >= gs1:
-                            x1 = 0.0
-                            x2 += 1.0
-            else:
-                x0 = points[s, 0]
-                x1 = points[s, 1]
-                x2 = points[s, 2] if d == 3 else 0.0
+            x0, x1, x2 = _next_position(points, s, start, dense, x0, x1, x2, gs0, gs1)
             if physical:
                 xs[0] = x0
                 xs[1] = x1
@@ -745,19 +739,7 @@ def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, si
         x0, x1, x2 = _start_position(start, grid_size)
         k_used = 0.0
         for s in range(start, stop):
-            if dense:
-                if s > start:
-                    x0 += 1.0
-                    if x0 >= gs0:
-                        x0 = 0.0
-                        x1 += 1.0
-                        if x1 >= gs1:
-                            x1 = 0.0
-                            x2 += 1.0
-            else:
-                x0 = points[s, 0]
-                x1 = points[s, 1]
-                x2 = points[s, 2] if d == 3 else 0.0
+            x0, x1, x2 = _next_position(points, s, start, dense, x0, x1, x2, gs0, gs1)
             if physical:
                 xs[0] = x0
                 xs[1] = x1
@@ -819,19 +801,7 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
         s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = 0.0
         v0 = v1 = v2 = 0.0
         for s in range(start, stop):
-            if dense:
-                if s > start:
-                    x0 += 1.0
-                    if x0 >= gs0:
-                        x0 = 0.0
-                        x1 += 1.0
-                        if x1 >= gs1:
-                            x1 = 0.0
-                            x2 += 1.0
-            else:
-                x0 = points[s, 0]
-                x1 = points[s, 1]
-                x2 = points[s, 2] if points.shape[1] == 3 else 0.0
+            x0, x1, x2 = _next_position(points, s, start, dense, x0, x1, x2, gs0, gs1)
             k = cache_k[s]
             if k < 0:
                 continue

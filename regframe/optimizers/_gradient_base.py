@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from .._validation import check_positive_int
 from ..errors import RegframeWarning
 from .base import (
+    IterationState,
     Optimizer,
     StopReason,
     _CountingCost,
@@ -88,6 +89,15 @@ class _GradientOptimizer(Optimizer):
         return _LearningRateEstimator(
             self._estimator(), cost, self.maximum_step_size, f"{type(self).__name__}.optimize()"
         )
+
+    def _converged(self, cost: Any, recorder: Any, best: _Best, it: int, value: float, gnorm: float,
+                   params: NDArray[np.float64], conv: float) -> Any:
+        """Record the last state and finish with ``StopReason.CONVERGED`` (window monitor)."""
+        recorder.record(IterationState(it, value, gnorm, params, math.nan, math.nan, conv))
+        return _finish(cost, reason=StopReason.CONVERGED, n_iter=it + 1, value=value, best=best,
+                       return_best=self.return_best,
+                       message=f"convergence value {conv:.3g} <= {self.minimum_convergence_value:.3g} "
+                               f"after {it + 1} iterations")
 
 
 class _Best:

@@ -168,11 +168,7 @@ class GradientDescentLineSearch(_GradientOptimizer):
             conv = monitor.add(value)
             gnorm = float(np.linalg.norm(grad))
             if conv <= self.minimum_convergence_value:
-                recorder.record(IterationState(it, value, gnorm, params, math.nan, math.nan, conv))
-                return _finish(cost, reason=StopReason.CONVERGED, n_iter=it + 1, value=value, best=best,
-                               return_best=self.return_best,
-                               message=f"convergence value {conv:.3g} <= {self.minimum_convergence_value:.3g} "
-                                       f"after {it + 1} iterations")
+                return self._converged(cost, recorder, best, it, value, gnorm, params, conv)
             d = self._direction(grad / scales, state)
             if lr_estimator is not None and it == 0:
                 lr = lr_estimator(transform, d, lr)
