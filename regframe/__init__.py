@@ -5,6 +5,7 @@ metrics and optimizers; registration; the command line.  The most used names
 are re-exported here; every sub-package documents its own.
 """
 
+from . import _parallel  # noqa: F401  (first: sets the OpenMP wait policy before numba starts threads)
 from . import datasets, errors, metrics, optimizers, registration, testing, transforms
 from .image import Image
 from .interpolators import (

@@ -18,12 +18,24 @@ independence) and is a numerics-visible change.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
+
+# numba's OpenMP threading layer lets idle worker threads spin after every parallel
+# region (libgomp's default wait policy).  regframe calls kernels of 0.1-10 ms
+# between stretches of Python (optimizer steps, scipy, bookkeeping), and the
+# spinning workers slow that Python code down several-fold on machines whose
+# cores are shared (virtual machines, containers): a whole registration ran
+# 1.5-1.8x slower.  Workers that sleep at once cost a few microseconds per
+# kernel launch instead.  Only a default: an OMP_WAIT_POLICY set by the user
+# wins, and it has no effect if OpenMP was already started before regframe
+# was imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: Samples per chunk for point-wise reductions.
 CHUNK_SIZE: int = 4096

@@ -413,6 +413,16 @@ class ImageMetric(Metric):
         return self.transform.n_parameters
 
     @property
+    def virtual_domain(self) -> Image:
+        """The grid on which samples are drawn: the fixed image (ITK's default virtual domain).
+
+        Optimizers estimate parameter scales on it as ITK does (the ``2**d``
+        corners for linear transforms, the central region for local-support
+        ones) instead of on every sample point.
+        """
+        return self._require("virtual_domain").fixed
+
+    @property
     def sample_points(self) -> NDArray[np.float64]:
         """Fixed-space sample points ``(n_samples, ndim)`` (a copy)."""
         return self._require("sample_points").points.copy()

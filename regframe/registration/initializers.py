@@ -25,13 +25,17 @@ __all__ = [
 ]
 
 
-def _mask_points(image: Image, mask: Image | None) -> NDArray[np.bool_] | None:
+def _mask_inside(image: Image, mask: Image | None) -> NDArray[np.bool_] | None:
+    """Voxels of ``image`` (numpy order) whose centre lies in ``mask`` (nearest neighbour)."""
     if mask is None:
         return None
-    from ..interpolators import NearestNeighborInterpolator
+    if mask.same_geometry(image):
+        inside = np.asarray(mask.array) > 0
+    else:
+        from ..interpolators import NearestNeighborInterpolator
 
-    interp = NearestNeighborInterpolator(default_value=0.0).set_image(mask)
-    inside = interp.evaluate(image.voxel_points())[0] > 0
+        interp = NearestNeighborInterpolator(default_value=0.0).set_image(mask)
+        inside = (interp.evaluate(image.voxel_points())[0] > 0).reshape(image.shape)
     if not np.any(inside):
         raise EmptyMaskError(
             "centered_initializer(): the mask covers no voxel of the image; check that mask and "
@@ -40,34 +44,49 @@ def _mask_points(image: Image, mask: Image | None) -> NDArray[np.bool_] | None:
     return inside
 
 
+def _index_centroid(weights: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Weighted centroid of voxel indices (ITK order) from separable axis profiles."""
+    total = weights.sum()
+    ci = np.empty(weights.ndim)
+    for axis, n in enumerate(weights.shape):
+        others = tuple(a for a in range(weights.ndim) if a != axis)
+        profile = weights.sum(axis=others)
+        ci[weights.ndim - 1 - axis] = profile @ np.arange(n, dtype=np.float64) / total
+    return ci
+
+
 def image_center(image: Image, *, mode: str = "geometry", mask: Image | None = None) -> NDArray[np.float64]:
     """Centre of an image in physical coordinates.
 
     ``"geometry"``: the physical point of the centre of the voxel-centre span
-    (ITK's GEOMETRY mode).  ``"moments"``: the intensity-weighted centroid of
-    the voxel centres (optionally within ``mask``), with intensities shifted so
-    that their minimum is zero (so CT air at -1000 HU weighs nothing; ITK uses
-    the raw intensities).
+    (ITK's GEOMETRY mode; with a mask, the centre of the physical bounding box
+    of the voxel centres inside it).  ``"moments"``: the intensity-weighted
+    centroid of the voxel centres (optionally within ``mask``), with
+    intensities shifted so that their minimum is zero (so CT air at -1000 HU
+    weighs nothing; ITK uses the raw intensities).  Non-finite voxels weigh
+    nothing.
     """
     check_choice(mode, ("geometry", "moments"), where="image_center()", name="mode")
     if mode == "geometry" and mask is None:
         return image.physical_center()
-    pts = image.voxel_points()
-    values = image.array.reshape(-1).astype(np.float64)
-    inside = _mask_points(image, mask)
-    if inside is not None:
-        pts, values = pts[inside], values[inside]
+    inside = _mask_inside(image, mask)
     if mode == "geometry":
+        pts = image.voxel_points()[inside.reshape(-1)]
         return 0.5 * (pts.min(axis=0) + pts.max(axis=0))
-    finite = np.isfinite(values)
-    w = values[finite] - values[finite].min()
-    total = w.sum()
-    if total <= 0:
+    values = np.asarray(image.array, dtype=np.float64)
+    usable = np.isfinite(values) if inside is None else np.isfinite(values) & inside
+    if not np.any(usable):
+        raise InvalidInputError(
+            "image_center(): no finite voxel to weigh (inside the mask); use mode='geometry' or "
+            "check the image for NaNs."
+        )
+    w = np.where(usable, values - values[usable].min(), 0.0)
+    if w.sum() <= 0:
         raise InvalidInputError(
             "image_center(): the image is constant, so it has no intensity centroid; use "
             "mode='geometry'."
         )
-    return (w[:, None] * pts[finite]).sum(axis=0) / total
+    return image.index_to_physical(_index_centroid(w)[None, :])[0]
 
 
 def set_translation(transform: MatrixOffsetTransformBase, translation: ArrayLike) -> None:
