@@ -122,3 +122,20 @@ def test_landmark_errors():
         landmark_initializer(np.zeros((3, 2)), np.zeros((4, 2)), rf.AffineTransform(2))
     with pytest.raises(InvalidInputError, match="at least 3"):
         affine_from_points(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_moments_centre_equals_the_weighted_mean_of_voxel_centres(ndim):
+    rng = np.random.default_rng(4)
+    shape = (9, 7, 5)[:ndim]
+    arr = rng.random(shape) - 0.3
+    arr[(0,) * ndim] = np.nan  # non-finite voxels weigh nothing
+    direction = np.linalg.qr(rng.normal(size=(ndim, ndim)))[0]
+    img = rf.Image(arr, spacing=(0.7, 1.3, 2.0)[:ndim], origin=(3.0, -2.0, 5.0)[:ndim], direction=direction)
+    mask_arr = (rng.random(shape) > 0.4).astype(np.uint8)
+    for mask in (None, img.with_array(mask_arr)):
+        values = arr.ravel()
+        use = np.isfinite(values) if mask is None else np.isfinite(values) & (mask_arr.ravel() > 0)
+        w = np.where(use, values - values[use].min(), 0.0)
+        expected = (w[:, None] * img.voxel_points()).sum(axis=0) / w.sum()
+        np.testing.assert_allclose(image_center(img, mode="moments", mask=mask), expected, rtol=0, atol=1e-12)

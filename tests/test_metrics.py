@@ -483,3 +483,20 @@ def test_custom_metric_example():
     errors = module.main()
     assert set(errors) == {"HuberDifference", "CorrelationRatio"}
     assert max(errors.values()) < 1e-6
+
+
+def test_virtual_domain_is_the_fixed_image_so_scales_come_from_its_corners():
+    from regframe.optimizers import PhysicalShiftScales
+    from regframe.optimizers.base import _domain_of
+
+    fixed, moving = image_pair(3)
+    t = AffineTransform(3)
+    t.center = fixed.physical_center()
+    metric = make_metric("MeanSquares").initialize(fixed, moving, t, sampler=RandomSampler(0.2, seed=1))
+    assert metric.virtual_domain is fixed
+    assert _domain_of(metric) is fixed
+    estimator = PhysicalShiftScales()
+    corners = np.array([[hi if (c >> d) & 1 else 0 for d, hi in enumerate(np.subtract(fixed.size, 1))]
+                        for c in range(8)], dtype=float)
+    np.testing.assert_array_equal(estimator.estimate(t, fixed),
+                                  PhysicalShiftScales(points=fixed.index_to_physical(corners)).estimate(t))

@@ -81,3 +81,13 @@ def test_bit_identical_across_thread_counts_and_processes():
     # sanity: the results are real numbers, not all zeros
     vals = np.array([float.fromhex(v[0]) for v in one.values()])
     assert np.all(np.isfinite(vals)) and np.any(vals != 0)
+
+
+def test_openmp_workers_sleep_between_kernels_unless_the_user_says_otherwise():
+    code = "import os, regframe; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"

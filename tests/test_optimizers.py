@@ -18,6 +18,7 @@ import pytest
 from regframe.errors import InvalidInputError, NonFiniteError, RegframeWarning, ShapeError
 from regframe.image import Image
 from regframe.optimizers import (
+    LBFGS,
     LBFGSB,
     ConjugateGradientLineSearch,
     CostFunction,
@@ -94,6 +95,7 @@ OPTIMIZERS = {
     "cg_line_search": (lambda: ConjugateGradientLineSearch(scales="physical_shift", n_iterations=500,
                                                            minimum_convergence_value=1e-12), 5e-6),
     "lbfgsb": (lambda: LBFGSB(scales="physical_shift", n_iterations=500, gradient_tolerance=1e-12), 1e-6),
+    "lbfgs": (lambda: LBFGS(scales="physical_shift", n_iterations=500, gradient_tolerance=1e-10), 1e-6),
     "powell": (lambda: Powell(scales="physical_shift", n_iterations=200, xtol=1e-8, ftol=1e-15), 1e-7),
     "nelder_mead": (lambda: NelderMead(scales="physical_shift", n_iterations=20000, xtol=1e-8, ftol=1e-15), 1e-6),
 }
@@ -118,7 +120,7 @@ def test_recovers_known_transform(name, kind):
                                atol=50 * tol)
 
 
-@pytest.mark.parametrize("name", ["regular_step", "cg_line_search", "lbfgsb", "powell"])
+@pytest.mark.parametrize("name", ["regular_step", "cg_line_search", "lbfgsb", "lbfgs", "powell"])
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_noisy_affine_reaches_least_squares_optimum(name, ndim):
     rng = np.random.default_rng(7)
@@ -162,6 +164,7 @@ HISTORY_OPTIMIZERS = {
     "gd_line_search": lambda: GradientDescentLineSearch(scales="physical_shift", n_iterations=10),
     "cg_line_search": lambda: ConjugateGradientLineSearch(scales="physical_shift", n_iterations=10),
     "lbfgsb": lambda: LBFGSB(scales="physical_shift", n_iterations=10),
+    "lbfgs": lambda: LBFGS(scales="physical_shift", n_iterations=10),
     "powell": lambda: Powell(scales="physical_shift", n_iterations=3),
     "nelder_mead": lambda: NelderMead(scales="physical_shift", n_iterations=40),
     "exhaustive": lambda: Exhaustive(number_of_steps=[1, 0, 0, 1, 1, 0], step_length=0.5),
@@ -276,7 +279,7 @@ def test_regular_step_relaxes_exactly_on_scaled_direction_reversal():
     assert result.stop_reason is StopReason.STEP_TOO_SMALL
 
 
-@pytest.mark.parametrize("name", ["gd", "regular_step", "cg_line_search", "lbfgsb", "nelder_mead"])
+@pytest.mark.parametrize("name", ["gd", "regular_step", "cg_line_search", "lbfgsb", "lbfgs", "nelder_mead"])
 def test_callback_stop(name):
     cost, _, _, _ = _case("affine2")
     seen = []
@@ -304,7 +307,7 @@ def test_callback_stop_leaves_transform_at_the_reported_point():
     assert result.value == result.history[-1].value
 
 
-@pytest.mark.parametrize("name", ["gd", "cg_line_search", "lbfgsb", "powell"])
+@pytest.mark.parametrize("name", ["gd", "cg_line_search", "lbfgsb", "lbfgs", "powell"])
 def test_same_run_twice_is_bit_identical(name):
     runs = []
     for _ in range(2):
@@ -469,3 +472,70 @@ def test_other_scale_estimators_drive_recovery(scales):
     assert _max_point_error(cost) < 1e-7, result.message
     # Matrix entries get far larger scales than translations (corners ~19-38 mm from the centre).
     assert np.all(result.scales[:4] > 100 * result.scales[4:].max())
+
+
+def test_lbfgs_steps_are_armijo_steps_capped_at_the_maximum_step():
+    cost, _, _, _ = _case("affine3")
+    result = LBFGS(scales="physical_shift", n_iterations=40, maximum_step=3.0).optimize(cost)
+    scales = result.scales
+    check = PointSetDistanceCost(AffineTransform(3), cost.fixed_points, cost.moving_points)
+    for prev, nxt in zip(result.history[:-1], result.history[1:]):
+        check.transform.parameters = prev.parameters
+        _, g = check.value_and_gradient()
+        step = nxt.parameters - prev.parameters
+        # scaled step length <= maximum_step, sufficient decrease along a descent direction
+        assert float(np.linalg.norm(step * np.sqrt(scales))) <= 3.0 * (1 + 1e-12)
+        assert float(np.dot(g, step)) < 0.0
+        assert nxt.value <= prev.value + 1e-4 * float(np.dot(g, step)) * (1 - 1e-9)
+    assert result.converged, result.message
+
+
+def test_lbfgs_versor_rotation_of_66_degrees_needs_no_reanchoring():
+    cost, truth, _, _ = _case("versor3")
+    truth.parameters = [0.45, -0.3, 0.2, 10.0, -8.0, 6.0]
+    cost = PointSetDistanceCost(cost.transform, cost.fixed_points, truth.transform_points(cost.fixed_points),
+                                virtual_domain=cost.virtual_domain)
+    result = LBFGS(scales="physical_shift", n_iterations=300, gradient_tolerance=1e-10).optimize(cost)
+    assert _max_point_error(cost) < 1e-6, result.message
+
+
+def test_lbfgs_step_tolerance_stops_at_the_noise_floor():
+    """A cost with high-frequency ripple: the run stops on short steps, not on the budget."""
+
+    class Rippled:
+        def __init__(self, cost):
+            self.inner, self.transform, self.virtual_domain = cost, cost.transform, cost.virtual_domain
+
+        def value(self):
+            return self.value_and_gradient()[0]
+
+        def value_and_gradient(self):
+            v, g = self.inner.value_and_gradient()
+            p = self.transform.parameters
+            return v + 1e-3 * float(np.sum(np.sin(400.0 * p))), g + 0.4 * np.cos(400.0 * p)
+
+    cost, _, _, _ = _case("euler2")
+    before = _max_point_error(cost)
+    result = LBFGS(scales="physical_shift", n_iterations=500, step_tolerance=0.05).optimize(Rippled(cost))
+    assert result.stop_reason is StopReason.STEP_TOO_SMALL, result.message
+    assert result.n_iterations < 500
+    assert _max_point_error(cost) < 0.05 * before
+
+
+def test_lbfgs_option_validation():
+    with pytest.raises(InvalidInputError, match="armijo"):
+        LBFGS(armijo=0.7)
+    with pytest.raises(InvalidInputError, match="memory"):
+        LBFGS(memory=0)
+    with pytest.raises(InvalidInputError, match="maximum_step"):
+        LBFGS(maximum_step=-1.0)
+
+
+def test_lbfgsb_step_tolerance_stops_with_step_too_small():
+    cost, _, _, _ = _case("affine2")
+    result = LBFGSB(scales="physical_shift", n_iterations=500, gradient_tolerance=0.0, function_tolerance=0.0,
+                    step_tolerance=1e-3).optimize(cost)
+    assert result.stop_reason is StopReason.STEP_TOO_SMALL, result.message
+    steps = [np.linalg.norm((b.parameters - a.parameters) * np.sqrt(result.scales))
+             for a, b in zip(result.history[:-1], result.history[1:])]
+    assert steps[-1] < 1e-3

@@ -134,3 +134,44 @@ def test_level_schedule_validation_and_levels():
         LevelSchedule((2, 1), (1.0,))
     with pytest.raises(InvalidInputError, match="integers >= 1"):
         LevelSchedule((0,), (1.0,))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize(("factor", "sigma"), [(4, 2.0), (3, 1.5), (2, 0.0), (1, 1.0)])
+def test_level_image_equals_smoothing_then_trilinear_shrinking(ndim, factor, sigma):
+    from scipy import ndimage
+
+    from regframe.registration.pyramid import Level, level_image
+
+    img = _image(ndim, seed=3)
+    level = Level((factor,) * ndim, sigma, sigma_in_physical_units=False)
+    # reference: full-image Gaussian, then map_coordinates at the shrunken centres (ITK geometry)
+    smooth = ndimage.gaussian_filter(img.array.astype(np.float64), sigma, mode="nearest") if sigma else img.array
+    grid = shrink_geometry(img, factor)
+    idx = img.physical_to_index(grid.voxel_points())
+    ref = ndimage.map_coordinates(smooth, idx[:, ::-1].T, order=1, mode="nearest").reshape(grid.shape)
+    out = level_image(img, level)
+    assert out.same_geometry(grid)
+    np.testing.assert_allclose(out.array, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_image_pyramid_computes_each_level_once_and_methods_check_its_schedule():
+    from regframe.metrics import MeanSquares
+    from regframe.optimizers import RegularStepGradientDescent
+    from regframe.registration import ImagePyramid, RegistrationMethod
+
+    img = _image(2)
+    schedule = LevelSchedule((4, 2, 1), (2.0, 1.0, 0.0))
+    pyramid = ImagePyramid(img, schedule)
+    assert pyramid.level(0) is pyramid.level(0)
+    assert pyramid.level(2) is img
+    method = RegistrationMethod(metric=MeanSquares(), optimizer=RegularStepGradientDescent(n_iterations=2),
+                                schedule=LevelSchedule((4, 2), (2.0, 1.0)))
+    res = method.run(pyramid, pyramid, rf.TranslationTransform(2))  # a prefix of the levels is fine
+    assert len(res.iterations_per_level) == 2
+    other = RegistrationMethod(metric=MeanSquares(), optimizer=RegularStepGradientDescent(n_iterations=2),
+                               schedule=LevelSchedule((2, 1), (1.0, 0.0)))
+    with pytest.raises(InvalidInputError, match="must begin with"):
+        other.run(pyramid, img, rf.TranslationTransform(2))
+    with pytest.raises(InvalidInputError, match="ImagePyramid"):
+        other.run(img.array, img, rf.TranslationTransform(2))

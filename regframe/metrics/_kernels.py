@@ -672,6 +672,48 @@ def mattes_histogram(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n
     return joint, count, used
 
 
+@njit(cache=True)
+def mattes_statistics(joint_part, count_part, n_bins, eps):
+    """Serial finish of a Mattes evaluation from the histogram partials.
+
+    Reduces the per-chunk partials in chunk order (as
+    :func:`regframe._parallel.reduce_in_order`), normalises by the total
+    weight and returns ``(value = -MI, log_ratio (B*B,), joint (B*B,))`` with
+    ``log_ratio = ln(p_ij / pm_j)`` on bins where ``p_ij``, ``pm_j`` and
+    ``pf_i`` all exceed ``eps`` (0 elsewhere).  The caller checks that some
+    sample was used (the total is positive).
+    """
+    b = n_bins
+    joint = np.zeros(b * b)
+    count = np.zeros(b)
+    for c in range(joint_part.shape[0]):
+        for k in range(b * b):
+            joint[k] += joint_part[c, k]
+        for k in range(b):
+            count[k] += count_part[c, k]
+    total = 0.0
+    for k in range(b * b):
+        total += joint[k]
+    pm = np.zeros(b)
+    for i in range(b):
+        for j in range(b):
+            pm[j] += joint[i * b + j] / total
+    log_ratio = np.zeros(b * b)
+    mi = 0.0
+    for i in range(b):
+        pf = count[i] / total
+        if pf <= eps:
+            continue
+        log_pf = np.log(pf)
+        for j in range(b):
+            p = joint[i * b + j] / total
+            if p > eps and pm[j] > eps:
+                lr = np.log(p / pm[j])
+                log_ratio[i * b + j] = lr
+                mi += p * (lr - log_pf)
+    return -mi, log_ratio, joint
+
+
 @njit(parallel=True, cache=True)
 def mattes_weights(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_min,
                    n_bins, log_ratio, chunk_size):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ _EPS = float(np.finfo(np.float64).eps)
 
 #: Samples per histogram chunk: every chunk owns a full ``B x B`` partial
 #: histogram, so chunks are larger than :data:`regframe._parallel.CHUNK_SIZE`.
-HISTOGRAM_CHUNK_SIZE: int = 16384
+HISTOGRAM_CHUNK_SIZE: int = 8192
 
 #: Samples per block of the fused B-spline path (bounds the per-sample buffers).
 _BSPLINE_BLOCK = 4 * SCATTER_CHUNK_SIZE
@@ -137,22 +136,14 @@ class MattesMutualInformation(ImageMetric):
 
     def _stats(self, joint_part, count_part, used_part, n_samples: int) -> _MattesStats:
         b = self.n_bins
-        n_used = int(round(float(reduce_in_order(used_part))))
+        n_used = int(round(float(np.sum(used_part))))  # integer counts: exact in any order
         self._check_overlap(n_used, n_samples)
-        joint = reduce_in_order(joint_part).reshape(b, b)
-        count = reduce_in_order(count_part)
-        total = math.fsum(joint.ravel().tolist())
-        p = joint / total
-        pf = count / total
-        pm = p.sum(axis=0)
-        ok = (p > _EPS) & (pm[None, :] > _EPS) & (pf[:, None] > _EPS)
-        log_ratio = np.zeros((b, b))
-        pm_full = np.broadcast_to(pm[None, :], (b, b))
-        log_ratio[ok] = np.log(p[ok] / pm_full[ok])
-        pf_full = np.broadcast_to(pf[:, None], (b, b))
-        mi = float(np.sum(p[ok] * (log_ratio[ok] - np.log(pf_full[ok]))))
+        value, log_ratio, joint = _k.mattes_statistics(
+            np.ascontiguousarray(joint_part), np.ascontiguousarray(count_part), b, _EPS
+        )
+        joint = joint.reshape(b, b)
         self._last_joint = joint
-        return _MattesStats(value=-mi, log_ratio=log_ratio.reshape(-1), n_used=n_used, joint=joint)
+        return _MattesStats(value=float(value), log_ratio=log_ratio, n_used=n_used, joint=joint)
 
     # ---------------------------------------------------------------- general path
     def accumulate(self, batch: SampleBatch) -> _MattesStats:
@@ -176,14 +167,21 @@ class MattesMutualInformation(ImageMetric):
         return stats.value, w / (self._moving_bin_size * stats.n_used)
 
     # ------------------------------------------------------------------ fused path
+    def _sample_caches(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
+        """Per-sample buffers of the two-pass linear path, reused between evaluations."""
+        if n == 0:
+            return np.empty(0), np.empty(0, dtype=np.int64), np.empty((0, 3))
+        caches = getattr(self, "_caches", None)
+        if caches is None or caches[1].shape[0] != n:
+            caches = (np.empty(n), np.empty(n, dtype=np.int64), np.empty((n, 3)))
+            self._caches = caches
+        return caches
+
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         pts, dense, gsize, kmat, kvec, size3, c3, a, o = self._linear_args(st)
         phys = self._physical(st)
         # pass 1 caches each sample's Parzen coordinate and moving gradient for pass 2
-        n = st.points.shape[0] if with_gradient else 0
-        cache_t = np.empty(n)
-        cache_k = np.empty(n, dtype=np.int64)
-        cache_g = np.empty((n, 3))
+        cache_t, cache_k, cache_g = self._sample_caches(st.points.shape[0] if with_gradient else 0)
         joint, count, used = _k.mattes_linear_histogram(
             pts, dense, gsize, self._fixed_bins, kmat, kvec, size3, a, o,
             *st.moving_pack.args(), *st.moving_mask.args(), phys, self._mode(with_gradient),

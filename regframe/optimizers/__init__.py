@@ -13,6 +13,7 @@ from .exhaustive import Exhaustive
 from .gradient_descent import GradientDescent, RegularStepGradientDescent
 from .line_search import ConjugateGradientLineSearch, GradientDescentLineSearch
 from .point_set_cost import PointSetDistanceCost
+from .quasi_newton import LBFGS
 from .scales import IndexShiftScales, JacobianScales, PhysicalShiftScales, ScalesEstimator
 from .scipy_optimizers import LBFGSB, NelderMead, Powell
 
@@ -27,6 +28,7 @@ __all__ = [
     "RegularStepGradientDescent",
     "GradientDescentLineSearch",
     "ConjugateGradientLineSearch",
+    "LBFGS",
     "LBFGSB",
     "Powell",
     "NelderMead",

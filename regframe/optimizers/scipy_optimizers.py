@@ -115,6 +115,9 @@ class _ScipyOptimizer(Optimizer):
     def _reanchor_threshold(self) -> float | None:
         return None
 
+    def _step_tolerance(self) -> float:
+        return 0.0
+
     def _run(
         self, cost: _CountingCost, scales: NDArray[np.float64], recorder: _Recorder
     ) -> tuple[NDArray[np.float64], float, int, StopReason, str]:
@@ -128,6 +131,8 @@ class _ScipyOptimizer(Optimizer):
         nonadd = non_additive_mask(transform) if threshold is not None else np.zeros(n_par, dtype=bool)
         n_iter = 0
         last_value = math.nan
+        step_tol = self._step_tolerance()
+        small_steps = 0
 
         def to_params(z: NDArray[np.float64]) -> NDArray[np.float64]:
             work.parameters = anchor
@@ -140,7 +145,7 @@ class _ScipyOptimizer(Optimizer):
 
         while True:
             grad_norms: dict[bytes, float] = {}
-            flags = {"reanchor": False, "callback": False}
+            flags = {"reanchor": False, "callback": False, "small_step": False}
 
             def fun(z: NDArray[np.float64]) -> Any:
                 set_transform(z)
@@ -162,10 +167,13 @@ class _ScipyOptimizer(Optimizer):
                 return v if math.isfinite(v) else math.inf
 
             prev_params: list[NDArray[np.float64]] = []
+            prev_z = [np.zeros(n_par)]
 
             def callback(intermediate_result: Any) -> None:
-                nonlocal n_iter
-                z = np.asarray(intermediate_result.x, dtype=np.float64)
+                nonlocal n_iter, small_steps
+                z = np.array(intermediate_result.x, dtype=np.float64)  # scipy reuses its buffer
+                z_step = float(np.linalg.norm(z - prev_z[0]))
+                prev_z[0] = z
                 params = to_params(z)
                 step_norm = float(np.linalg.norm(params - prev_params[-1])) if prev_params else math.nan
                 prev_params.append(params)
@@ -180,6 +188,10 @@ class _ScipyOptimizer(Optimizer):
                     if float(np.linalg.norm((z / sq)[nonadd])) > threshold:
                         flags["reanchor"] = True
                         raise StopIteration
+                small_steps = small_steps + 1 if z_step < step_tol else 0
+                if small_steps >= 2:
+                    flags["small_step"] = True
+                    raise StopIteration
                 if n_iter >= self.n_iterations:
                     raise StopIteration
 
@@ -205,6 +217,9 @@ class _ScipyOptimizer(Optimizer):
             return params, last_value, n_iter, StopReason.NON_FINITE, f"{where}: the cost was not finite ({res.message})"
         if flags["callback"]:
             return params, last_value, n_iter, StopReason.CALLBACK, f"callback stop at iteration {n_iter - 1}"
+        if flags["small_step"]:
+            return (params, last_value, n_iter, StopReason.STEP_TOO_SMALL,
+                    f"two consecutive steps shorter than step_tolerance={step_tol:g} (scaled units)")
         if n_iter >= self.n_iterations or res.status in self._budget_statuses:
             reason = StopReason.MAX_ITERATIONS
             message = f"maximum number of iterations or evaluations reached ({res.message})"
@@ -262,6 +277,15 @@ class LBFGSB(_ScipyOptimizer):
         Norm of the non-additive increment (parameter units, e.g. radians of
         a rotation vector) above which a new round starts from the current
         point.
+    step_tolerance : float, default 0.0
+        Stop (``StopReason.STEP_TOO_SMALL``) when two consecutive iterations
+        each move the scaled variables by less than this (Euclidean norm).
+        With physical-shift scales a unit of the scaled variables is about
+        one unit of physical displacement of the farthest domain corner, so
+        e.g. ``0.005 * min(spacing)`` stops once the transform settles to
+        within a few thousandths of a voxel; noisy, piecewise-smooth image
+        costs otherwise spend their last iterations on line searches that
+        cannot make progress.  0 switches the test off.
     """
 
     _method = "L-BFGS-B"
@@ -279,6 +303,7 @@ class LBFGSB(_ScipyOptimizer):
         max_corrections: int = 10,
         max_line_search: int = 20,
         reanchor_threshold: float = 0.1,
+        step_tolerance: float = 0.0,
     ) -> None:
         super().__init__(n_iterations=n_iterations, scales=scales)
         where = f"{type(self).__name__}()"
@@ -290,9 +315,14 @@ class LBFGSB(_ScipyOptimizer):
         self.max_corrections = check_positive_int(max_corrections, where=where, name="max_corrections")
         self.max_line_search = check_positive_int(max_line_search, where=where, name="max_line_search")
         self.reanchor_threshold = check_positive_float(reanchor_threshold, where=where, name="reanchor_threshold")
+        self.step_tolerance = check_positive_float(step_tolerance, where=where, name="step_tolerance",
+                                                   allow_zero=True)
 
     def _reanchor_threshold(self) -> float | None:
         return self.reanchor_threshold
+
+    def _step_tolerance(self) -> float:
+        return self.step_tolerance
 
     def _bounds(self, anchor: NDArray[np.float64], sq: NDArray[np.float64]) -> Any:
         if self.bounds is None:

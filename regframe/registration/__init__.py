@@ -12,7 +12,7 @@ from .initializers import (
     similarity_from_points,
 )
 from .method import LevelResult, RegistrationMethod, RegistrationResult, RegistrationState
-from .pyramid import Level, LevelSchedule, shrink_geometry, shrink_image, smooth_image
+from .pyramid import ImagePyramid, Level, LevelSchedule, level_image, shrink_geometry, shrink_image, smooth_image
 from .resample import displacement_field, resample, transform_points
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "Level",
     "LevelSchedule",
     "smooth_image",
+    "level_image",
+    "ImagePyramid",
     "shrink_image",
     "shrink_geometry",
     "resample",

@@ -28,7 +28,7 @@ from ..errors import InvalidInputError, NoOverlapError
 from ..image import Image
 from ..metrics import FullSampler, MattesMutualInformation, MeanSquares, NormalizedCorrelation, RandomSampler
 from ..metrics.base import Metric
-from ..optimizers import LBFGSB, Optimizer, RegularStepGradientDescent
+from ..optimizers import LBFGS, LBFGSB, Optimizer, RegularStepGradientDescent
 from ..transforms import (
     AffineTransform,
     Euler2DTransform,
@@ -41,7 +41,7 @@ from ..transforms import (
 from ..transforms.linear import MatrixOffsetTransformBase
 from .initializers import centered_initializer, set_translation
 from .method import RegistrationMethod, RegistrationResult, RegistrationState, combine_results
-from .pyramid import LevelSchedule, level_sigma, shrink_image, smooth_image
+from .pyramid import ImagePyramid, LevelSchedule
 
 __all__ = ["register", "make_transform", "make_metric", "make_optimizer", "convert_transform", "TRANSFORM_KINDS", "METRIC_KINDS"]
 
@@ -80,17 +80,26 @@ def make_metric(kind: str | Metric, n_samples: int | None = None, **kwargs: Any)
     return NormalizedCorrelation(**kwargs)
 
 
-OPTIMIZER_KINDS = ("lbfgsb", "regular_step")
+OPTIMIZER_KINDS = ("lbfgs", "lbfgsb", "regular_step")
+
+#: L-BFGS-B stops after two steps shorter than this fraction of the finest voxel.
+STEP_TOLERANCE = 0.01
 
 
-def make_optimizer(kind: str | Optimizer, n_iterations: int = 200) -> Optimizer:
-    """Default optimizer of a kind, with physical-shift scales (no tuning needed)."""
+def make_optimizer(kind: str | Optimizer, n_iterations: int = 200, step_tolerance: float = 0.0) -> Optimizer:
+    """Default optimizer of a kind, with physical-shift scales (no tuning needed).
+
+    ``step_tolerance`` (physical units, L-BFGS-B only): stop once two
+    consecutive steps move the domain by less than this.
+    """
     if isinstance(kind, Optimizer):
         return kind
     check_choice(kind, OPTIMIZER_KINDS, where="make_optimizer()", name="optimizer")
+    if kind == "lbfgs":
+        return LBFGS(n_iterations=n_iterations, scales="physical_shift", step_tolerance=step_tolerance)
     if kind == "lbfgsb":
         return LBFGSB(n_iterations=n_iterations, scales="physical_shift", gradient_tolerance=1e-6,
-                      function_tolerance=1e-10, max_line_search=5)
+                      function_tolerance=1e-10, max_line_search=5, step_tolerance=step_tolerance)
     return RegularStepGradientDescent(
         n_iterations=n_iterations,
         scales="physical_shift",
@@ -101,9 +110,9 @@ def make_optimizer(kind: str | Optimizer, n_iterations: int = 200) -> Optimizer:
 
 
 def _default_schedule(fixed: Image) -> LevelSchedule:
-    """Halving shrink factors; the coarsest level keeps at least 16 voxels along the smallest axis."""
+    """Halving shrink factors; the coarsest level keeps at least 12 voxels along the smallest axis."""
     smallest = min(fixed.size)
-    coarsest = int(max(1, min(8, 2 ** int(np.floor(np.log2(max(smallest / 16.0, 1.0)))))))
+    coarsest = int(max(1, min(8, 2 ** int(np.floor(np.log2(max(smallest / 12.0, 1.0)))))))
     factors = []
     f = coarsest
     while f >= 1:
@@ -163,11 +172,10 @@ def _rotation_candidates(transform: MatrixOffsetTransformBase, ndim: int, max_an
 
 
 def _rotation_search(
-    fixed: Image,
-    moving: Image,
+    fixed: ImagePyramid,
+    moving: ImagePyramid,
     transform: MatrixOffsetTransformBase,
     metric: Metric,
-    schedule: LevelSchedule,
     *,
     fixed_mask: Image | None,
     moving_mask: Image | None,
@@ -180,9 +188,7 @@ def _rotation_search(
     Returns ``transform`` unchanged when no rotated candidate scores better than
     the unrotated start (the pyramid then takes it from there).
     """
-    level = schedule.level(0, fixed.ndim)
-    fl = shrink_image(smooth_image(fixed, level_sigma(level, fixed), physical=False), level.shrink_factors)
-    ml = shrink_image(smooth_image(moving, level_sigma(level, moving), physical=False), level.shrink_factors)
+    fl, ml = fixed.level(0), moving.level(0)
     work = transform.copy()
     metric.initialize(fl, ml, work, fixed_mask=fixed_mask, moving_mask=moving_mask)
     try:
@@ -201,8 +207,7 @@ def _rotation_search(
         return transform
     scored.sort(key=lambda vc: vc[0])
     best_value, best = start_value, transform
-    coarse = LevelSchedule((schedule.shrink_factors[0],), (schedule.smoothing_sigmas[0],),
-                           schedule.sigmas_in_physical_units)
+    coarse = LevelSchedule.single()  # on the coarsest level images themselves
     for _, cand in scored[:n_refine]:
         method = RegistrationMethod(
             metric=metric,
@@ -213,7 +218,7 @@ def _rotation_search(
             moving_mask=moving_mask,
         )
         try:
-            res = method.run(fixed, moving, cand)
+            res = method.run(fl, ml, cand)
         except NoOverlapError:
             continue
         if res.final_value < best_value:
@@ -235,9 +240,9 @@ def register(
     schedule: LevelSchedule | None = None,
     sampling: float | None = None,
     n_iterations: int = 200,
-    optimizer: str | Optimizer = "lbfgsb",
+    optimizer: str | Optimizer = "lbfgs",
     interpolator: str | Sequence[str] = "linear",
-    jitter: bool = False,
+    jitter: bool = True,
     seed: int = 0,
     callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
 ) -> RegistrationResult:
@@ -263,15 +268,29 @@ def register(
         Coarse rotation search before the rigid stage (default: on for rigid-type
         kinds; in 3-D a small grid of +-30 degrees).
     schedule : LevelSchedule, optional
-        Default: shrink factors halving down to 1 with the coarsest level about
-        32 voxels across, sigmas in voxels.
+        Default: shrink factors halving down to 1 (at most 8) with at least 12
+        voxels along the smallest axis at the coarsest level; sigmas in voxels.
+        A stage that only prepares the next one (rigid before affine or
+        similarity) stops before the finest level.
     sampling : float, optional
         Fraction of voxels sampled at random (seeded); default: all voxels up
-        to 500 000 samples per level, else a random subset of that size.
+        to 100 000 samples per level, else a random subset of that size.
     n_iterations : int
         Maximum iterations per level.
+    optimizer : {"lbfgs", "lbfgsb", "regular_step"} or Optimizer, default "lbfgs"
+        Default: :class:`~regframe.optimizers.LBFGS` with physical-shift scales,
+        stopping once two steps move the domain by less than 1 % of the finest
+        voxel.
+    interpolator : str or sequence of str
+        Moving-image interpolator, or one per level.
+    jitter : bool, default True
+        Move every sample point by a seeded random offset within its voxel
+        (ITK does the same for its REGULAR and RANDOM strategies): fixed and
+        moving values are then both interpolated, which removes the bias of
+        grid-aligned samples (on the lung CT the landmark error drops from
+        0.10 / 0.21 mm to 0.06 / 0.14 mm, rigid / affine).
     seed : int
-        Seed of the random sampling (results are bit-identical for a seed).
+        Seed of the random sampling and jitter (results are bit-identical for a seed).
     callbacks : sequence of callables
         ``callback(RegistrationState) -> bool | None``; True stops the run.
 
@@ -313,6 +332,7 @@ def register(
         return RandomSampler(100_000 / n_vox, seed=seed + level_index, jitter=jitter)
 
     samplers = [sampler_for(i) for i in range(schedule.n_levels)]
+    fixed_pyramid, moving_pyramid = ImagePyramid(fixed, schedule), ImagePyramid(moving, schedule)
 
     if isinstance(transform, Transform):
         kinds: list[str | None] = [None]
@@ -333,7 +353,7 @@ def register(
     if search and initial_transform is None and isinstance(current, MatrixOffsetTransformBase) \
             and hasattr(current, "set_matrix"):
         current = _rotation_search(
-            fixed, moving, current, metric_obj, schedule,
+            fixed_pyramid, moving_pyramid, current, metric_obj,
             fixed_mask=fixed_mask, moving_mask=moving_mask,
             max_angle=180.0 - 15.0 if ndim == 2 else 30.0,
             step=15.0 if ndim == 2 else 30.0,
@@ -344,18 +364,22 @@ def register(
     for index, kind in enumerate(kinds):
         if kind is not None and index > 0:
             current = convert_transform(current, kind)  # type: ignore[arg-type]
+        # a stage that only prepares the next one stops before the finest level
+        n_levels = schedule.n_levels if index == len(kinds) - 1 else max(1, schedule.n_levels - 1)
+        stage_schedule = LevelSchedule(schedule.shrink_factors[:n_levels], schedule.smoothing_sigmas[:n_levels],
+                                       schedule.sigmas_in_physical_units)
         method = RegistrationMethod(
             metric=metric_obj,
-            optimizer=make_optimizer(optimizer, n_iterations),
-            interpolator=interpolator,
-            sampler=samplers,
-            schedule=schedule,
+            optimizer=make_optimizer(optimizer, n_iterations, STEP_TOLERANCE * float(np.min(fixed.spacing))),
+            interpolator=interpolator if isinstance(interpolator, str) else list(interpolator)[:n_levels],
+            sampler=samplers[:n_levels],
+            schedule=stage_schedule,
             fixed_mask=fixed_mask,
             moving_mask=moving_mask,
             initial_transform=initial_transform,
             callbacks=callbacks,
         )
-        res = method.run(fixed, moving, current)
+        res = method.run(fixed_pyramid, moving_pyramid, current)
         results.append(res)
         current = res.optimized_transform
         if res.stop_reason.name == "CALLBACK":

@@ -23,7 +23,7 @@ from ..metrics.sampling import FullSampler, Sampler
 from ..optimizers.base import IterationState, Optimizer, OptimizerResult, StopReason
 from ..transforms.base import Transform
 from ..transforms.composite import CompositeTransform
-from .pyramid import LevelSchedule, level_sigma, shrink_image, smooth_image
+from .pyramid import ImagePyramid, LevelSchedule
 
 __all__ = ["RegistrationMethod", "RegistrationResult", "RegistrationState", "LevelResult", "combine_results"]
 
@@ -186,17 +186,30 @@ class RegistrationMethod:
         self.callbacks = list(callbacks)
 
     # ------------------------------------------------------------------ helpers
-    def _level_images(self, fixed: Image, moving: Image, index: int) -> tuple[Image, Image]:
-        """Smoothed and shrunken (fixed, moving) images of level ``index``.
+    def _pyramid(self, image: Image | ImagePyramid, name: str) -> ImagePyramid:
+        """The level images of ``image`` (a pyramid built elsewhere must start with this schedule's levels).
 
         Unlike ITK, which smooths full-resolution images and shrinks only the
         sampling grid, both images are resampled onto the shrunken grid (same
         grid geometry as ITK's ``ShrinkImageFilter``): a true pyramid.
         """
-        level = self.schedule.level(index, fixed.ndim)
-        fs = smooth_image(fixed, level_sigma(level, fixed), physical=False)
-        ms = smooth_image(moving, level_sigma(level, moving), physical=False)
-        return shrink_image(fs, level.shrink_factors), shrink_image(ms, level.shrink_factors)
+        if isinstance(image, ImagePyramid):
+            n = self.schedule.n_levels
+            ndim = image.ndim
+            if image.schedule.n_levels < n or any(
+                image.schedule.level(i, ndim) != self.schedule.level(i, ndim) for i in range(n)
+            ):
+                raise InvalidInputError(
+                    f"RegistrationMethod.run(): the levels of the {name} pyramid must begin with the "
+                    f"method's levels ({self.schedule}); got {image.schedule}."
+                )
+            return image
+        if not isinstance(image, Image):
+            raise InvalidInputError(
+                f"RegistrationMethod.run(): '{name}' must be a regframe Image or ImagePyramid; got "
+                f"{type(image).__name__}."
+            )
+        return ImagePyramid(image, self.schedule)
 
     def _compose(self, transform: Transform) -> Transform:
         if self.initial_transform is None:
@@ -208,13 +221,24 @@ class RegistrationMethod:
         return comp
 
     # ---------------------------------------------------------------------- run
-    def run(self, fixed: Image, moving: Image, transform: Transform) -> RegistrationResult:
+    def run(self, fixed: Image | ImagePyramid, moving: Image | ImagePyramid, transform: Transform) -> RegistrationResult:
         """Register ``moving`` to ``fixed`` starting from ``transform`` (copied).
+
+        Parameters
+        ----------
+        fixed, moving : Image or ImagePyramid
+            Full-resolution images, or pyramids of them whose schedule begins
+            with this method's levels (shared between runs to smooth and
+            shrink once; e.g. a first stage may stop before the finest level).
+        transform : Transform
 
         Returns
         -------
         RegistrationResult
         """
+        fixed_pyramid = self._pyramid(fixed, "fixed")
+        moving_pyramid = self._pyramid(moving, "moving")
+        fixed, moving = fixed_pyramid.image, moving_pyramid.image
         if fixed.ndim != moving.ndim or transform.ndim != fixed.ndim:
             raise InvalidInputError(
                 f"RegistrationMethod.run(): fixed ({fixed.ndim}-D), moving ({moving.ndim}-D) and "
@@ -228,7 +252,7 @@ class RegistrationMethod:
         final_value = float("nan")
         for index in range(self.schedule.n_levels):
             tl = time.perf_counter()
-            fixed_l, moving_l = self._level_images(fixed, moving, index)
+            fixed_l, moving_l = fixed_pyramid.level(index), moving_pyramid.level(index)
             if self.transform_adaptors:
                 adaptor = self.transform_adaptors[index if len(self.transform_adaptors) > 1 else 0]
                 current = adaptor(current, index, fixed_l)

@@ -21,7 +21,7 @@ from .._validation import as_float_vector
 from ..errors import InvalidInputError
 from ..image import Image
 
-__all__ = ["Level", "LevelSchedule", "smooth_image", "shrink_geometry", "shrink_image"]
+__all__ = ["Level", "LevelSchedule", "ImagePyramid", "level_image", "smooth_image", "shrink_geometry", "shrink_image"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,25 @@ def shrink_geometry(image: Image, factors: Sequence[int] | int) -> Image:
     )
 
 
+def _shrink_offsets(n: int, f: int) -> tuple[NDArray[np.int64], bool]:
+    """Old-grid indices of the shrunken voxels along one axis, and whether they sit halfway.
+
+    New voxel ``i`` is at continuous index ``start + f*i`` with ``start =
+    ((n - 1) - f*(m - 1)) / 2`` (centre preserved): an integer or a
+    half-integer, so linear interpolation is a copy or a mean of two neighbours.
+    """
+    m = max(1, n // f)
+    twice_start = (n - 1) - f * (m - 1)
+    return np.arange(m, dtype=np.int64) * f + twice_start // 2, bool(twice_start % 2)
+
+
+def _shrink_axis(array: NDArray[np.float64], axis: int, f: int) -> NDArray[np.float64]:
+    idx, halfway = _shrink_offsets(array.shape[axis], f)
+    if not halfway:
+        return np.take(array, idx, axis=axis)
+    return 0.5 * np.take(array, idx, axis=axis) + 0.5 * np.take(array, idx + 1, axis=axis)
+
+
 def shrink_image(image: Image, factors: Sequence[int] | int) -> Image:
     """Resample ``image`` (linearly) onto its :func:`shrink_geometry` grid.
 
@@ -148,16 +167,69 @@ def shrink_image(image: Image, factors: Sequence[int] | int) -> Image:
     if np.all(f == 1):
         return image
     grid = shrink_geometry(image, f)
-    size = np.asarray(image.size)
-    new_size = np.asarray(grid.size)
-    start = ((size - 1) - f * (new_size - 1)) / 2.0
-    # new voxel i sits at old continuous index start + f*i (per axis): separable
-    coords = [start[d] + f[d] * np.arange(new_size[d]) for d in range(image.ndim)]
-    mesh = np.meshgrid(*[coords[d] for d in reversed(range(image.ndim))], indexing="ij")
-    values = ndimage.map_coordinates(
-        image.array.astype(np.float64), mesh, order=1, mode="nearest"
-    )
-    return grid.with_array(values, copy=False)
+    values = np.asarray(image.array, dtype=np.float64)
+    for d in range(image.ndim):  # separable: one axis at a time (numpy axes are reversed)
+        if f[d] > 1:
+            values = _shrink_axis(values, image.ndim - 1 - d, int(f[d]))
+    return grid.with_array(np.ascontiguousarray(values), copy=False)
+
+
+def level_image(image: Image, level: Level) -> Image:
+    """``shrink_image(smooth_image(image, sigma), factors)`` of a level, computed axis by axis.
+
+    Smoothing and linear resampling are separable, so each axis is filtered and
+    then shrunk before the next axis is filtered: the same image (up to
+    rounding) for a fraction of the work at coarse levels.
+    """
+    sigma = level_sigma(level, image)
+    f = np.broadcast_to(np.asarray(level.shrink_factors, dtype=np.int64), (image.ndim,))
+    if np.all(sigma == 0) and np.all(f == 1):
+        return image
+    values = np.asarray(image.array, dtype=np.float64)
+    for d in range(image.ndim):
+        axis = image.ndim - 1 - d
+        if sigma[d] > 0:
+            values = ndimage.gaussian_filter1d(values, float(sigma[d]), axis=axis, mode="nearest")
+        if f[d] > 1:
+            values = _shrink_axis(values, axis, int(f[d]))
+    grid = shrink_geometry(image, f) if np.any(f > 1) else image
+    return grid.with_array(np.ascontiguousarray(values), copy=False)
+
+
+class ImagePyramid:
+    """The level images of one image under a schedule, computed once, on demand.
+
+    Pass pyramids instead of images to :meth:`RegistrationMethod.run` to share
+    the smoothing and shrinking between stages (as :func:`register` does).
+
+    Parameters
+    ----------
+    image : Image
+        Full-resolution image.
+    schedule : LevelSchedule
+    """
+
+    def __init__(self, image: Image, schedule: LevelSchedule) -> None:
+        if not isinstance(image, Image):
+            raise InvalidInputError(f"ImagePyramid(): 'image' must be a regframe Image; got {type(image).__name__}.")
+        if not isinstance(schedule, LevelSchedule):
+            raise InvalidInputError(
+                f"ImagePyramid(): 'schedule' must be a LevelSchedule; got {type(schedule).__name__}."
+            )
+        self.image = image
+        self.schedule = schedule
+        self._levels: dict[int, Image] = {}
+
+    @property
+    def ndim(self) -> int:
+        """Dimension of the image."""
+        return self.image.ndim
+
+    def level(self, index: int) -> Image:
+        """The smoothed and shrunken image of level ``index`` (cached)."""
+        if index not in self._levels:
+            self._levels[index] = level_image(self.image, self.schedule.level(index, self.image.ndim))
+        return self._levels[index]
 
 
 def level_sigma(level: Level, image: Image) -> NDArray[np.float64]:
