@@ -309,23 +309,7 @@ class ImageMetric(Metric):
             )
         fmask = MaskPack.from_mask(fixed_mask, fixed, where=where, name="fixed_mask")
         mmask = MaskPack.from_mask(moving_mask, moving, where=where, name="moving_mask")
-        samples = sampler.sample(fixed, fmask.image if fmask.present else None)
-        points = samples.points
-        if samples.on_grid:
-            fvals = np.ascontiguousarray(fixed.array, dtype=np.float64).reshape(-1)[samples.voxels]
-        else:
-            fpack = ImagePack.from_image(fixed)
-            none = MaskPack.none(fixed.ndim)
-            eye, zero = np.eye(fixed.ndim), np.zeros(fixed.ndim)
-            kmat, kvec = _index_map(fpack, eye, zero)
-            fvals, _, inside = _k.sample_moving(
-                points, kmat, kvec, fpack.size3, eye, zero, *fpack.args(), *none.args(), False,
-                0, CHUNK_SIZE,
-            )
-            if not inside.all():  # the sampler already drops points outside; be safe
-                keep = np.flatnonzero(inside)
-                points, fvals = points[keep], fvals[keep]
-                samples = SampleSet(points, samples.voxels[keep], False, samples.n_candidates)
+        samples, points, fvals = self._samples(fixed, sampler, fmask, fixed_mask)
         if not np.all(np.isfinite(fvals)):
             bad = int(np.sum(~np.isfinite(fvals)))
             raise NonFiniteError(
@@ -360,6 +344,47 @@ class ImageMetric(Metric):
         self._n_valid = 0
         self.on_initialize()
         return self
+
+    def _samples(
+        self, fixed: Image, sampler: Sampler, fmask: MaskPack, fixed_mask: Any
+    ) -> tuple[SampleSet, NDArray[np.float64], NDArray[np.float64]]:
+        """Sample set, points and fixed values; reused when the same fixed image, mask and sampler return.
+
+        Re-initialising on the same level image (pyramid stages, rotation
+        searches) draws the identical seeded samples, so they are kept (a few
+        entries, keyed by object identity and the sampler's parameters).
+        """
+        key = (id(fixed), id(fixed_mask), repr(sampler))
+        cache = getattr(self, "_sample_cache", None)
+        if cache is None:
+            cache = self._sample_cache = {}
+        hit = cache.get(key)
+        if hit is not None and hit[0] is fixed and hit[1] is fixed_mask:
+            return hit[2]
+        samples = sampler.sample(fixed, fmask.image if fmask.present else None)
+        points = samples.points
+        if samples.on_grid:
+            fvals = np.ascontiguousarray(fixed.array, dtype=np.float64).reshape(-1)[samples.voxels]
+        else:
+            fpack = ImagePack.from_image(fixed)
+            none = MaskPack.none(fixed.ndim)
+            eye, zero = np.eye(fixed.ndim), np.zeros(fixed.ndim)
+            kmat, kvec = _index_map(fpack, eye, zero)
+            fvals, _, inside = _k.sample_moving(
+                points, kmat, kvec, fpack.size3, eye, zero, *fpack.args(), *none.args(), False,
+                0, CHUNK_SIZE,
+            )
+            if not inside.all():  # the sampler already drops points outside; be safe
+                keep = np.flatnonzero(inside)
+                points, fvals = points[keep], fvals[keep]
+                samples = SampleSet(points, samples.voxels[keep], False, samples.n_candidates)
+        points.setflags(write=False)
+        fvals.setflags(write=False)
+        if sampler.seed is not None:  # a fresh seed per call must draw fresh samples
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = (fixed, fixed_mask, (samples, points, fvals))
+        return samples, points, fvals
 
     @staticmethod
     def _check_variation(values: NDArray[np.float64], which: str, where_txt: str, where: str) -> None:

@@ -85,6 +85,12 @@ OPTIMIZER_KINDS = ("lbfgs", "lbfgsb", "regular_step")
 #: L-BFGS-B stops after two steps shorter than this fraction of the finest voxel.
 STEP_TOLERANCE = 0.01
 
+#: Default sample count of the finest level: every voxel up to this many, else a seeded
+#: random subset (the landmark error on the lung CT grows from 0.06 to 0.10 mm at 60 000).
+MAX_SAMPLES_PER_LEVEL = 100_000
+#: The same for the coarser levels, which only have to bring the next level close.
+COARSE_SAMPLES_PER_LEVEL = 25_000
+
 
 def make_optimizer(kind: str | Optimizer, n_iterations: int = 200, step_tolerance: float = 0.0) -> Optimizer:
     """Default optimizer of a kind, with physical-shift scales (no tuning needed).
@@ -274,7 +280,8 @@ def register(
         similarity) stops before the finest level.
     sampling : float, optional
         Fraction of voxels sampled at random (seeded); default: all voxels up
-        to 100 000 samples per level, else a random subset of that size.
+        to 100 000 samples at the finest level and 25 000 at coarser ones,
+        else a random subset of that size.
     n_iterations : int
         Maximum iterations per level.
     optimizer : {"lbfgs", "lbfgsb", "regular_step"} or Optimizer, default "lbfgs"
@@ -318,7 +325,7 @@ def register(
     n_finest = int(np.prod([max(1, s // f) for s, f in zip(fixed.size, finest.shrink_factors)]))
     if sampling is not None and sampling < 1:
         n_finest = int(n_finest * sampling)
-    metric_obj = make_metric(metric, n_samples=min(n_finest, 100_000))
+    metric_obj = make_metric(metric, n_samples=min(n_finest, MAX_SAMPLES_PER_LEVEL))
 
     def sampler_for(level_index: int):
         lvl = schedule.level(level_index, ndim)
@@ -327,9 +334,10 @@ def register(
             if sampling < 1:
                 return RandomSampler(sampling, seed=seed + level_index, jitter=jitter)
             return FullSampler(jitter=jitter, seed=seed + level_index)
-        if n_vox <= 100_000:
+        cap = MAX_SAMPLES_PER_LEVEL if level_index == schedule.n_levels - 1 else COARSE_SAMPLES_PER_LEVEL
+        if n_vox <= cap:
             return FullSampler(jitter=jitter, seed=seed + level_index)
-        return RandomSampler(100_000 / n_vox, seed=seed + level_index, jitter=jitter)
+        return RandomSampler(cap / n_vox, seed=seed + level_index, jitter=jitter)
 
     samplers = [sampler_for(i) for i in range(schedule.n_levels)]
     fixed_pyramid, moving_pyramid = ImagePyramid(fixed, schedule), ImagePyramid(moving, schedule)
