@@ -26,15 +26,17 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-# numba's OpenMP threading layer lets idle worker threads spin after every parallel
-# region (libgomp's default wait policy).  regframe calls kernels of 0.1-10 ms
-# between stretches of Python (optimizer steps, scipy, bookkeeping), and the
-# spinning workers slow that Python code down several-fold on machines whose
-# cores are shared (virtual machines, containers): a whole registration ran
-# 1.5-1.8x slower.  Workers that sleep at once cost a few microseconds per
-# kernel launch instead.  Only a default: an OMP_WAIT_POLICY set by the user
-# wins, and it has no effect if OpenMP was already started before regframe
-# was imported.
+# Threading layer.  regframe calls kernels of 0.1-10 ms between stretches of
+# Python (optimizer steps, scipy, bookkeeping).  numba picks TBB when it is
+# installed (a dependency on x86-64): its workers spin briefly after a kernel and
+# then sleep, which suits that rhythm.  Without TBB numba uses OpenMP, whose
+# workers spin for a long time after every parallel region (libgomp's default);
+# on machines whose cores are shared or CPU-quota'd (virtual machines,
+# containers) the spinning slowed the Python in between several-fold and a
+# whole registration 1.5-1.8x.  So OpenMP workers are told to sleep at once
+# (costing a wake-up per kernel instead).  Only a default: an OMP_WAIT_POLICY
+# set by the user wins, and it has no effect if OpenMP was already started
+# before regframe was imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: Samples per chunk for point-wise reductions.
@@ -54,6 +56,18 @@ def parallel_kernel(py_func: Callable[..., Any]) -> Any:
     first-call compile time for no measurable gain.)
     """
     return njit(parallel=True, cache=True)(py_func)
+
+
+def scatter_chunk_size(n_parameters: int) -> int:
+    """Samples per chunk for a reduction into ``n_parameters`` partial sums per chunk.
+
+    About 16 samples per parameter, clamped to ``[CHUNK_SIZE,
+    SCATTER_CHUNK_SIZE]``: small parameter vectors (a coarse B-spline grid)
+    get small chunks, so even a 2-D image is split across threads, while large
+    ones keep the per-chunk rows affordable.  Depends only on the problem,
+    never on the thread count.
+    """
+    return int(min(SCATTER_CHUNK_SIZE, max(CHUNK_SIZE, 16 * int(n_parameters))))
 
 
 def n_chunks(n: int, chunk_size: int = CHUNK_SIZE) -> int:

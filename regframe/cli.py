@@ -207,7 +207,7 @@ def _cmd_register(args: argparse.Namespace, out: _Output) -> int:
                 sigmas=args.sigmas,
                 sigmas_in_mm=args.sigmas_in_mm,
                 sampling=args.sampling,
-                optimizer=args.optimizer or "lbfgsb",
+                optimizer=args.optimizer,
                 initialization=None if args.init == "none" else args.init,
                 rotation_search=False if args.no_rotation_search else None,
                 seed=args.seed,
@@ -510,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sigmas-in-mm", action="store_true", help="sigmas in mm instead of voxels")
     r.add_argument("--iterations", type=int, default=None, help="maximum iterations per level (default 200; 50 for bspline)")
     r.add_argument("--sampling", type=_fraction, default=None, help="fraction of voxels sampled (seeded)")
-    r.add_argument("--optimizer", default=None, help="lbfgsb (default) or regular_step")
+    r.add_argument("--optimizer", default=None,
+                   help="lbfgs (default of linear stages), lbfgsb (default of bspline), regular_step "
+                        "(linear) or gradient_descent (bspline)")
     r.add_argument("--init", default="moments", choices=("moments", "geometry", "none"),
                    help="how the first stage is centred (default moments)")
     r.add_argument("--no-rotation-search", action="store_true", help="skip the coarse rotation search")

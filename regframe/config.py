@@ -103,8 +103,10 @@ class Stage:
         Sigmas in physical units instead of voxels.
     sampling : float, optional
         Fraction of voxels sampled (seeded).
-    optimizer : str
-        ``"lbfgsb"`` or ``"regular_step"``.
+    optimizer : str, optional
+        ``"lbfgs"``, ``"lbfgsb"`` or ``"regular_step"`` (linear stages) /
+        ``"lbfgs"``, ``"lbfgsb"`` or ``"gradient_descent"`` (B-spline stages);
+        default: the stage kind's default (``register()``'s / ``register_bspline()``'s).
     initialization : str or None
         ``"moments"``, ``"geometry"`` or ``"none"`` (first stage only).
     rotation_search : bool, optional
@@ -125,7 +127,7 @@ class Stage:
     sigmas: tuple[float, ...] | None = None
     sigmas_in_mm: bool = False
     sampling: float | None = None
-    optimizer: str = "lbfgsb"
+    optimizer: str | None = None
     initialization: str | None = "moments"
     rotation_search: bool | None = None
     seed: int = 0
@@ -280,11 +282,12 @@ class RegistrationConfig:
                 moving_mask=moving_mask,
                 schedule=stage.schedule(),
                 sampling=stage.sampling,
-                optimizer=stage.optimizer,
                 seed=stage.seed,
                 callbacks=callbacks,
                 **dict(stage.options),
             )
+            if stage.optimizer is not None:
+                kwargs["optimizer"] = stage.optimizer
             if stage.n_iterations is not None:
                 kwargs["n_iterations"] = stage.n_iterations
             if index == 0:
@@ -319,8 +322,9 @@ class RegistrationConfig:
                        callbacks: Sequence[Callable[[RegistrationState], Any]]) -> RegistrationResult:
         """A deformable stage: the previous result (or an initial transform) is its linear part."""
         kwargs: dict[str, Any] = dict(schedule=stage.schedule(), sampling=stage.sampling,
-                                      optimizer=stage.optimizer, seed=stage.seed, callbacks=callbacks,
-                                      **dict(stage.options))
+                                      seed=stage.seed, callbacks=callbacks, **dict(stage.options))
+        if stage.optimizer is not None:
+            kwargs["optimizer"] = stage.optimizer
         if stage.n_iterations is not None:
             kwargs["n_iterations"] = stage.n_iterations
         if linear is not None:

@@ -886,13 +886,12 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
 
 # --------------------------------------------------------------------------- B-spline transform
 #
-# Fused kernels for a cubic ``BSplineTransform`` (exactly that class) and the
-# linear interpolator.  Per sample: locate the point in the control grid, map
-# it, sample the moving image (fast path: ``kmat``/``kvec`` = moving
-# physical-to-index map; with a moving mask: ``p2i @ (y - origin)``, as the
-# engine's physical path), and scatter ``w_k * u * g`` into the chunk's own
-# partial parameter row.  Chunks are ``SCATTER_CHUNK_SIZE`` samples; the caller
-# reduces the rows in chunk order.
+# Point-map and moving-sample helpers for a cubic ``BSplineTransform`` (exactly
+# that class) and the linear interpolator, used by the one-pass metric kernels
+# of :mod:`regframe.metrics._bspline_kernels`.  Per sample: locate the point in
+# the control grid, map it, sample the moving image (fast path: ``kmat``/``kvec``
+# = moving physical-to-index map; with a moving mask: ``p2i @ (y - origin)``, as
+# the engine's physical path).
 #
 # The point map is a scalar, 3-D padded transcription of ``_locate`` +
 # ``_expand`` of :mod:`regframe.transforms._bspline_kernels` with the *same*
@@ -929,12 +928,12 @@ def _bspline_axis(ci, max_limit, band_lo, band_hi, nudged, wa):
 
 
 @njit(cache=True, inline="always")
-def _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo,
-                 band_hi, nudged, wa, wb, wc):
-    """B-spline image of ``(x0, x1, x2)``: ``(inside, base, y0, y1, y2)``.
+def _bspline_locate(x0, x1, x2, d, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo, band_hi, nudged,
+                    wa, wb, wc):
+    """Support of ``(x0, x1, x2)``: ``(inside, base)``; 1-D weights into ``wa``, ``wb``, ``wc``.
 
-    ``base`` is the flat control-point number of the first support node; the
-    1-D weights are left in ``wa``, ``wb``, ``wc`` (``wc = [1]`` in 2-D).
+    ``base`` is the flat control-point number of the first support node
+    (meaningful when ``inside``); ``wc`` is left untouched in 2-D.
     """
     ci0 = 0.0
     ci0 += gp2i[0, 0] * (x0 - o0)
@@ -957,11 +956,25 @@ def _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_l
         ok2, st2 = _bspline_axis(ci2, max_limit[2], band_lo[2], band_hi[2], nudged[2], wc)
         inside = inside and ok2
     base = np.int64(0)
+    if inside:
+        base = np.int64(st0) + np.int64(st1) * gx + np.int64(st2) * gxy
+    return inside, base
+
+
+@njit(cache=True, inline="always")
+def _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo,
+                 band_hi, nudged, wa, wb, wc):
+    """B-spline image of ``(x0, x1, x2)``: ``(inside, base, y0, y1, y2)``.
+
+    ``base`` is the flat control-point number of the first support node; the
+    1-D weights are left in ``wa``, ``wb``, ``wc`` (``wc = [1]`` in 2-D).
+    """
+    inside, base = _bspline_locate(x0, x1, x2, d, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo,
+                                   band_hi, nudged, wa, wb, wc)
     y0 = x0
     y1 = x1
     y2 = x2
     if inside:
-        base = np.int64(st0) + np.int64(st1) * gx + np.int64(st2) * gxy
         nz = 4 if d == 3 else 1
         e0 = 0.0
         e1 = 0.0
@@ -1055,122 +1068,3 @@ def _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01, k02, k10, k1
                 p1 += p2i[2, 1] * g2
                 p2 = p2i[0, 2] * g0 + p2i[1, 2] * g1 + p2i[2, 2] * g2
     return ok, m, p0, p1, p2
-
-
-@njit(parallel=True, cache=True)
-def bspline_moving_samples(points, params, n_grid, origin, gp2i, grid_size, max_limit, band_lo,
-                           band_hi, nudged, kmat, kvec, size3, data, p2i, morigin,
-                           mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
-                           chunk_size):
-    """Pass 1 of the fused B-spline path: map, interpolate, keep the support (point-wise).
-
-    Returns
-    -------
-    values : (n,) float64
-        Moving values ``m_s`` (0 where invalid).
-    grads : (n, d) float64
-        Physical moving gradients (zero where invalid or without gradient).
-    valid : (n,) bool
-        Mapped point inside the moving buffer (and moving mask).
-    base : (n,) int64
-        Flat control-point number of the first support node, -1 outside the
-        B-spline region (zero Jacobian) or where invalid.
-    weights : (n, 12) float64, or (0, 12) without gradient
-        1-D support weights of axes 0, 1, 2 (axis 2 = ``[1, 1, 1, 1]`` in 2-D).
-    """
-    n, d = points.shape
-    values = np.zeros(n)
-    grads = np.zeros((n, d))
-    valid = np.zeros(n, dtype=np.bool_)
-    base_out = np.full(n, -1, dtype=np.int64)
-    weights = np.zeros((n if with_gradient else 0, 12))
-    nc = (n + chunk_size - 1) // chunk_size
-    gx = grid_size[0]
-    gxy = grid_size[0] * grid_size[1]
-    o0 = origin[0]
-    o1 = origin[1]
-    o2 = origin[2] if d == 3 else 0.0
-    for c in prange(nc):
-        y = np.empty(d)
-        wa = np.empty(4)
-        wb = np.empty(4)
-        wc = np.ones(4)
-        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
-        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
-        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
-        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
-        nx, ny, nz = size3[0], size3[1], size3[2]
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            x0 = points[s, 0]
-            x1 = points[s, 1]
-            x2 = points[s, 2] if d == 3 else 0.0
-            inside, base, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2,
-                                                    gp2i, gx, gxy, max_limit, band_lo, band_hi,
-                                                    nudged, wa, wb, wc)
-            ok, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
-                                                k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
-                                                nx, ny, nz, mask, mask_size, mask_p2i,
-                                                mask_origin, has_mask, with_gradient)
-            if not ok:
-                continue
-            valid[s] = True
-            values[s] = m
-            if with_gradient:
-                grads[s, 0] = g0
-                grads[s, 1] = g1
-                if d == 3:
-                    grads[s, 2] = g2
-                if inside:
-                    base_out[s] = base
-                    for j in range(4):
-                        weights[s, j] = wa[j]
-                        weights[s, 4 + j] = wb[j]
-                        weights[s, 8 + j] = wc[j]
-    return values, grads, valid, base_out, weights
-
-
-@njit(parallel=True, cache=True)
-def bspline_scatter(base, weights, grads, u, n_grid, grid_size, chunk_size):
-    """Pass 2: per-chunk partials of ``sum_s J_s^T (u_s g_s)`` from pass-1 supports.
-
-    ``u`` ``(n,)`` per-sample weights; samples with ``base < 0`` contribute
-    nothing.  Returns ``(n_chunks, d * n_grid)``; each chunk scatters its
-    samples in order into its own row (same node order and tensor-product
-    weights as ``BSplineTransform.jacobian_vjp``).
-    """
-    n, d = grads.shape
-    n_par = d * n_grid
-    nc = (n + chunk_size - 1) // chunk_size
-    part = np.zeros((nc, n_par))
-    gx = grid_size[0]
-    gxy = grid_size[0] * grid_size[1]
-    n2 = 2 * n_grid
-    nzz = 4 if d == 3 else 1
-    for c in prange(nc):
-        row = np.zeros(n_par)
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            b = base[s]
-            if b < 0:
-                continue
-            us = u[s]
-            v0 = us * grads[s, 0]
-            v1 = us * grads[s, 1]
-            v2 = us * grads[s, 2] if d == 3 else 0.0
-            for j2 in range(nzz):
-                c2 = weights[s, 8 + j2]
-                r2 = b + j2 * gxy
-                for j1 in range(4):
-                    b1 = weights[s, 4 + j1]
-                    r1 = r2 + j1 * gx
-                    for j0 in range(4):
-                        wt = (weights[s, j0] * b1) * c2
-                        f = r1 + j0
-                        row[f] += wt * v0
-                        row[n_grid + f] += wt * v1
-                        if d == 3:
-                            row[n2 + f] += wt * v2
-        for k in range(n_par):
-            part[c, k] = row[k]
-    return part

@@ -636,7 +636,7 @@ class ImageMetric(Metric):
         Returns ``(params, n_grid, origin, p2i, grid_size, max_limit, band_lo,
         band_hi, nudged, kmat, kvec, size3, data, p2i, origin, mask...,
         has_mask)`` in the order of
-        :func:`regframe.metrics._kernels.bspline_moving_samples` (after ``points``).
+        :mod:`regframe.metrics._bspline_kernels` (after ``points``).
         """
         transform = st.transform
         d = transform.ndim

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE, SCATTER_CHUNK_SIZE, reduce_in_order
+from .._parallel import CHUNK_SIZE, reduce_in_order, scatter_chunk_size
 from .._validation import check_positive_int
+from . import _bspline_kernels as _bk
 from . import _kernels as _k
 from .base import GradientMode, ImageMetric, SampleBatch, _State
 
@@ -20,8 +21,8 @@ _EPS = float(np.finfo(np.float64).eps)
 #: histogram, so chunks are larger than :data:`regframe._parallel.CHUNK_SIZE`.
 HISTOGRAM_CHUNK_SIZE: int = 8192
 
-#: Samples per block of the fused B-spline path (bounds the per-sample buffers).
-_BSPLINE_BLOCK = 4 * SCATTER_CHUNK_SIZE
+#: Chunks per call of the B-spline gradient kernel (bounds the per-chunk parameter rows).
+_BLOCK_CHUNKS = 32
 
 
 @dataclass(frozen=True)
@@ -199,33 +200,25 @@ class MattesMutualInformation(ImageMetric):
         return stats.value, self._linear_gradient(st, sums, phys)
 
     def _evaluate_bspline(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
-        """Fused path for a B-spline transform: histogram sweep, then weight-and-scatter sweep.
-
-        Both sweeps go over fixed-size blocks of samples, so memory stays
-        bounded; the second recomputes the support weights instead of
-        storing ``4**d`` of them per sample.
-        """
+        """Fused path for a B-spline transform: histogram pass (caching), then weight-and-scatter pass."""
         n = st.points.shape[0]
-        args = self._bspline_args(st)
-        bins = self._moving_bin_args()
-        parts: list[tuple[NDArray[np.float64], ...]] = []
-        for lo in range(0, n, _BSPLINE_BLOCK):
-            hi = min(lo + _BSPLINE_BLOCK, n)
-            values, _, valid, _, _ = _k.bspline_moving_samples(st.points[lo:hi], *args, False, CHUNK_SIZE)
-            parts.append(_k.mattes_histogram(self._fixed_bins[lo:hi], values, valid, *bins,
-                                             HISTOGRAM_CHUNK_SIZE))
-        stats = self._stats(*(np.concatenate([p[i] for p in parts]) for i in range(3)), n)
+        cache_t, cache_k, cache_g = self._sample_caches(n if with_gradient else 0)
+        joint, count, used = _bk.mattes_bspline_histogram(
+            st.points, self._fixed_bins, *self._bspline_args(st), *self._moving_bin_args(),
+            cache_t, cache_k, cache_g, HISTOGRAM_CHUNK_SIZE,
+        )
+        stats = self._stats(joint, count, used, n)
         if not with_gradient:
             return stats.value, None
         grad = np.zeros(st.transform.n_parameters)
-        grid_size = st.transform._kernel_grid()[2]
-        for lo in range(0, n, _BSPLINE_BLOCK):
-            hi = min(lo + _BSPLINE_BLOCK, n)
-            values, grads, valid, base, weights = _k.bspline_moving_samples(
-                st.points[lo:hi], *args, True, CHUNK_SIZE
+        grid = st.transform._kernel_grid()
+        chunk = scatter_chunk_size(st.transform.n_parameters)
+        block = _BLOCK_CHUNKS * chunk
+        for lo in range(0, n, block):  # blocks bound the per-chunk parameter rows
+            hi = min(lo + block, n)
+            part = _bk.mattes_bspline_gradient(
+                st.points[lo:hi], self._fixed_bins[lo:hi], st.transform.n_control_points, *grid,
+                cache_t[lo:hi], cache_k[lo:hi], cache_g[lo:hi], self.n_bins, stats.log_ratio, chunk,
             )
-            w = _k.mattes_weights(self._fixed_bins[lo:hi], values, valid, *bins, stats.log_ratio, CHUNK_SIZE)
-            part = _k.bspline_scatter(base, weights, grads, w, st.transform.n_control_points, grid_size,
-                                      SCATTER_CHUNK_SIZE)
             grad += reduce_in_order(part)
         return stats.value, grad / (self._moving_bin_size * stats.n_used)

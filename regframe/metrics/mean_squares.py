@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE, SCATTER_CHUNK_SIZE, reduce_in_order
+from .._parallel import CHUNK_SIZE, reduce_in_order, scatter_chunk_size
+from . import _bspline_kernels as _bk
 from . import _kernels as _k
 from .base import PointwiseMetric, _State
 
 __all__ = ["MeanSquares"]
 
-#: Samples per pass of the fused B-spline path (bounds the per-sample support
-#: buffers; a whole number of scatter chunks, so the chunking is fixed).
-_BSPLINE_BLOCK = 4 * SCATTER_CHUNK_SIZE
+#: Chunks per call of the fused B-spline kernel (bounds the memory of the
+#: per-chunk parameter rows; a whole number of chunks, so the chunking is fixed).
+_BLOCK_CHUNKS = 32
 
 
 class MeanSquares(PointwiseMetric):
@@ -85,26 +86,25 @@ class MeanSquares(PointwiseMetric):
 
     def _evaluate_bspline(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         n = st.points.shape[0]
+        args = self._bspline_args(st)
+        chunk = scatter_chunk_size(st.transform.n_parameters)
+        block = _BLOCK_CHUNKS * chunk
         value_sum = 0.0
-        n_valid = 0
+        n_valid = 0.0
         grad = np.zeros(st.transform.n_parameters) if with_gradient else None
-        for lo in range(0, n, _BSPLINE_BLOCK):
-            hi = min(lo + _BSPLINE_BLOCK, n)
-            values, grads, valid, base, weights = _k.bspline_moving_samples(
-                st.points[lo:hi], *self._bspline_args(st), with_gradient, CHUNK_SIZE,
+        for lo in range(0, n, block):  # blocks bound the per-chunk parameter rows
+            hi = min(lo + block, n)
+            acc, part = _bk.mean_squares_bspline(
+                st.points[lo:hi], st.fixed_values[lo:hi], *args, with_gradient, chunk
             )
-            r = values - st.fixed_values[lo:hi]
-            r[~valid] = 0.0
-            value_sum += float(np.sum(r * r))
-            n_valid += int(np.count_nonzero(valid))
+            total = reduce_in_order(acc)
+            value_sum += total[0]
+            n_valid += total[1]
             if with_gradient:
-                part = _k.bspline_scatter(
-                    base, weights, grads, 2.0 * r, st.transform.n_control_points,
-                    st.transform._kernel_grid()[2], SCATTER_CHUNK_SIZE,
-                )
                 grad += reduce_in_order(part)
-        self._check_overlap(n_valid, n)
-        value = value_sum / n_valid
+        n_valid_int = int(n_valid)
+        self._check_overlap(n_valid_int, n)
+        value = value_sum / n_valid_int
         if not with_gradient:
             return value, None
-        return value, grad / n_valid
+        return value, grad / n_valid_int

@@ -41,7 +41,7 @@ from ..interpolators import Interpolator
 from ..metrics import FullSampler, RandomSampler
 from ..metrics.base import Metric
 from ..metrics.regularized import BendingEnergy, FoldingPenalty, RegularizedMetric, Regularizer
-from ..optimizers import LBFGSB, GradientDescent, Optimizer
+from ..optimizers import LBFGS, LBFGSB, GradientDescent, Optimizer
 from ..transforms.base import Transform
 from ..transforms.bspline import BSplineTransform
 from .api import make_metric, register
@@ -128,12 +128,15 @@ def _make_optimizer(kind: str | Optimizer, n_iterations: int) -> Optimizer:
         return kind
     if kind == "lbfgsb":
         return LBFGSB(n_iterations=n_iterations, gradient_tolerance=1e-7, function_tolerance=1e-9,
-                               max_corrections=10)
+                      max_corrections=10)
+    if kind == "lbfgs":
+        return LBFGS(n_iterations=n_iterations, gradient_tolerance=1e-7)
     if kind == "gradient_descent":
         return GradientDescent(n_iterations=n_iterations, estimate_learning_rate="once",
                                minimum_convergence_value=1e-7, convergence_window=10)
     raise InvalidInputError(
-        f"register_bspline(): 'optimizer' must be 'lbfgsb', 'gradient_descent' or an Optimizer; got {kind!r}."
+        f"register_bspline(): 'optimizer' must be 'lbfgsb', 'lbfgs', 'gradient_descent' or an Optimizer; "
+        f"got {kind!r}."
     )
 
 

@@ -1,0 +1,226 @@
+"""Private one-pass numba kernels of the metrics for a cubic ``BSplineTransform``.
+
+Per sample: locate the fixed point in the control grid, map it, interpolate
+the moving image (linear, exact gradient) and, for the gradient, scatter
+``u_s * g_s * w_k`` into the ``4**d`` supporting coefficients of the chunk's
+own row of parameter partials.  Nothing per sample is written to memory
+except what the Mattes second pass needs (Parzen coordinate, bin and moving
+gradient, as in the linear-transform kernels).  The caller reduces the rows
+in chunk order; chunk sizes come from
+:func:`regframe._parallel.scatter_chunk_size` (fixed by the parameter count,
+never by the thread count).
+
+Argument conventions (``points`` first):
+
+* B-spline grid: ``params`` (the coefficients), ``n_grid`` (control points),
+  then ``BSplineTransform._kernel_grid()``: ``origin, gp2i, grid_size,
+  max_limit, band_lo, band_hi, nudged``;
+* moving image: ``kmat, kvec, size3, data, p2i, morigin`` and the moving mask
+  ``mask, mask_size, mask_p2i, mask_origin, has_mask`` (see
+  :mod:`regframe.metrics._kernels`).
+
+The point map and interpolation are the helpers of
+:mod:`regframe.metrics._kernels`, so mapped points are bit-identical to
+``BSplineTransform.transform_points``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._kernels import (
+    _bspline_locate,
+    _bspline_map,
+    _bspline_moving,
+    _parzen,
+    _parzen_derivatives,
+    _parzen_weights,
+)
+
+
+@njit(cache=True, inline="always")
+def _scatter(part, c, base, wa, wb, wc, v0, v1, v2, d, n_grid, gx, gxy):
+    """``part[c, k] += w_k * v`` over the support of one sample (node order axis 0 fastest)."""
+    nz = 4 if d == 3 else 1
+    n2 = 2 * n_grid
+    for j2 in range(nz):
+        c2 = wc[j2]
+        r2 = base + j2 * gxy
+        for j1 in range(4):
+            b1 = wb[j1]
+            r1 = r2 + j1 * gx
+            for j0 in range(4):
+                wt = (wa[j0] * b1) * c2
+                f = r1 + j0
+                part[c, f] += wt * v0
+                part[c, n_grid + f] += wt * v1
+                if d == 3:
+                    part[c, n2 + f] += wt * v2
+
+
+@njit(parallel=True, cache=True)
+def mean_squares_bspline(points, fixed_values, params, n_grid, origin, gp2i, grid_size, max_limit,
+                         band_lo, band_hi, nudged, kmat, kvec, size3, data, p2i, morigin,
+                         mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
+                         chunk_size):
+    """MeanSquares in one pass: ``acc (n_chunks, 2)`` = (sum r^2, valid count), gradient rows.
+
+    ``r = m - f``; the gradient rows ``(n_chunks, d * n_grid)`` hold
+    ``sum_s 2 r_s J_s^T g_s`` (``(n_chunks, 0)`` without gradient).
+    """
+    n, d = points.shape
+    nc = (n + chunk_size - 1) // chunk_size
+    acc = np.zeros((nc, 2))
+    part = np.zeros((nc, d * n_grid if with_gradient else 0))
+    gx = grid_size[0]
+    gxy = grid_size[0] * grid_size[1]
+    o0 = origin[0]
+    o1 = origin[1]
+    o2 = origin[2] if d == 3 else 0.0
+    for c in prange(nc):
+        y = np.empty(d)
+        wa = np.empty(4)
+        wb = np.empty(4)
+        wc = np.ones(4)
+        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
+        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
+        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
+        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
+        nx, ny, nz = size3[0], size3[1], size3[2]
+        sum_sq = 0.0
+        count = 0.0
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            x0 = points[s, 0]
+            x1 = points[s, 1]
+            x2 = points[s, 2] if d == 3 else 0.0
+            inside, base, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2,
+                                                    gp2i, gx, gxy, max_limit, band_lo, band_hi,
+                                                    nudged, wa, wb, wc)
+            ok, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
+                                                k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
+                                                nx, ny, nz, mask, mask_size, mask_p2i,
+                                                mask_origin, has_mask, with_gradient)
+            if not ok:
+                continue
+            r = m - fixed_values[s]
+            sum_sq += r * r
+            count += 1.0
+            if with_gradient and inside:
+                u = 2.0 * r
+                _scatter(part, c, base, wa, wb, wc, u * g0, u * g1, u * g2, d, n_grid, gx, gxy)
+        acc[c, 0] = sum_sq
+        acc[c, 1] = count
+    return acc, part
+
+
+@njit(parallel=True, cache=True)
+def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, grid_size,
+                             max_limit, band_lo, band_hi, nudged, kmat, kvec, size3, data, p2i,
+                             morigin, mask, mask_size, mask_p2i, mask_origin, has_mask,
+                             m_min, m_max, bin_size, n_min, n_bins, cache_t, cache_k, cache_g,
+                             chunk_size):
+    """Mattes pass 1: map, interpolate, Parzen joint histogram partials (as ``mattes_histogram``).
+
+    With caches of one row per sample (``cache_k.shape[0] == n``) the moving
+    gradient is evaluated and each sample's Parzen coordinate, first tap
+    (``-1`` when unused) and physical gradient are stored for pass 2.
+    """
+    n, d = points.shape
+    caching = cache_k.shape[0] == n
+    nc = (n + chunk_size - 1) // chunk_size
+    joint = np.zeros((nc, n_bins * n_bins))
+    count = np.zeros((nc, n_bins))
+    used = np.zeros(nc)
+    gx = grid_size[0]
+    gxy = grid_size[0] * grid_size[1]
+    o0 = origin[0]
+    o1 = origin[1]
+    o2 = origin[2] if d == 3 else 0.0
+    for c in prange(nc):
+        y = np.empty(d)
+        wa = np.empty(4)
+        wb = np.empty(4)
+        wc = np.ones(4)
+        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
+        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
+        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
+        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
+        nx, ny, nz = size3[0], size3[1], size3[2]
+        k_used = 0.0
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            x0 = points[s, 0]
+            x1 = points[s, 1]
+            x2 = points[s, 2] if d == 3 else 0.0
+            _, _, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx,
+                                            gxy, max_limit, band_lo, band_hi, nudged, wa, wb, wc)
+            ok, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
+                                                k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
+                                                nx, ny, nz, mask, mask_size, mask_p2i,
+                                                mask_origin, has_mask, caching)
+            if caching:
+                cache_k[s] = -1
+            if not ok or m < m_min or m > m_max:
+                continue
+            t, k = _parzen(m, bin_size, n_min, n_bins)
+            if caching:
+                cache_t[s] = t
+                cache_k[s] = k
+                cache_g[s, 0] = g0
+                cache_g[s, 1] = g1
+                cache_g[s, 2] = g2
+            fb = np.int64(fixed_bins[s])
+            row = fb * n_bins
+            p0, p1, p2, p3 = _parzen_weights(t, k)
+            joint[c, row + k] += p0
+            joint[c, row + k + 1] += p1
+            joint[c, row + k + 2] += p2
+            joint[c, row + k + 3] += p3
+            count[c, fb] += 1.0
+            k_used += 1.0
+        used[c] = k_used
+    return joint, count, used
+
+
+@njit(parallel=True, cache=True)
+def mattes_bspline_gradient(points, fixed_bins, n_grid, origin, gp2i, grid_size, max_limit,
+                            band_lo, band_hi, nudged, cache_t, cache_k, cache_g, n_bins, log_ratio,
+                            chunk_size):
+    """Mattes pass 2 from the pass-1 caches: rows ``sum_s w_s J_s^T g_s`` ``(n_chunks, d * n_grid)``.
+
+    ``w_s = sum_j B3'(k_j - t_s) R[i_f(s), k_j]`` (see ``mattes_weights``); the
+    support is located again from the fixed point (cheaper than storing it).
+    """
+    n, d = points.shape
+    nc = (n + chunk_size - 1) // chunk_size
+    part = np.zeros((nc, d * n_grid))
+    gx = grid_size[0]
+    gxy = grid_size[0] * grid_size[1]
+    o0 = origin[0]
+    o1 = origin[1]
+    o2 = origin[2] if d == 3 else 0.0
+    for c in prange(nc):
+        wa = np.empty(4)
+        wb = np.empty(4)
+        wc = np.ones(4)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            k = cache_k[s]
+            if k < 0:
+                continue
+            x0 = points[s, 0]
+            x1 = points[s, 1]
+            x2 = points[s, 2] if d == 3 else 0.0
+            inside, base = _bspline_locate(x0, x1, x2, d, o0, o1, o2, gp2i, gx, gxy, max_limit,
+                                           band_lo, band_hi, nudged, wa, wb, wc)
+            if not inside:
+                continue
+            d0, d1, d2, d3 = _parzen_derivatives(cache_t[s], k)
+            row = np.int64(fixed_bins[s]) * n_bins + k
+            w = (d0 * log_ratio[row] + d1 * log_ratio[row + 1] + d2 * log_ratio[row + 2]
+                 + d3 * log_ratio[row + 3])
+            _scatter(part, c, base, wa, wb, wc, w * cache_g[s, 0], w * cache_g[s, 1],
+                     w * cache_g[s, 2], d, n_grid, gx, gxy)
+    return part
