@@ -55,7 +55,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..transforms._bspline_kernels import _b3 as _bspline_b3
+from ..transforms._bspline_kernels import _b3_weights, _row_sum
 
 #: Width of one gradient-sum block (3x3 outer-product sum + 3-vector sum).
 BLOCK = 12
@@ -894,10 +894,10 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
 # the engine's physical path).
 #
 # The point map is a scalar, 3-D padded transcription of ``_locate`` +
-# ``_expand`` of :mod:`regframe.transforms._bspline_kernels` with the *same*
-# floating-point operations in the same order (the same ``_b3``, ITK's validity
-# band, the tensor product ``((w0 * w1) * w2)`` and the node order axis 0
-# fastest), so mapped points are bit-identical to
+# ``_displacement`` of :mod:`regframe.transforms._bspline_kernels` with the *same*
+# floating-point operations in the same order (the same ``_b3_weights``, ITK's validity
+# band and the factorised sum ``sum_j2 w2 (sum_j1 w1 (w0 . c))`` of
+# ``_displacement``), so mapped points are bit-identical to
 # ``BSplineTransform.transform_points`` (tested through
 # :func:`bspline_transform_points`).  Calling those helpers directly costs
 # ~2x more per sample (array arguments, ``(d, 4)`` weight arrays and the
@@ -916,14 +916,7 @@ def _bspline_axis(ci, max_limit, band_lo, band_hi, nudged, wa):
     elif ci < 1.0:
         ok = False
     st = np.floor(ci + 0.5 - 1.5)
-    u = ci - st
-    wa[0] = _bspline_b3(u)
-    u -= 1.0
-    wa[1] = _bspline_b3(u)
-    u -= 1.0
-    wa[2] = _bspline_b3(u)
-    u -= 1.0
-    wa[3] = _bspline_b3(u)
+    wa[0], wa[1], wa[2], wa[3] = _b3_weights(ci - st - 1.0)
     return ok, st
 
 
@@ -975,27 +968,36 @@ def _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_l
     y1 = x1
     y2 = x2
     if inside:
-        nz = 4 if d == 3 else 1
+        # factorised tensor-product sum, in the order of the transform's _displacement
+        a0, a1, a2, a3 = wa[0], wa[1], wa[2], wa[3]
+        n2 = 2 * n_grid
         e0 = 0.0
         e1 = 0.0
         e2 = 0.0
-        for j2 in range(nz):
-            c2 = wc[j2]
-            r2 = base + j2 * gxy
+        if d == 2:
             for j1 in range(4):
+                f = base + j1 * gx
                 b1 = wb[j1]
-                r1 = r2 + j1 * gx
-                for j0 in range(4):
-                    wt = (wa[j0] * b1) * c2
-                    f = r1 + j0
-                    e0 += wt * params[f]
-                    e1 += wt * params[n_grid + f]
-                    if d == 3:
-                        e2 += wt * params[2 * n_grid + f]
+                e0 += b1 * _row_sum(params, f, a0, a1, a2, a3)
+                e1 += b1 * _row_sum(params, n_grid + f, a0, a1, a2, a3)
+        else:
+            for j2 in range(4):
+                p0 = 0.0
+                p1 = 0.0
+                p2 = 0.0
+                for j1 in range(4):
+                    f = base + j2 * gxy + j1 * gx
+                    b1 = wb[j1]
+                    p0 += b1 * _row_sum(params, f, a0, a1, a2, a3)
+                    p1 += b1 * _row_sum(params, n_grid + f, a0, a1, a2, a3)
+                    p2 += b1 * _row_sum(params, n2 + f, a0, a1, a2, a3)
+                c2 = wc[j2]
+                e0 += c2 * p0
+                e1 += c2 * p1
+                e2 += c2 * p2
+            y2 = e2 + x2
         y0 = e0 + x0
         y1 = e1 + x1
-        if d == 3:
-            y2 = e2 + x2
     return inside, base, y0, y1, y2
 
 

@@ -29,30 +29,24 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True)
-def _b3(u):
-    """Cubic B-spline kernel (ITK ``BSplineKernelFunction<3>`` formula)."""
-    a = abs(u)
-    s = u * u
-    if a < 1.0:
-        return (4.0 - 6.0 * s + 3.0 * s * a) / 6.0
-    if a < 2.0:
-        return (8.0 - 12.0 * a + 6.0 * s - s * a) / 6.0
-    return 0.0
+@njit(cache=True, inline="always")
+def _b3_weights(f):
+    """The four support weights ``B3(1+f), B3(f), B3(1-f), B3(2-f)`` for the fraction ``f`` in [0, 1).
+
+    The closed-form pieces of ITK's ``BSplineKernelFunction<3>`` (same values
+    to rounding; about 30 % cheaper per point than four piecewise evaluations).
+    """
+    v = 1.0 - f
+    f2 = f * f
+    v2 = v * v
+    return v2 * v / 6.0, (4.0 - 6.0 * f2 + 3.0 * f2 * f) / 6.0, (4.0 - 6.0 * v2 + 3.0 * v2 * v) / 6.0, f2 * f / 6.0
 
 
-@njit(cache=True)
-def _b3_derivative(u):
-    """Derivative of :func:`_b3`."""
-    a = abs(u)
-    if a < 1.0:
-        return u * (1.5 * a - 2.0)
-    if a < 2.0:
-        t = 2.0 - a
-        if u > 0.0:
-            return -0.5 * t * t
-        return 0.5 * t * t
-    return 0.0
+@njit(cache=True, inline="always")
+def _b3_weight_derivatives(f):
+    """Derivatives of :func:`_b3_weights` with respect to the continuous index."""
+    v = 1.0 - f
+    return -0.5 * v * v, f * (1.5 * f - 2.0), v * (2.0 - 1.5 * v), 0.5 * f * f
 
 
 @njit(cache=True)
@@ -76,12 +70,10 @@ def _locate(x, origin, p2i, max_limit, band_lo, band_hi, nudged, start, w, dw, w
             return False
         st = np.floor(ci + 0.5 - 1.5)
         start[a] = np.int64(st)
-        u = ci - st
-        for k in range(4):
-            w[a, k] = _b3(u)
-            if with_derivative:
-                dw[a, k] = _b3_derivative(u)
-            u -= 1.0
+        f = ci - st - 1.0
+        w[a, 0], w[a, 1], w[a, 2], w[a, 3] = _b3_weights(f)
+        if with_derivative:
+            dw[a, 0], dw[a, 1], dw[a, 2], dw[a, 3] = _b3_weight_derivatives(f)
     return True
 
 
@@ -123,6 +115,39 @@ def _expand(start, w, grid_size, d, wt_all, flat_all):
         stride *= grid_size[a]
 
 
+@njit(cache=True, inline="always")
+def _row_sum(params, f, a0, a1, a2, a3):
+    """``a . params[f:f+4]``: one grid row of the factorised tensor-product sum."""
+    return a0 * params[f] + a1 * params[f + 1] + a2 * params[f + 2] + a3 * params[f + 3]
+
+
+@njit(cache=True)
+def _displacement(params, offset, start, w, grid_size, d):
+    """``sum_k w_k c_k`` of one component (``c`` = ``params[offset:]``), factorised axis by axis.
+
+    ``sum_j2 w2 (sum_j1 w1 (sum_j0 w0 c))``: 4**d + 4**(d-1) + ... products
+    instead of 2 * 4**d.  The fused metric kernels use the same order, so both
+    map points bit-identically.
+    """
+    a0, a1, a2, a3 = w[0, 0], w[0, 1], w[0, 2], w[0, 3]
+    gx = grid_size[0]
+    base = offset + start[0] + start[1] * gx
+    if d == 2:
+        e = 0.0
+        for j1 in range(4):
+            e += w[1, j1] * _row_sum(params, base + j1 * gx, a0, a1, a2, a3)
+        return e
+    gxy = gx * grid_size[1]
+    base += start[2] * gxy
+    e = 0.0
+    for j2 in range(4):
+        plane = 0.0
+        for j1 in range(4):
+            plane += w[1, j1] * _row_sum(params, base + j2 * gxy + j1 * gx, a0, a1, a2, a3)
+        e += w[2, j2] * plane
+    return e
+
+
 @njit(cache=True)
 def _map_range(points, lo, hi, out, params, n_grid, origin, p2i, grid_size, max_limit, band_lo, band_hi, nudged):
     d = points.shape[1]
@@ -138,6 +163,10 @@ def _map_range(points, lo, hi, out, params, n_grid, origin, p2i, grid_size, max_
         if not _locate(x, origin, p2i, max_limit, band_lo, band_hi, nudged, start, w, dw, False):
             for i in range(d):
                 out[s, i] = x[i]
+            continue
+        if d == 2 or d == 3:
+            for i in range(d):
+                out[s, i] = _displacement(params, i * n_grid, start, w, grid_size, d) + x[i]
             continue
         _expand(start, w, grid_size, d, wt_all, flat_all)
         for i in range(d):
