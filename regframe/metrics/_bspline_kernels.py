@@ -41,22 +41,41 @@ from ._kernels import (
 
 @njit(cache=True, inline="always")
 def _scatter(part, c, base, wa, wb, wc, v0, v1, v2, d, n_grid, gx, gxy):
-    """``part[c, k] += w_k * v`` over the support of one sample (node order axis 0 fastest)."""
+    """``part[c, k] += w_k * v`` over the support of one sample, factorised by axis.
+
+    The vector is scaled by the outer weights first (``w2``, then ``w1``), so
+    each node costs one multiply per component.
+    """
     nz = 4 if d == 3 else 1
     n2 = 2 * n_grid
+    row = part[c]
+    a0, a1, a2, a3 = wa[0], wa[1], wa[2], wa[3]
     for j2 in range(nz):
-        c2 = wc[j2]
-        r2 = base + j2 * gxy
+        c2 = wc[j2] if d == 3 else 1.0
+        u0 = c2 * v0
+        u1 = c2 * v1
+        u2 = c2 * v2
         for j1 in range(4):
             b1 = wb[j1]
-            r1 = r2 + j1 * gx
-            for j0 in range(4):
-                wt = (wa[j0] * b1) * c2
-                f = r1 + j0
-                part[c, f] += wt * v0
-                part[c, n_grid + f] += wt * v1
-                if d == 3:
-                    part[c, n2 + f] += wt * v2
+            t0 = b1 * u0
+            t1 = b1 * u1
+            f = base + j2 * gxy + j1 * gx
+            g = n_grid + f
+            row[f] += a0 * t0
+            row[f + 1] += a1 * t0
+            row[f + 2] += a2 * t0
+            row[f + 3] += a3 * t0
+            row[g] += a0 * t1
+            row[g + 1] += a1 * t1
+            row[g + 2] += a2 * t1
+            row[g + 3] += a3 * t1
+            if d == 3:
+                t2 = b1 * u2
+                h = n2 + f
+                row[h] += a0 * t2
+                row[h + 1] += a1 * t2
+                row[h + 2] += a2 * t2
+                row[h + 3] += a3 * t2
 
 
 @njit(parallel=True, cache=True)
