@@ -179,3 +179,16 @@ def test_bit_identical_across_threads() -> None:
     finally:
         numba.set_num_threads(before)
     assert out[0] == out[1]
+
+
+def test_mattes_support_cache_and_relocation_give_identical_gradients(monkeypatch) -> None:
+    """Pass 2 reads the supports pass 1 stored, or locates them again above the memory budget."""
+    import regframe.metrics.mattes as mattes_module
+
+    fixed, moving, t = _problem(3, 5)
+    metric = MattesMutualInformation().initialize(fixed, moving, t, sampler=RandomSampler(0.7, seed=2))
+    cached = metric.value_and_gradient()
+    monkeypatch.setattr(mattes_module, "_SUPPORT_CACHE_LIMIT", 0)
+    relocated = metric.value_and_gradient()
+    assert cached[0] == relocated[0]
+    assert cached[1].tobytes() == relocated[1].tobytes()

@@ -139,15 +139,19 @@ def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, g
                              max_limit, band_lo, band_hi, nudged, kmat, kvec, size3, data, p2i,
                              morigin, mask, mask_size, mask_p2i, mask_origin, has_mask,
                              m_min, m_max, bin_size, n_min, n_bins, cache_t, cache_k, cache_g,
-                             chunk_size):
+                             cache_base, cache_w, chunk_size):
     """Mattes pass 1: map, interpolate, Parzen joint histogram partials (as ``mattes_histogram``).
 
     With caches of one row per sample (``cache_k.shape[0] == n``) the moving
     gradient is evaluated and each sample's Parzen coordinate, first tap
-    (``-1`` when unused) and physical gradient are stored for pass 2.
+    (``-1`` when unused) and physical gradient are stored for pass 2; with
+    ``cache_base.shape[0] == n`` too, also its support (first node, ``-1``
+    outside the grid region, and the 1-D weights ``(n, 12)``), so pass 2 need
+    not locate it again.
     """
     n, d = points.shape
     caching = cache_k.shape[0] == n
+    support = caching and cache_base.shape[0] == n
     nc = (n + chunk_size - 1) // chunk_size
     joint = np.zeros((nc, n_bins * n_bins))
     count = np.zeros((nc, n_bins))
@@ -173,8 +177,9 @@ def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, g
             x0 = points[s, 0]
             x1 = points[s, 1]
             x2 = points[s, 2] if d == 3 else 0.0
-            _, _, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx,
-                                            gxy, max_limit, band_lo, band_hi, nudged, wa, wb, wc)
+            inside, base, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2,
+                                                    gp2i, gx, gxy, max_limit, band_lo, band_hi,
+                                                    nudged, wa, wb, wc)
             ok, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
                                                 k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
                                                 nx, ny, nz, mask, mask_size, mask_p2i,
@@ -190,6 +195,12 @@ def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, g
                 cache_g[s, 0] = g0
                 cache_g[s, 1] = g1
                 cache_g[s, 2] = g2
+            if support:
+                cache_base[s] = base if inside else -1
+                for j in range(4):
+                    cache_w[s, j] = wa[j]
+                    cache_w[s, 4 + j] = wb[j]
+                    cache_w[s, 8 + j] = wc[j]
             fb = np.int64(fixed_bins[s])
             row = fb * n_bins
             p0, p1, p2, p3 = _parzen_weights(t, k)
@@ -205,14 +216,16 @@ def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, g
 
 @njit(parallel=True, cache=True)
 def mattes_bspline_gradient(points, fixed_bins, n_grid, origin, gp2i, grid_size, max_limit,
-                            band_lo, band_hi, nudged, cache_t, cache_k, cache_g, n_bins, log_ratio,
-                            chunk_size):
+                            band_lo, band_hi, nudged, cache_t, cache_k, cache_g, cache_base, cache_w,
+                            n_bins, log_ratio, chunk_size):
     """Mattes pass 2 from the pass-1 caches: rows ``sum_s w_s J_s^T g_s`` ``(n_chunks, d * n_grid)``.
 
     ``w_s = sum_j B3'(k_j - t_s) R[i_f(s), k_j]`` (see ``mattes_weights``); the
-    support is located again from the fixed point (cheaper than storing it).
+    support comes from the caches when pass 1 stored it, else it is located
+    again from the fixed point.
     """
     n, d = points.shape
+    cached = cache_base.shape[0] == n
     nc = (n + chunk_size - 1) // chunk_size
     part = np.zeros((nc, d * n_grid))
     gx = grid_size[0]
@@ -229,13 +242,22 @@ def mattes_bspline_gradient(points, fixed_bins, n_grid, origin, gp2i, grid_size,
             k = cache_k[s]
             if k < 0:
                 continue
-            x0 = points[s, 0]
-            x1 = points[s, 1]
-            x2 = points[s, 2] if d == 3 else 0.0
-            inside, base = _bspline_locate(x0, x1, x2, d, o0, o1, o2, gp2i, gx, gxy, max_limit,
-                                           band_lo, band_hi, nudged, wa, wb, wc)
-            if not inside:
-                continue
+            if cached:
+                base = cache_base[s]
+                if base < 0:
+                    continue
+                for j in range(4):
+                    wa[j] = cache_w[s, j]
+                    wb[j] = cache_w[s, 4 + j]
+                    wc[j] = cache_w[s, 8 + j]
+            else:
+                x0 = points[s, 0]
+                x1 = points[s, 1]
+                x2 = points[s, 2] if d == 3 else 0.0
+                inside, base = _bspline_locate(x0, x1, x2, d, o0, o1, o2, gp2i, gx, gxy, max_limit,
+                                               band_lo, band_hi, nudged, wa, wb, wc)
+                if not inside:
+                    continue
             d0, d1, d2, d3 = _parzen_derivatives(cache_t[s], k)
             row = np.int64(fixed_bins[s]) * n_bins + k
             w = (d0 * log_ratio[row] + d1 * log_ratio[row + 1] + d2 * log_ratio[row + 2]

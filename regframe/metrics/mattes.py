@@ -24,6 +24,11 @@ HISTOGRAM_CHUNK_SIZE: int = 8192
 #: Chunks per call of the B-spline gradient kernel (bounds the per-chunk parameter rows).
 _BLOCK_CHUNKS = 32
 
+#: Pass 1 of the B-spline path keeps each sample's support (8 + 96 bytes) for pass 2 when
+#: that fits in this budget; larger sample sets locate the support again in pass 2.
+_SUPPORT_BYTES = 104
+_SUPPORT_CACHE_LIMIT = 64 * 2**20
+
 
 @dataclass(frozen=True)
 class _MattesStats:
@@ -168,6 +173,16 @@ class MattesMutualInformation(ImageMetric):
         return stats.value, w / (self._moving_bin_size * stats.n_used)
 
     # ------------------------------------------------------------------ fused path
+    def _support_caches(self, n: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Per-sample B-spline supports (first node, 1-D weights) kept by pass 1 for pass 2."""
+        if n == 0:
+            return np.empty(0, dtype=np.int64), np.empty((0, 12))
+        caches = getattr(self, "_supports", None)
+        if caches is None or caches[0].shape[0] != n:
+            caches = (np.empty(n, dtype=np.int64), np.empty((n, 12)))
+            self._supports = caches
+        return caches
+
     def _sample_caches(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
         """Per-sample buffers of the two-pass linear path, reused between evaluations."""
         if n == 0:
@@ -203,9 +218,11 @@ class MattesMutualInformation(ImageMetric):
         """Fused path for a B-spline transform: histogram pass (caching), then weight-and-scatter pass."""
         n = st.points.shape[0]
         cache_t, cache_k, cache_g = self._sample_caches(n if with_gradient else 0)
+        n_support = n if with_gradient and n * _SUPPORT_BYTES <= _SUPPORT_CACHE_LIMIT else 0
+        cache_base, cache_w = self._support_caches(n_support)
         joint, count, used = _bk.mattes_bspline_histogram(
             st.points, self._fixed_bins, *self._bspline_args(st), *self._moving_bin_args(),
-            cache_t, cache_k, cache_g, HISTOGRAM_CHUNK_SIZE,
+            cache_t, cache_k, cache_g, cache_base, cache_w, HISTOGRAM_CHUNK_SIZE,
         )
         stats = self._stats(joint, count, used, n)
         if not with_gradient:
@@ -218,7 +235,8 @@ class MattesMutualInformation(ImageMetric):
             hi = min(lo + block, n)
             part = _bk.mattes_bspline_gradient(
                 st.points[lo:hi], self._fixed_bins[lo:hi], st.transform.n_control_points, *grid,
-                cache_t[lo:hi], cache_k[lo:hi], cache_g[lo:hi], self.n_bins, stats.log_ratio, chunk,
+                cache_t[lo:hi], cache_k[lo:hi], cache_g[lo:hi], cache_base[lo:hi] if n_support else cache_base,
+                cache_w[lo:hi] if n_support else cache_w, self.n_bins, stats.log_ratio, chunk,
             )
             grad += reduce_in_order(part)
         return stats.value, grad / (self._moving_bin_size * stats.n_used)
