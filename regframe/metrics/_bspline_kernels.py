@@ -33,8 +33,8 @@ from ._kernels import (
     _bspline_locate,
     _bspline_map,
     _bspline_moving,
+    _mattes_weight,
     _parzen,
-    _parzen_derivatives,
     _parzen_weights,
 )
 
@@ -258,10 +258,7 @@ def mattes_bspline_gradient(points, fixed_bins, n_grid, origin, gp2i, grid_size,
                                                band_lo, band_hi, nudged, wa, wb, wc)
                 if not inside:
                     continue
-            d0, d1, d2, d3 = _parzen_derivatives(cache_t[s], k)
-            row = np.int64(fixed_bins[s]) * n_bins + k
-            w = (d0 * log_ratio[row] + d1 * log_ratio[row + 1] + d2 * log_ratio[row + 2]
-                 + d3 * log_ratio[row + 3])
+            w = _mattes_weight(cache_t[s], k, fixed_bins[s], n_bins, log_ratio)
             _scatter(part, c, base, wa, wb, wc, w * cache_g[s, 0], w * cache_g[s, 1],
                      w * cache_g[s, 2], d, n_grid, gx, gxy)
     return part

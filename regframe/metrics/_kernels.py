@@ -230,6 +230,15 @@ def _parzen_derivatives(t, k):
 
 
 @njit(cache=True, inline="always")
+def _mattes_weight(t, k, fixed_bin, n_bins, log_ratio):
+    """``sum_j B3'(k + j - t) R[fixed_bin, k + j]``: a sample's Mattes weight (before ``1/(bs N)``)."""
+    d0, d1, d2, d3 = _parzen_derivatives(t, k)
+    row = np.int64(fixed_bin) * n_bins + k
+    return (d0 * log_ratio[row] + d1 * log_ratio[row + 1] + d2 * log_ratio[row + 2]
+            + d3 * log_ratio[row + 3])
+
+
+@njit(cache=True, inline="always")
 def _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
     """Nearest-voxel mask test (round half up); False outside the mask buffer."""
     d = y.shape[0]
@@ -735,10 +744,7 @@ def mattes_weights(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_m
             if m < m_min or m > m_max:
                 continue
             t, k = _parzen(m, bin_size, n_min, n_bins)
-            row = np.int64(fixed_bins[s]) * n_bins + k
-            d0, d1, d2, d3 = _parzen_derivatives(t, k)
-            w[s] = (d0 * log_ratio[row] + d1 * log_ratio[row + 1] + d2 * log_ratio[row + 2]
-                    + d3 * log_ratio[row + 3])
+            w[s] = _mattes_weight(t, k, fixed_bins[s], n_bins, log_ratio)
     return w
 
 
@@ -847,10 +853,7 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
             k = cache_k[s]
             if k < 0:
                 continue
-            d0, d1, d2, d3 = _parzen_derivatives(cache_t[s], k)
-            row = np.int64(fixed_bins[s]) * n_bins + k
-            w = (d0 * log_ratio[row] + d1 * log_ratio[row + 1] + d2 * log_ratio[row + 2]
-                 + d3 * log_ratio[row + 3])
+            w = _mattes_weight(cache_t[s], k, fixed_bins[s], n_bins, log_ratio)
             r0 = x0 - cx
             r1 = x1 - cy
             r2 = x2 - cz
