@@ -173,3 +173,18 @@ def test_thread_count_does_not_change_the_result():
                               text=True, timeout=600, check=True)
         outs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert outs[0] == outs[1]
+
+
+def test_per_level_interpolators_follow_each_stage_schedule():
+    """An affine run has a rigid stage one level shorter; per-level settings are cut to fit."""
+    from regframe.datasets import phantom
+    from regframe.registration import LevelSchedule
+
+    fixed = phantom(2, 64, seed=1)
+    truth = _known("affine", fixed.physical_center(), angle_deg=5.0, shift=(2.0, -1.5))
+    moving = resample(fixed, truth.inverse(), reference=fixed, interpolator="bspline")
+    schedule = LevelSchedule((4, 2, 1), (2.0, 1.0, 0.0))
+    result = register(fixed, moving, "affine", "mse", schedule=schedule,
+                      interpolator=["linear", "linear", "bspline"])
+    assert len(result.iterations_per_level) == 2 + 3  # rigid stops before the finest level
+    assert _rms_px(result.transform, truth, fixed) <= 0.05

@@ -26,6 +26,7 @@ import numpy as np
 from .._validation import check_choice
 from ..errors import InvalidInputError, NoOverlapError
 from ..image import Image
+from ..interpolators import Interpolator
 from ..metrics import FullSampler, MattesMutualInformation, MeanSquares, NormalizedCorrelation, RandomSampler
 from ..metrics.base import Metric
 from ..optimizers import LBFGS, LBFGSB, Optimizer, RegularStepGradientDescent
@@ -82,7 +83,7 @@ def make_metric(kind: str | Metric, n_samples: int | None = None, **kwargs: Any)
 
 OPTIMIZER_KINDS = ("lbfgs", "lbfgsb", "regular_step")
 
-#: L-BFGS-B stops after two steps shorter than this fraction of the finest voxel.
+#: The L-BFGS optimizers stop after two steps shorter than this fraction of the finest voxel.
 STEP_TOLERANCE = 0.01
 
 #: Default sample count of the finest level: every voxel up to this many, else a seeded
@@ -95,8 +96,8 @@ COARSE_SAMPLES_PER_LEVEL = 25_000
 def make_optimizer(kind: str | Optimizer, n_iterations: int = 200, step_tolerance: float = 0.0) -> Optimizer:
     """Default optimizer of a kind, with physical-shift scales (no tuning needed).
 
-    ``step_tolerance`` (physical units, L-BFGS-B only): stop once two
-    consecutive steps move the domain by less than this.
+    ``step_tolerance`` (physical units, ``"lbfgs"`` and ``"lbfgsb"``): stop
+    once two consecutive steps move the domain by less than this.
     """
     if isinstance(kind, Optimizer):
         return kind
@@ -379,7 +380,8 @@ def register(
         method = RegistrationMethod(
             metric=metric_obj,
             optimizer=make_optimizer(optimizer, n_iterations, STEP_TOLERANCE * float(np.min(fixed.spacing))),
-            interpolator=interpolator if isinstance(interpolator, str) else list(interpolator)[:n_levels],
+            interpolator=(interpolator if isinstance(interpolator, (str, Interpolator))
+                          else list(interpolator)[:n_levels]),
             sampler=samplers[:n_levels],
             schedule=stage_schedule,
             fixed_mask=fixed_mask,
