@@ -206,11 +206,7 @@ def _parzen_weights(t, k):
     """
     u = t - (k + 1)
     if u >= 0.0 and u < 1.0:
-        v = 1.0 - u
-        u2 = u * u
-        v2 = v * v
-        return (v2 * v / 6.0, (4.0 - 6.0 * u2 + 3.0 * u2 * u) / 6.0,
-                (4.0 - 6.0 * v2 + 3.0 * v2 * v) / 6.0, u2 * u / 6.0)
+        return _b3_weights(u)
     return _b3(k - t), _b3(k + 1 - t), _b3(k + 2 - t), _b3(k + 3 - t)
 
 
