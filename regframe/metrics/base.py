@@ -378,8 +378,7 @@ class ImageMetric(Metric):
                 keep = np.flatnonzero(inside)
                 points, fvals = points[keep], fvals[keep]
                 samples = SampleSet(points, samples.voxels[keep], False, samples.n_candidates)
-        points.setflags(write=False)
-        fvals.setflags(write=False)
+        # (not flagged read-only: numba compiles a second specialisation for read-only arrays)
         if sampler.seed is not None:  # a fresh seed per call must draw fresh samples
             if len(cache) >= 8:
                 cache.pop(next(iter(cache)))
