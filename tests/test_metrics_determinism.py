@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import textwrap
 import sys
 from pathlib import Path
 
@@ -91,3 +92,29 @@ def test_openmp_workers_sleep_between_kernels_unless_the_user_says_otherwise():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_register_compiles_each_fused_kernel_once():
+    """Sample arrays of every kind (dense, jittered, cached across stages) share one specialisation.
+
+    A read-only or differently laid-out array makes numba compile a kernel again (seconds each on
+    a fresh install); the first ``regframe demo`` once spent 20 s on such duplicates.
+    """
+    code = textwrap.dedent(
+        """
+        import numba
+        import regframe.metrics._kernels as k
+        from regframe.datasets import phantom
+        from regframe.registration import register
+        f = phantom(2, 48, seed=1)
+        m = phantom(2, 48, contrast="pd", seed=1)
+        register(f, m, "affine", "mattes")
+        register(f, m, "rigid", "mse")
+        f3 = phantom(3, 24, seed=2)
+        register(f3, f3, "affine", "mattes")
+        print(max(len(getattr(k, n).signatures) for n in dir(k)
+                  if isinstance(getattr(k, n), numba.core.registry.CPUDispatcher)))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1"
