@@ -33,9 +33,10 @@ from ._kernels import (
     _bspline_locate,
     _bspline_map,
     _bspline_moving,
+    _cache_sample,
     _mattes_weight,
     _parzen,
-    _parzen_weights,
+    _parzen_add,
 )
 
 
@@ -190,25 +191,14 @@ def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, g
                 continue
             t, k = _parzen(m, bin_size, n_min, n_bins)
             if caching:
-                cache_t[s] = t
-                cache_k[s] = k
-                cache_g[s, 0] = g0
-                cache_g[s, 1] = g1
-                cache_g[s, 2] = g2
+                _cache_sample(cache_t, cache_k, cache_g, s, t, k, g0, g1, g2)
             if support:
                 cache_base[s] = base if inside else -1
                 for j in range(4):
                     cache_w[s, j] = wa[j]
                     cache_w[s, 4 + j] = wb[j]
                     cache_w[s, 8 + j] = wc[j]
-            fb = np.int64(fixed_bins[s])
-            row = fb * n_bins
-            p0, p1, p2, p3 = _parzen_weights(t, k)
-            joint[c, row + k] += p0
-            joint[c, row + k + 1] += p1
-            joint[c, row + k + 2] += p2
-            joint[c, row + k + 3] += p3
-            count[c, fb] += 1.0
+            _parzen_add(joint, count, c, fixed_bins[s], t, k, n_bins)
             k_used += 1.0
         used[c] = k_used
     return joint, count, used

@@ -226,6 +226,29 @@ def _parzen_derivatives(t, k):
 
 
 @njit(cache=True, inline="always")
+def _parzen_add(joint, count, c, fixed_bin, t, k, n_bins):
+    """Add one sample to chunk ``c``'s Parzen joint histogram (4 moving taps) and fixed-bin count."""
+    fb = np.int64(fixed_bin)
+    row = fb * n_bins
+    p0, p1, p2, p3 = _parzen_weights(t, k)
+    joint[c, row + k] += p0
+    joint[c, row + k + 1] += p1
+    joint[c, row + k + 2] += p2
+    joint[c, row + k + 3] += p3
+    count[c, fb] += 1.0
+
+
+@njit(cache=True, inline="always")
+def _cache_sample(cache_t, cache_k, cache_g, s, t, k, g0, g1, g2):
+    """Keep a sample's Parzen coordinate, first tap and moving gradient for Mattes pass 2."""
+    cache_t[s] = t
+    cache_k[s] = k
+    cache_g[s, 0] = g0
+    cache_g[s, 1] = g1
+    cache_g[s, 2] = g2
+
+
+@njit(cache=True, inline="always")
 def _mattes_weight(t, k, fixed_bin, n_bins, log_ratio):
     """``sum_j B3'(k + j - t) R[fixed_bin, k + j]``: a sample's Mattes weight (before ``1/(bs N)``)."""
     d0, d1, d2, d3 = _parzen_derivatives(t, k)
@@ -664,14 +687,7 @@ def mattes_histogram(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n
             if m < m_min or m > m_max:
                 continue
             t, k = _parzen(m, bin_size, n_min, n_bins)
-            fb = np.int64(fixed_bins[s])
-            row = fb * n_bins
-            p0, p1, p2, p3 = _parzen_weights(t, k)
-            joint[c, row + k] += p0
-            joint[c, row + k + 1] += p1
-            joint[c, row + k + 2] += p2
-            joint[c, row + k + 3] += p3
-            count[c, fb] += 1.0
+            _parzen_add(joint, count, c, fixed_bins[s], t, k, n_bins)
             k_used += 1.0
         used[c] = k_used
     return joint, count, used
@@ -806,19 +822,8 @@ def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, si
                 continue
             t, k = _parzen(m, bin_size, n_min, n_bins)
             if caching:
-                cache_t[s] = t
-                cache_k[s] = k
-                cache_g[s, 0] = g0
-                cache_g[s, 1] = g1
-                cache_g[s, 2] = g2
-            fb = np.int64(fixed_bins[s])
-            row = fb * n_bins
-            p0, p1, p2, p3 = _parzen_weights(t, k)
-            joint[c, row + k] += p0
-            joint[c, row + k + 1] += p1
-            joint[c, row + k + 2] += p2
-            joint[c, row + k + 3] += p3
-            count[c, fb] += 1.0
+                _cache_sample(cache_t, cache_k, cache_g, s, t, k, g0, g1, g2)
+            _parzen_add(joint, count, c, fixed_bins[s], t, k, n_bins)
             k_used += 1.0
         used[c] = k_used
     return joint, count, used
