@@ -28,10 +28,12 @@ class _SubBSpline(BSplineTransform):
     """A subclass: must not take the fused path (it may override the maths)."""
 
 
-def _problem(ndim: int, seed: int, *, amplitude: float = 0.8, cls: type = BSplineTransform):
+def _problem(ndim: int, seed: int, *, amplitude: float = 0.8, cls: type = BSplineTransform,
+             oblique: bool = True):
+    """Fixed and moving images and a B-spline on the fixed domain (oblique or axis-aligned grid)."""
     shape = (26, 30) if ndim == 2 else (12, 14, 16)
     rng = np.random.default_rng(seed)
-    theta = 0.2
+    theta = 0.2 if oblique else 0.0
     if ndim == 2:
         direction = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
         spacing, origin = (0.9, 1.2), (-3.0, 2.0)
@@ -87,8 +89,9 @@ def _assert_close(fused, general):
 @pytest.mark.parametrize("metric_cls", [MeanSquares, MattesMutualInformation])
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("case", ["full", "random", "masks", "random+masks", "jitter"])
-def test_fused_equals_general(metric_cls, ndim: int, case: str) -> None:
-    fixed, moving, t = _problem(ndim, seed=3 + ndim)
+@pytest.mark.parametrize("grid", ["oblique", "aligned"])
+def test_fused_equals_general(metric_cls, ndim: int, case: str, grid: str) -> None:
+    fixed, moving, t = _problem(ndim, seed=3 + ndim, oblique=grid == "oblique")
     sampler = FullSampler()
     if "random" in case:
         sampler = RandomSampler(0.5, seed=11)
@@ -98,6 +101,9 @@ def test_fused_equals_general(metric_cls, ndim: int, case: str) -> None:
     if "masks" in case:
         fm, mm = _masks(fixed, moving, seed=ndim)
     metric = metric_cls().initialize(fixed, moving, t, sampler=sampler, fixed_mask=fm, moving_mask=mm)
+    # an axis-aligned grid and voxel-centre samples take the separable (table) kernels
+    separable = grid == "aligned" and case != "jitter"
+    assert (metric._grid_support(metric._state) is not None) == separable
     fused, general = _both_paths(metric)
     # Some samples must fall outside the moving image / mask for the test to mean something.
     assert fused[2] < metric.n_samples
@@ -163,9 +169,15 @@ def test_bit_identical_across_threads() -> None:
     moving = Image(smooth_arrays(shape, 2), spacing=(0.8, 1.0), origin=(0.5, -0.3))
     t = BSplineTransform.from_domain(fixed, mesh_size=[6, 6])
     t.parameters = 1.5 * np.random.default_rng(0).standard_normal(t.n_parameters)
-    metrics = [cls().initialize(fixed, moving, t, moving_mask=mask)
+    # separable kernels: full sampling (row-wise transpose), sparse samples (per-sample scatter);
+    # jitter: per-sample supports
+    samplers = (None, RandomSampler(0.01, seed=3), RandomSampler(0.3, seed=3, jitter=True))
+    metrics = [cls().initialize(fixed, moving, t, moving_mask=mask, sampler=sampler)
                for cls in (MeanSquares, MattesMutualInformation)
-               for mask in (np.ones(shape, dtype=bool), None)]
+               for mask in (np.ones(shape, dtype=bool), None)
+               for sampler in samplers]
+    supports = [m._grid_support(m._state) for m in metrics[:3]]
+    assert supports[0].rowwise and not supports[1].rowwise and supports[2] is None
     before = numba.get_num_threads()
     out = []
     try:
@@ -192,3 +204,60 @@ def test_mattes_support_cache_and_relocation_give_identical_gradients(monkeypatc
     relocated = metric.value_and_gradient()
     assert cached[0] == relocated[0]
     assert cached[1].tobytes() == relocated[1].tobytes()
+
+
+@pytest.mark.parametrize("metric_cls", [MeanSquares, MattesMutualInformation])
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("sampler", [None, RandomSampler(0.5, seed=4), RandomSampler(0.04, seed=4)])
+def test_separable_kernels_equal_per_sample_kernels(monkeypatch, metric_cls, ndim, sampler) -> None:
+    """Same mapped points (value bit-identical); gradient from either transpose equal to 1e-12."""
+    import dataclasses
+
+    from regframe.metrics.base import ImageMetric
+
+    fixed, moving, t = _problem(ndim, seed=20 + ndim, oblique=False)
+    _, mm = _masks(fixed, moving, seed=ndim)
+    metric = metric_cls().initialize(fixed, moving, t, sampler=sampler, moving_mask=mm)
+    support = metric._grid_support(metric._state)
+    assert support is not None
+    results = {}
+    for rowwise in (True, False):
+        metric._grid_cache = (metric._state.points, metric._grid_cache[1],
+                              dataclasses.replace(support, rowwise=rowwise))
+        results[rowwise] = (*metric.value_and_gradient(), metric.value(), metric.n_valid)
+    monkeypatch.setattr(ImageMetric, "_grid_support", lambda self, st: None)
+    per_sample = (*metric.value_and_gradient(), metric.value(), metric.n_valid)
+    assert 0 < per_sample[3] < metric.n_samples
+    scale = np.max(np.abs(per_sample[1]))
+    for res in results.values():
+        assert res[0] == per_sample[0] and res[2] == per_sample[2] and res[3] == per_sample[3]
+        assert np.max(np.abs(res[1] - per_sample[1])) <= 1e-12 * scale
+
+
+def test_separable_support_tables_match_per_sample_supports() -> None:
+    """The tables hold, per axis, the support the per-sample locate computes, bit for bit."""
+    from regframe.metrics._bspline_grid import grid_support
+
+    fixed, _, t = _problem(3, seed=2, oblique=False)
+    t = BSplineTransform.from_domain(fixed, mesh_size=[3, 4, 2])
+    samples = FullSampler().sample(fixed)
+    support = grid_support(samples, fixed.size, t)
+    origin, gp2i, grid_size, max_limit, band_lo, band_hi, nudged = t._kernel_grid()
+    wa, wb, wc = np.empty(4), np.empty(4), np.ones(4)
+    gx, gxy = int(grid_size[0]), int(grid_size[0] * grid_size[1])
+    n_inside = 0
+    for s in range(0, samples.n_samples, 7):
+        x = samples.points[s]
+        inside, base = _k._bspline_locate(x[0], x[1], x[2], 3, *origin, gp2i, gx, gxy, max_limit,
+                                          band_lo, band_hi, nudged, wa, wb, wc)
+        i, j, k = support.index[s]
+        assert inside == (support.ok[0, i] and support.ok[1, j] and support.ok[2, k])
+        if inside:
+            n_inside += 1
+            assert base == support.start[0, i] + support.start[1, j] * gx + support.start[2, k] * gxy
+            for a, (w, idx) in enumerate(((wa, i), (wb, j), (wc, k))):
+                assert w.tobytes() == support.weights[a, idx].tobytes()
+    assert n_inside > 0
+    # an oblique grid has no separable supports: the kernels fall back to per-sample supports
+    oblique_fixed, _, oblique_t = _problem(3, seed=2, oblique=True)
+    assert grid_support(FullSampler().sample(oblique_fixed), oblique_fixed.size, oblique_t) is None

@@ -925,6 +925,17 @@ def _bspline_axis(ci, max_limit, band_lo, band_hi, nudged, wa):
 
 
 @njit(cache=True, inline="always")
+def _bspline_index(gp2i, a, d, x0, x1, x2, o0, o1, o2):
+    """Continuous control-grid index of ``(x0, x1, x2)`` along axis ``a`` (``_locate``'s sum order)."""
+    ci = 0.0
+    ci += gp2i[a, 0] * (x0 - o0)
+    ci += gp2i[a, 1] * (x1 - o1)
+    if d == 3:
+        ci += gp2i[a, 2] * (x2 - o2)
+    return ci
+
+
+@njit(cache=True, inline="always")
 def _bspline_locate(x0, x1, x2, d, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo, band_hi, nudged,
                     wa, wb, wc):
     """Support of ``(x0, x1, x2)``: ``(inside, base)``; 1-D weights into ``wa``, ``wb``, ``wc``.
@@ -932,24 +943,14 @@ def _bspline_locate(x0, x1, x2, d, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo
     ``base`` is the flat control-point number of the first support node
     (meaningful when ``inside``); ``wc`` is left untouched in 2-D.
     """
-    ci0 = 0.0
-    ci0 += gp2i[0, 0] * (x0 - o0)
-    ci0 += gp2i[0, 1] * (x1 - o1)
-    ci1 = 0.0
-    ci1 += gp2i[1, 0] * (x0 - o0)
-    ci1 += gp2i[1, 1] * (x1 - o1)
-    if d == 3:
-        ci0 += gp2i[0, 2] * (x2 - o2)
-        ci1 += gp2i[1, 2] * (x2 - o2)
+    ci0 = _bspline_index(gp2i, 0, d, x0, x1, x2, o0, o1, o2)
+    ci1 = _bspline_index(gp2i, 1, d, x0, x1, x2, o0, o1, o2)
     ok0, st0 = _bspline_axis(ci0, max_limit[0], band_lo[0], band_hi[0], nudged[0], wa)
     ok1, st1 = _bspline_axis(ci1, max_limit[1], band_lo[1], band_hi[1], nudged[1], wb)
     inside = ok0 and ok1
     st2 = 0.0
     if d == 3:
-        ci2 = 0.0
-        ci2 += gp2i[2, 0] * (x0 - o0)
-        ci2 += gp2i[2, 1] * (x1 - o1)
-        ci2 += gp2i[2, 2] * (x2 - o2)
+        ci2 = _bspline_index(gp2i, 2, d, x0, x1, x2, o0, o1, o2)
         ok2, st2 = _bspline_axis(ci2, max_limit[2], band_lo[2], band_hi[2], nudged[2], wc)
         inside = inside and ok2
     base = np.int64(0)

@@ -45,6 +45,7 @@ from ..transforms.base import Transform
 from ..transforms.bspline import BSplineTransform
 from ..transforms.linear import MatrixOffsetTransformBase
 from . import _kernels as _k
+from ._bspline_grid import GridSupport, grid_support
 from ._images import ImagePack, MaskPack, as_image
 from .sampling import FullSampler, Sampler, SampleSet
 
@@ -633,19 +634,37 @@ class ImageMetric(Metric):
         """Transform and moving-image arguments of the fused B-spline kernels.
 
         Returns ``(params, n_grid, origin, p2i, grid_size, max_limit, band_lo,
-        band_hi, nudged, kmat, kvec, size3, data, p2i, origin, mask...,
-        has_mask)`` in the order of
+        band_hi, nudged)`` followed by :meth:`_moving_args`, in the order of
         :mod:`regframe.metrics._bspline_kernels` (after ``points``).
         """
         transform = st.transform
-        d = transform.ndim
+        params = np.ascontiguousarray(transform._get_parameters(), dtype=np.float64)
+        return (params, int(transform.n_control_points), *transform._kernel_grid(),
+                *ImageMetric._moving_args(st))
+
+    @staticmethod
+    def _moving_args(st: _State) -> tuple[Any, ...]:
+        """``(kmat, kvec, size3, data, p2i, origin, mask..., has_mask)``: the moving image of the B-spline kernels."""
+        d = st.transform.ndim
         pack = st.moving_pack
         kmat, kvec = _index_map(pack, np.eye(d), np.zeros(d))
-        params = np.ascontiguousarray(transform._get_parameters(), dtype=np.float64)
-        return (
-            params, int(transform.n_control_points), *transform._kernel_grid(),
-            kmat, kvec, pack.size3, pack.data, pack.p2i, pack.origin, *st.moving_mask.args(),
-        )
+        return (kmat, kvec, pack.size3, pack.data, pack.p2i, pack.origin, *st.moving_mask.args())
+
+    def _grid_support(self, st: _State) -> GridSupport | None:
+        """Separable supports of the sample set in the B-spline grid (cached), or None.
+
+        Kept while the sample points and the control grid stay the same
+        (the coefficients do not matter).
+        """
+        transform = st.transform
+        assert isinstance(transform, BSplineTransform)
+        key = transform._get_fixed_parameters().tobytes()
+        hit = getattr(self, "_grid_cache", None)
+        if hit is not None and hit[0] is st.points and hit[1] == key:
+            return hit[2]
+        support = grid_support(st.samples, st.fixed.size, transform)
+        self._grid_cache = (st.points, key, support)
+        return support
 
     @staticmethod
     def _linear_args(st: _State) -> tuple[Any, ...]:

@@ -9,7 +9,9 @@ from numpy.typing import NDArray
 
 from .._parallel import CHUNK_SIZE, reduce_in_order, scatter_chunk_size
 from .._validation import check_positive_int
+from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
+from ._bspline_grid import GridSupport
 from . import _kernels as _k
 from .base import GradientMode, ImageMetric, SampleBatch, _State
 
@@ -216,6 +218,9 @@ class MattesMutualInformation(ImageMetric):
 
     def _evaluate_bspline(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         """Fused path for a B-spline transform: histogram pass (caching), then weight-and-scatter pass."""
+        grid = self._grid_support(st)
+        if grid is not None:
+            return self._evaluate_bspline_grid(st, grid, with_gradient)
         n = st.points.shape[0]
         cache_t, cache_k, cache_g = self._sample_caches(n if with_gradient else 0)
         n_support = n if with_gradient and n * _SUPPORT_BYTES <= _SUPPORT_CACHE_LIMIT else 0
@@ -237,6 +242,36 @@ class MattesMutualInformation(ImageMetric):
                 st.points[lo:hi], self._fixed_bins[lo:hi], st.transform.n_control_points, *grid,
                 cache_t[lo:hi], cache_k[lo:hi], cache_g[lo:hi], cache_base[lo:hi] if n_support else cache_base,
                 cache_w[lo:hi] if n_support else cache_w, self.n_bins, stats.log_ratio, chunk,
+            )
+            grad += reduce_in_order(part)
+        return stats.value, grad / (self._moving_bin_size * stats.n_used)
+
+    def _evaluate_bspline_grid(
+        self, st: _State, grid: GridSupport, with_gradient: bool
+    ) -> tuple[float, NDArray[np.float64] | None]:
+        """The B-spline path for samples on the fixed grid (separable supports, row-wise transpose)."""
+        n = st.points.shape[0]
+        transform = st.transform
+        rows, ok, start, weights = grid.kernel_args(transform)
+        grid_size = transform._kernel_grid()[2]
+        cache_t, cache_k, cache_g = self._sample_caches(n if with_gradient else 0)
+        joint, count, used = _gk.mattes_bspline_grid_histogram(
+            st.points, grid.index, self._fixed_bins, rows, ok, start, weights, grid_size,
+            *self._moving_args(st), *self._moving_bin_args(), cache_t, cache_k, cache_g,
+            HISTOGRAM_CHUNK_SIZE,
+        )
+        stats = self._stats(joint, count, used, n)
+        if not with_gradient:
+            return stats.value, None
+        grad = np.zeros(transform.n_parameters)
+        chunk = scatter_chunk_size(transform.n_parameters)
+        block = _BLOCK_CHUNKS * chunk
+        for lo in range(0, n, block):  # blocks bound the per-chunk parameter rows
+            hi = min(lo + block, n)
+            part = _gk.mattes_bspline_grid_gradient(
+                grid.index[lo:hi], self._fixed_bins[lo:hi], start, weights,
+                int(transform.n_control_points), grid_size, cache_t[lo:hi], cache_k[lo:hi],
+                cache_g[lo:hi], self.n_bins, stats.log_ratio, grid.rowwise, chunk,
             )
             grad += reduce_in_order(part)
         return stats.value, grad / (self._moving_bin_size * stats.n_used)

@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._parallel import CHUNK_SIZE, reduce_in_order, scatter_chunk_size
+from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
 from . import _kernels as _k
 from .base import PointwiseMetric, _State
@@ -86,7 +87,12 @@ class MeanSquares(PointwiseMetric):
 
     def _evaluate_bspline(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         n = st.points.shape[0]
-        args = self._bspline_args(st)
+        grid = self._grid_support(st)
+        if grid is None:
+            args = self._bspline_args(st)
+        else:  # samples on the fixed grid: separable supports
+            args = (*grid.kernel_args(st.transform), int(st.transform.n_control_points),
+                    st.transform._kernel_grid()[2], *self._moving_args(st))
         chunk = scatter_chunk_size(st.transform.n_parameters)
         block = _BLOCK_CHUNKS * chunk
         value_sum = 0.0
@@ -94,9 +100,15 @@ class MeanSquares(PointwiseMetric):
         grad = np.zeros(st.transform.n_parameters) if with_gradient else None
         for lo in range(0, n, block):  # blocks bound the per-chunk parameter rows
             hi = min(lo + block, n)
-            acc, part = _bk.mean_squares_bspline(
-                st.points[lo:hi], st.fixed_values[lo:hi], *args, with_gradient, chunk
-            )
+            if grid is not None:
+                acc, part = _gk.mean_squares_bspline_grid(
+                    st.points[lo:hi], grid.index[lo:hi], st.fixed_values[lo:hi], *args,
+                    with_gradient, grid.rowwise, chunk,
+                )
+            else:
+                acc, part = _bk.mean_squares_bspline(
+                    st.points[lo:hi], st.fixed_values[lo:hi], *args, with_gradient, chunk
+                )
             total = reduce_in_order(acc)
             value_sum += total[0]
             n_valid += total[1]

@@ -1,0 +1,371 @@
+"""Private numba kernels for a cubic ``BSplineTransform`` and samples on the fixed grid.
+
+When the control grid's index axes are the fixed image's (a grid made by
+``BSplineTransform.from_domain(fixed, ...)``), the continuous control-grid
+index of a voxel centre along axis ``a`` depends only on the voxel's index
+along ``a``.  The support of an on-grid sample is then separable, and so are
+the tensor-product sums:
+
+* **Tables** (:func:`grid_support_tables`, once per sample set and grid): for
+  each axis and voxel index, validity, first support node and the four 1-D
+  weights, computed with the operations of the per-sample locate.  The
+  builder checks every sample against its table entries bit for bit and
+  reports ``exact=False`` when they differ (an oblique grid), so the caller
+  falls back to the per-sample kernels of :mod:`._bspline_kernels`.
+* **Map** (:func:`row_sums` once per evaluation, then :func:`_grid_map`): the
+  axis-0 sums ``R[c, r, i] = sum_j0 w0[i, j0] c[st0[i] + j0 + gx * r]`` for
+  every control row ``r`` and fixed column ``i``; a sample sums the
+  ``4**(d-1)`` rows of its support.  The operations and their order are those
+  of ``_bspline_map`` (and the transform's ``_displacement``): mapped points
+  are bit-identical.
+* **Transpose** (gradients): samples of one image row share the axis-1/2
+  weights, so ``sum_s w_k(s) v_s`` is accumulated along the row into one
+  control row ``X[c, p]`` (4 updates per component and sample instead of
+  ``4**d``) and added to the ``4**(d-1)`` control rows of the row's support
+  when the row ends (:func:`_flush`).  Sparse samples (few per row) use the
+  per-sample scatter with table weights (``rowwise=False``).
+
+Chunks are fixed-size ranges of samples (a row that straddles two chunks is
+flushed in each); every chunk owns a row of parameter partials, reduced by the
+caller in chunk order, so results do not depend on the thread count.
+
+``index`` is the ``(n, 3)`` int32 voxel index of each sample (x, y, z order,
+0 for a missing axis); samples are in raster order (``SampleSet``).
+Tables: ``ok (d, m)`` bool, ``start (d, m)`` int64, ``w (d, m, 4)`` with
+``m`` = the largest image size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._bspline_kernels import _scatter
+from ._kernels import (
+    _bspline_axis,
+    _bspline_index,
+    _bspline_moving,
+    _cache_sample,
+    _mattes_weight,
+    _parzen,
+    _parzen_add,
+)
+from ..transforms._bspline_kernels import _row_sum
+
+
+@njit(cache=True)
+def grid_support_tables(points, index, image_size, origin, gp2i, max_limit, band_lo, band_hi, nudged):
+    """Per-axis support tables of on-grid samples: ``(ok, start, w, exact)``.
+
+    ``exact`` is False when two samples with the same voxel index along an
+    axis have different supports there (the control grid is oblique to the
+    fixed grid); the tables are then unusable.
+    """
+    n, d = points.shape
+    m = 1
+    for a in range(d):
+        m = max(m, image_size[a])
+    ok = np.zeros((d, m), dtype=np.bool_)
+    start = np.zeros((d, m), dtype=np.int64)
+    w = np.zeros((d, m, 4))
+    seen = np.zeros((d, m), dtype=np.bool_)
+    wt = np.empty(4)
+    o0 = origin[0]
+    o1 = origin[1]
+    o2 = origin[2] if d == 3 else 0.0
+    for s in range(n):
+        x0 = points[s, 0]
+        x1 = points[s, 1]
+        x2 = points[s, 2] if d == 3 else 0.0
+        for a in range(d):
+            ci = _bspline_index(gp2i, a, d, x0, x1, x2, o0, o1, o2)
+            valid, st = _bspline_axis(ci, max_limit[a], band_lo[a], band_hi[a], nudged[a], wt)
+            i = index[s, a]
+            if not seen[a, i]:
+                seen[a, i] = True
+                ok[a, i] = valid
+                start[a, i] = np.int64(st)
+                for j in range(4):
+                    w[a, i, j] = wt[j]
+            elif valid != ok[a, i]:
+                return ok, start, w, False
+            elif valid:
+                if np.int64(st) != start[a, i]:
+                    return ok, start, w, False
+                for j in range(4):
+                    if wt[j] != w[a, i, j]:
+                        return ok, start, w, False
+    return ok, start, w, True
+
+
+@njit(cache=True)
+def row_sums(params, n_grid, grid_size, ok, start, w, n_cols):
+    """``R (d, n_grid / gx, n_cols)``: axis-0 sums of every control row at every fixed column."""
+    d = grid_size.shape[0]
+    gx = grid_size[0]
+    n_rows = n_grid // gx
+    out = np.zeros((d, n_rows, n_cols))
+    for c in range(d):
+        for r in range(n_rows):
+            off = c * n_grid + r * gx
+            for i in range(n_cols):
+                if ok[0, i]:
+                    out[c, r, i] = _row_sum(params, off + start[0, i], w[0, i, 0], w[0, i, 1],
+                                            w[0, i, 2], w[0, i, 3])
+    return out
+
+
+@njit(cache=True, inline="always")
+def _grid_inside(ok, i, j, k, d):
+    inside = ok[0, i] and ok[1, j]
+    if d == 3:
+        inside = inside and ok[2, k]
+    return inside
+
+
+@njit(cache=True, inline="always")
+def _grid_map(x0, x1, x2, d, i, j, k, rows, ok, start, w, gy):
+    """B-spline image of an on-grid sample: ``(inside, y0, y1, y2)`` (as ``_bspline_map``)."""
+    inside = _grid_inside(ok, i, j, k, d)
+    y0 = x0
+    y1 = x1
+    y2 = x2
+    if inside:
+        r1 = start[1, j]
+        e0 = 0.0
+        e1 = 0.0
+        e2 = 0.0
+        if d == 2:
+            for j1 in range(4):
+                b1 = w[1, j, j1]
+                e0 += b1 * rows[0, r1 + j1, i]
+                e1 += b1 * rows[1, r1 + j1, i]
+        else:
+            r2 = start[2, k]
+            for j2 in range(4):
+                p0 = 0.0
+                p1 = 0.0
+                p2 = 0.0
+                for j1 in range(4):
+                    r = r1 + j1 + gy * (r2 + j2)
+                    b1 = w[1, j, j1]
+                    p0 += b1 * rows[0, r, i]
+                    p1 += b1 * rows[1, r, i]
+                    p2 += b1 * rows[2, r, i]
+                c2 = w[2, k, j2]
+                e0 += c2 * p0
+                e1 += c2 * p1
+                e2 += c2 * p2
+            y2 = e2 + x2
+        y0 = e0 + x0
+        y1 = e1 + x1
+    return inside, y0, y1, y2
+
+
+@njit(cache=True, inline="always")
+def _row_add(acc, i, start, w, v0, v1, v2, d):
+    """``X[c, st0[i] + j0] += w0[i, j0] v_c``: one sample into its image row's accumulator."""
+    p = start[0, i]
+    for j0 in range(4):
+        a = w[0, i, j0]
+        acc[0, p + j0] += a * v0
+        acc[1, p + j0] += a * v1
+        if d == 3:
+            acc[2, p + j0] += a * v2
+
+
+@njit(cache=True)
+def _flush(part, c, acc, lo, hi, j, k, start, w, d, n_grid, gx, gy):
+    """Add an image row's accumulator (control columns ``lo..hi``) to its support rows; clear it."""
+    row = part[c]
+    r1 = start[1, j]
+    nz = 4 if d == 3 else 1
+    r2 = start[2, k] if d == 3 else 0
+    for j2 in range(nz):
+        c2 = w[2, k, j2] if d == 3 else 1.0
+        for j1 in range(4):
+            t = w[1, j, j1] * c2
+            off = (r1 + j1 + gy * (r2 + j2)) * gx
+            for comp in range(d):
+                base = comp * n_grid + off
+                for p in range(lo, hi + 1):
+                    row[base + p] += t * acc[comp, p]
+    for comp in range(d):
+        for p in range(lo, hi + 1):
+            acc[comp, p] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _sample_scatter(part, c, i, j, k, start, w, ones, v0, v1, v2, d, n_grid, gx, gxy):
+    """Per-sample scatter of ``w_k v`` with the table weights (sparse rows)."""
+    base = start[0, i] + start[1, j] * gx
+    wc = ones
+    if d == 3:
+        base += start[2, k] * gxy
+        wc = w[2, k]
+    _scatter(part, c, base, w[0, i], w[1, j], wc, v0, v1, v2, d, n_grid, gx, gxy)
+
+
+@njit(parallel=True, cache=True)
+def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n_grid, grid_size,
+                              kmat, kvec, size3, data, p2i, morigin, mask, mask_size, mask_p2i,
+                              mask_origin, has_mask, with_gradient, rowwise, chunk_size):
+    """MeanSquares in one pass: ``acc (n_chunks, 2)`` = (sum r^2, valid count), gradient rows.
+
+    As :func:`._bspline_kernels.mean_squares_bspline`, with the table map and
+    the row-wise transpose.
+    """
+    n, d = points.shape
+    nc = (n + chunk_size - 1) // chunk_size
+    acc = np.zeros((nc, 2))
+    part = np.zeros((nc, d * n_grid if with_gradient else 0))
+    gx = grid_size[0]
+    gy = grid_size[1]
+    gxy = gx * gy
+    for c in prange(nc):
+        y = np.empty(d)
+        ones = np.ones(4)
+        xacc = np.zeros((d, gx))
+        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
+        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
+        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
+        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
+        nx, ny, nz = size3[0], size3[1], size3[2]
+        sum_sq = 0.0
+        count = 0.0
+        row_j = -1
+        row_k = -1
+        lo = gx
+        hi = -1
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            i = index[s, 0]
+            j = index[s, 1]
+            k = index[s, 2]
+            if rowwise and with_gradient and (j != row_j or k != row_k):
+                if hi >= 0:
+                    _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
+                    lo = gx
+                    hi = -1
+                row_j = j
+                row_k = k
+            inside, y0, y1, y2 = _grid_map(points[s, 0], points[s, 1], points[s, 2] if d == 3 else 0.0,
+                                           d, i, j, k, rows, ok, start, w, gy)
+            valid, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
+                                                   k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
+                                                   nx, ny, nz, mask, mask_size, mask_p2i,
+                                                   mask_origin, has_mask, with_gradient)
+            if not valid:
+                continue
+            r = m - fixed_values[s]
+            sum_sq += r * r
+            count += 1.0
+            if with_gradient and inside:
+                u = 2.0 * r
+                if rowwise:
+                    _row_add(xacc, i, start, w, u * g0, u * g1, u * g2, d)
+                    lo = min(lo, start[0, i])
+                    hi = max(hi, start[0, i] + 3)
+                else:
+                    _sample_scatter(part, c, i, j, k, start, w, ones, u * g0, u * g1, u * g2, d,
+                                    n_grid, gx, gxy)
+        if hi >= 0:
+            _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
+        acc[c, 0] = sum_sq
+        acc[c, 1] = count
+    return acc, part
+
+
+@njit(parallel=True, cache=True)
+def mattes_bspline_grid_histogram(points, index, fixed_bins, rows, ok, start, w, grid_size, kmat,
+                                  kvec, size3, data, p2i, morigin, mask, mask_size, mask_p2i,
+                                  mask_origin, has_mask, m_min, m_max, bin_size, n_min, n_bins,
+                                  cache_t, cache_k, cache_g, chunk_size):
+    """Mattes pass 1 with the table map (as ``mattes_bspline_histogram`` without the support cache).
+
+    A sample outside the grid region keeps ``cache_k = -2`` (it adds to the
+    histogram but not to the gradient); unused samples ``-1``.
+    """
+    n, d = points.shape
+    caching = cache_k.shape[0] == n
+    nc = (n + chunk_size - 1) // chunk_size
+    joint = np.zeros((nc, n_bins * n_bins))
+    count = np.zeros((nc, n_bins))
+    used = np.zeros(nc)
+    gy = grid_size[1]
+    for c in prange(nc):
+        y = np.empty(d)
+        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
+        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
+        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
+        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
+        nx, ny, nz = size3[0], size3[1], size3[2]
+        k_used = 0.0
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            inside, y0, y1, y2 = _grid_map(points[s, 0], points[s, 1], points[s, 2] if d == 3 else 0.0,
+                                           d, index[s, 0], index[s, 1], index[s, 2], rows, ok,
+                                           start, w, gy)
+            valid, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
+                                                   k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
+                                                   nx, ny, nz, mask, mask_size, mask_p2i,
+                                                   mask_origin, has_mask, caching)
+            if caching:
+                cache_k[s] = -1
+            if not valid or m < m_min or m > m_max:
+                continue
+            t, kb = _parzen(m, bin_size, n_min, n_bins)
+            if caching:
+                _cache_sample(cache_t, cache_k, cache_g, s, t, kb if inside else -2, g0, g1, g2)
+            _parzen_add(joint, count, c, fixed_bins[s], t, kb, n_bins)
+            k_used += 1.0
+        used[c] = k_used
+    return joint, count, used
+
+
+@njit(parallel=True, cache=True)
+def mattes_bspline_grid_gradient(index, fixed_bins, start, w, n_grid, grid_size, cache_t, cache_k,
+                                 cache_g, n_bins, log_ratio, rowwise, chunk_size):
+    """Mattes pass 2: rows ``sum_s w_s J_s^T g_s`` ``(n_chunks, d * n_grid)`` from the pass-1 caches."""
+    n = index.shape[0]
+    d = grid_size.shape[0]
+    nc = (n + chunk_size - 1) // chunk_size
+    part = np.zeros((nc, d * n_grid))
+    gx = grid_size[0]
+    gy = grid_size[1]
+    gxy = gx * gy
+    for c in prange(nc):
+        ones = np.ones(4)
+        xacc = np.zeros((d, gx))
+        row_j = -1
+        row_k = -1
+        lo = gx
+        hi = -1
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            kb = cache_k[s]
+            if kb < 0:
+                continue
+            i = index[s, 0]
+            j = index[s, 1]
+            k = index[s, 2]
+            v = _mattes_weight(cache_t[s], kb, fixed_bins[s], n_bins, log_ratio)
+            v0 = v * cache_g[s, 0]
+            v1 = v * cache_g[s, 1]
+            v2 = v * cache_g[s, 2]
+            if rowwise:
+                if j != row_j or k != row_k:
+                    if hi >= 0:
+                        _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
+                        lo = gx
+                        hi = -1
+                    row_j = j
+                    row_k = k
+                _row_add(xacc, i, start, w, v0, v1, v2, d)
+                lo = min(lo, start[0, i])
+                hi = max(hi, start[0, i] + 3)
+            else:
+                _sample_scatter(part, c, i, j, k, start, w, ones, v0, v1, v2, d, n_grid, gx, gxy)
+        if hi >= 0:
+            _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
+    return part
