@@ -42,6 +42,7 @@ from numba import njit, prange
 
 from ._bspline_kernels import _scatter
 from ._kernels import (
+    _U,
     _bspline_axis,
     _bspline_index,
     _bspline_moving,
@@ -117,42 +118,49 @@ def row_sums(params, n_grid, grid_size, ok, start, w, n_cols):
 
 @njit(cache=True, inline="always")
 def _grid_inside(ok, i, j, k, d):
-    inside = ok[0, i] and ok[1, j]
+    inside = ok[_U(0), _U(i)] and ok[_U(1), _U(j)]
     if d == 3:
-        inside = inside and ok[2, k]
+        inside = inside and ok[_U(2), _U(k)]
     return inside
 
 
 @njit(cache=True, inline="always")
 def _grid_map(x0, x1, x2, d, i, j, k, rows, ok, start, w, gy):
-    """B-spline image of an on-grid sample: ``(inside, y0, y1, y2)`` (as ``_bspline_map``)."""
+    """B-spline image of an on-grid sample: ``(inside, y0, y1, y2)`` (as ``_bspline_map``).
+
+    (Unsigned indices: see :data:`._kernels._U`.)
+    """
     inside = _grid_inside(ok, i, j, k, d)
     y0 = x0
     y1 = x1
     y2 = x2
     if inside:
-        r1 = start[1, j]
+        iu = _U(i)
+        ju = _U(j)
+        r1 = start[_U(1), ju]
         e0 = 0.0
         e1 = 0.0
         e2 = 0.0
         if d == 2:
             for j1 in range(4):
-                b1 = w[1, j, j1]
-                e0 += b1 * rows[0, r1 + j1, i]
-                e1 += b1 * rows[1, r1 + j1, i]
+                r = _U(r1 + j1)
+                b1 = w[_U(1), ju, _U(j1)]
+                e0 += b1 * rows[_U(0), r, iu]
+                e1 += b1 * rows[_U(1), r, iu]
         else:
-            r2 = start[2, k]
+            ku = _U(k)
+            r2 = start[_U(2), ku]
             for j2 in range(4):
                 p0 = 0.0
                 p1 = 0.0
                 p2 = 0.0
                 for j1 in range(4):
-                    r = r1 + j1 + gy * (r2 + j2)
-                    b1 = w[1, j, j1]
-                    p0 += b1 * rows[0, r, i]
-                    p1 += b1 * rows[1, r, i]
-                    p2 += b1 * rows[2, r, i]
-                c2 = w[2, k, j2]
+                    r = _U(r1 + j1 + gy * (r2 + j2))
+                    b1 = w[_U(1), ju, _U(j1)]
+                    p0 += b1 * rows[_U(0), r, iu]
+                    p1 += b1 * rows[_U(1), r, iu]
+                    p2 += b1 * rows[_U(2), r, iu]
+                c2 = w[_U(2), ku, _U(j2)]
                 e0 += c2 * p0
                 e1 += c2 * p1
                 e2 += c2 * p2
@@ -165,13 +173,15 @@ def _grid_map(x0, x1, x2, d, i, j, k, rows, ok, start, w, gy):
 @njit(cache=True, inline="always")
 def _row_add(acc, i, start, w, v0, v1, v2, d):
     """``X[c, st0[i] + j0] += w0[i, j0] v_c``: one sample into its image row's accumulator."""
-    p = start[0, i]
+    iu = _U(i)
+    p = _U(start[_U(0), iu])
     for j0 in range(4):
-        a = w[0, i, j0]
-        acc[0, p + j0] += a * v0
-        acc[1, p + j0] += a * v1
+        a = w[_U(0), iu, _U(j0)]
+        q = p + _U(j0)
+        acc[_U(0), q] += a * v0
+        acc[_U(1), q] += a * v1
         if d == 3:
-            acc[2, p + j0] += a * v2
+            acc[_U(2), q] += a * v2
 
 
 @njit(cache=True)
@@ -187,9 +197,10 @@ def _flush(part, c, acc, lo, hi, j, k, start, w, d, n_grid, gx, gy):
             t = w[1, j, j1] * c2
             off = (r1 + j1 + gy * (r2 + j2)) * gx
             for comp in range(d):
-                base = comp * n_grid + off
+                base = _U(comp * n_grid + off)
+                cu = _U(comp)
                 for p in range(lo, hi + 1):
-                    row[base + p] += t * acc[comp, p]
+                    row[base + _U(p)] += t * acc[cu, _U(p)]
     for comp in range(d):
         for p in range(lo, hi + 1):
             acc[comp, p] = 0.0

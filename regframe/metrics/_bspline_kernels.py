@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._kernels import (
+    _U,
     _bspline_locate,
     _bspline_map,
     _bspline_moving,
@@ -45,10 +46,10 @@ def _scatter(part, c, base, wa, wb, wc, v0, v1, v2, d, n_grid, gx, gxy):
     """``part[c, k] += w_k * v`` over the support of one sample, factorised by axis.
 
     The vector is scaled by the outer weights first (``w2``, then ``w1``), so
-    each node costs one multiply per component.
+    each node costs one multiply per component.  (Unsigned indices: see
+    :data:`._kernels._U`.)
     """
     nz = 4 if d == 3 else 1
-    n2 = 2 * n_grid
     row = part[c]
     a0, a1, a2, a3 = wa[0], wa[1], wa[2], wa[3]
     for j2 in range(nz):
@@ -60,23 +61,23 @@ def _scatter(part, c, base, wa, wb, wc, v0, v1, v2, d, n_grid, gx, gxy):
             b1 = wb[j1]
             t0 = b1 * u0
             t1 = b1 * u1
-            f = base + j2 * gxy + j1 * gx
-            g = n_grid + f
+            f = _U(base + j2 * gxy + j1 * gx)
+            g = f + _U(n_grid)
             row[f] += a0 * t0
-            row[f + 1] += a1 * t0
-            row[f + 2] += a2 * t0
-            row[f + 3] += a3 * t0
+            row[f + _U(1)] += a1 * t0
+            row[f + _U(2)] += a2 * t0
+            row[f + _U(3)] += a3 * t0
             row[g] += a0 * t1
-            row[g + 1] += a1 * t1
-            row[g + 2] += a2 * t1
-            row[g + 3] += a3 * t1
+            row[g + _U(1)] += a1 * t1
+            row[g + _U(2)] += a2 * t1
+            row[g + _U(3)] += a3 * t1
             if d == 3:
                 t2 = b1 * u2
-                h = n2 + f
+                h = g + _U(n_grid)
                 row[h] += a0 * t2
-                row[h + 1] += a1 * t2
-                row[h + 2] += a2 * t2
-                row[h + 3] += a3 * t2
+                row[h + _U(1)] += a1 * t2
+                row[h + _U(2)] += a2 * t2
+                row[h + _U(3)] += a3 * t2
 
 
 @njit(parallel=True, cache=True)

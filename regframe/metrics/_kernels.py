@@ -60,6 +60,10 @@ from ..transforms._bspline_kernels import _b3_weights, _row_sum
 #: Width of one gradient-sum block (3x3 outer-product sum + 3-vector sum).
 BLOCK = 12
 
+#: Array indices in the hot helpers are cast to unsigned: numba adds a negative-index
+#: fix-up (compare and select) to every signed index, ~10-15 % of a B-spline Mattes pass.
+_U = np.uint64
+
 # --------------------------------------------------------------------------- scalar helpers
 
 
@@ -95,9 +99,9 @@ def _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient):
         # result is bit-identical to the general branch below
         i0, f0, u0 = _axis(c0, nx)
         i1, f1, u1 = _axis(c1, ny)
-        base = i0 + i1 * nx
-        s0 = 1 if u0 else 0
-        s1 = nx if u1 else 0
+        base = _U(i0 + i1 * nx)
+        s0 = _U(1 if u0 else 0)
+        s1 = _U(nx if u1 else 0)
         v000 = data[base]
         v100 = data[base + s0]
         v010 = data[base + s1]
@@ -117,10 +121,10 @@ def _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient):
         i1, f1, u1 = _axis(c1, ny)
         i2, f2, u2 = _axis(c2, nz)
         sxy = nx * ny
-        base = i0 + i1 * nx + i2 * sxy
-        s0 = 1 if u0 else 0
-        s1 = nx if u1 else 0
-        s2 = sxy if u2 else 0
+        base = _U(i0 + i1 * nx + i2 * sxy)
+        s0 = _U(1 if u0 else 0)
+        s1 = _U(nx if u1 else 0)
+        s2 = _U(sxy if u2 else 0)
         v000 = data[base]
         v100 = data[base + s0]
         v010 = data[base + s1]
@@ -229,32 +233,34 @@ def _parzen_derivatives(t, k):
 def _parzen_add(joint, count, c, fixed_bin, t, k, n_bins):
     """Add one sample to chunk ``c``'s Parzen joint histogram (4 moving taps) and fixed-bin count."""
     fb = np.int64(fixed_bin)
-    row = fb * n_bins
+    row = _U(fb * n_bins + k)
+    cu = _U(c)
     p0, p1, p2, p3 = _parzen_weights(t, k)
-    joint[c, row + k] += p0
-    joint[c, row + k + 1] += p1
-    joint[c, row + k + 2] += p2
-    joint[c, row + k + 3] += p3
-    count[c, fb] += 1.0
+    joint[cu, row] += p0
+    joint[cu, row + _U(1)] += p1
+    joint[cu, row + _U(2)] += p2
+    joint[cu, row + _U(3)] += p3
+    count[cu, _U(fb)] += 1.0
 
 
 @njit(cache=True, inline="always")
 def _cache_sample(cache_t, cache_k, cache_g, s, t, k, g0, g1, g2):
     """Keep a sample's Parzen coordinate, first tap and moving gradient for Mattes pass 2."""
-    cache_t[s] = t
-    cache_k[s] = k
-    cache_g[s, 0] = g0
-    cache_g[s, 1] = g1
-    cache_g[s, 2] = g2
+    su = _U(s)
+    cache_t[su] = t
+    cache_k[su] = k
+    cache_g[su, _U(0)] = g0
+    cache_g[su, _U(1)] = g1
+    cache_g[su, _U(2)] = g2
 
 
 @njit(cache=True, inline="always")
 def _mattes_weight(t, k, fixed_bin, n_bins, log_ratio):
     """``sum_j B3'(k + j - t) R[fixed_bin, k + j]``: a sample's Mattes weight (before ``1/(bs N)``)."""
     d0, d1, d2, d3 = _parzen_derivatives(t, k)
-    row = np.int64(fixed_bin) * n_bins + k
-    return (d0 * log_ratio[row] + d1 * log_ratio[row + 1] + d2 * log_ratio[row + 2]
-            + d3 * log_ratio[row + 3])
+    row = _U(np.int64(fixed_bin) * n_bins + k)
+    return (d0 * log_ratio[row] + d1 * log_ratio[row + _U(1)] + d2 * log_ratio[row + _U(2)]
+            + d3 * log_ratio[row + _U(3)])
 
 
 @njit(cache=True, inline="always")

@@ -122,8 +122,13 @@ def _expand(start, w, grid_size, d, wt_all, flat_all):
 
 @njit(cache=True, inline="always")
 def _row_sum(params, f, a0, a1, a2, a3):
-    """``a . params[f:f+4]``: one grid row of the factorised tensor-product sum."""
-    return a0 * params[f] + a1 * params[f + 1] + a2 * params[f + 2] + a3 * params[f + 3]
+    """``a . params[f:f+4]``: one grid row of the factorised tensor-product sum.
+
+    ``f >= 0``; the index is cast to unsigned so numba emits no negative-index fix-up.
+    """
+    u = np.uint64(f)
+    return (a0 * params[u] + a1 * params[u + np.uint64(1)] + a2 * params[u + np.uint64(2)]
+            + a3 * params[u + np.uint64(3)])
 
 
 @njit(cache=True)
