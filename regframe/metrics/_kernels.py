@@ -845,6 +845,7 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
     ``(n_chunks, 12)`` (outer products with ``x - c``, then the plain sums).
     """
     n = fixed_bins.shape[0]
+    d = points.shape[1]  # (dense sets pass an empty (0, d) array)
     nc = (n + chunk_size - 1) // chunk_size
     part = np.zeros((nc, BLOCK))
     for c in prange(nc):
@@ -863,22 +864,23 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
             w = _mattes_weight(cache_t[s], k, fixed_bins[s], n_bins, log_ratio)
             r0 = x0 - cx
             r1 = x1 - cy
-            r2 = x2 - cz
             w0 = w * cache_g[s, 0]
             w1 = w * cache_g[s, 1]
-            w2 = w * cache_g[s, 2]
             s00 += w0 * r0
             s01 += w0 * r1
-            s02 += w0 * r2
             s10 += w1 * r0
             s11 += w1 * r1
-            s12 += w1 * r2
-            s20 += w2 * r0
-            s21 += w2 * r1
-            s22 += w2 * r2
             v0 += w0
             v1 += w1
-            v2 += w2
+            if d == 3:  # (in 2-D the third row and column are exact zeros)
+                r2 = x2 - cz
+                w2 = w * cache_g[s, 2]
+                s02 += w0 * r2
+                s12 += w1 * r2
+                s20 += w2 * r0
+                s21 += w2 * r1
+                s22 += w2 * r2
+                v2 += w2
         part[c, 0] = s00
         part[c, 1] = s01
         part[c, 2] = s02
