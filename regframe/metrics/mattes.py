@@ -11,8 +11,8 @@ from .._parallel import CHUNK_SIZE, reduce_in_order, scatter_chunk_size
 from .._validation import check_positive_int
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
-from ._bspline_grid import GridSupport
 from . import _kernels as _k
+from ._bspline_grid import GridSupport
 from .base import GradientMode, ImageMetric, SampleBatch, _State
 
 __all__ = ["MattesMutualInformation"]
