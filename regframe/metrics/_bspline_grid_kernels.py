@@ -47,7 +47,9 @@ from ._kernels import (
     _bspline_index,
     _bspline_moving,
     _cache_sample,
+    _correlation_add,
     _mattes_weight,
+    _moving_frame,
     _parzen,
     _parzen_add,
 )
@@ -217,6 +219,17 @@ def _sample_scatter(part, c, i, j, k, start, w, ones, v0, v1, v2, d, n_grid, gx,
     _scatter(part, c, base, w[0, i], w[1, j], wc, v0, v1, v2, d, n_grid, gx, gxy)
 
 
+@njit(cache=True, inline="always")
+def _grid_sample(points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, morigin, frame, mask,
+                 mask_size, mask_p2i, mask_origin, has_mask, with_gradient):
+    """Map on-grid sample ``s``, interpolate the moving image there: ``(valid, inside, m, g0, g1, g2)``."""
+    inside, y0, y1, y2 = _grid_map(points[s, 0], points[s, 1], points[s, 2] if d == 3 else 0.0, d, i,
+                                   j, k, rows, ok, start, w, gy)
+    valid, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, frame, mask,
+                                           mask_size, mask_p2i, mask_origin, has_mask, with_gradient)
+    return valid, inside, m, g0, g1, g2
+
+
 @njit(parallel=True, cache=True)
 def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n_grid, grid_size,
                               kmat, kvec, size3, data, p2i, morigin, mask, mask_size, mask_p2i,
@@ -237,11 +250,7 @@ def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n
         y = np.empty(d)
         ones = np.ones(4)
         xacc = np.zeros((d, gx))
-        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
-        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
-        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
-        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
-        nx, ny, nz = size3[0], size3[1], size3[2]
+        frame = _moving_frame(kmat, kvec, size3)
         sum_sq = 0.0
         count = 0.0
         row_j = -1
@@ -260,12 +269,10 @@ def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n
                     hi = -1
                 row_j = j
                 row_k = k
-            inside, y0, y1, y2 = _grid_map(points[s, 0], points[s, 1], points[s, 2] if d == 3 else 0.0,
-                                           d, i, j, k, rows, ok, start, w, gy)
-            valid, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
-                                                   k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
-                                                   nx, ny, nz, mask, mask_size, mask_p2i,
-                                                   mask_origin, has_mask, with_gradient)
+            valid, inside, m, g0, g1, g2 = _grid_sample(
+                points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, morigin,
+                frame, mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
+            )
             if not valid:
                 continue
             r = m - fixed_values[s]
@@ -306,21 +313,14 @@ def mattes_bspline_grid_histogram(points, index, fixed_bins, rows, ok, start, w,
     gy = grid_size[1]
     for c in prange(nc):
         y = np.empty(d)
-        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
-        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
-        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
-        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
-        nx, ny, nz = size3[0], size3[1], size3[2]
+        frame = _moving_frame(kmat, kvec, size3)
         k_used = 0.0
         stop = min((c + 1) * chunk_size, n)
         for s in range(c * chunk_size, stop):
-            inside, y0, y1, y2 = _grid_map(points[s, 0], points[s, 1], points[s, 2] if d == 3 else 0.0,
-                                           d, index[s, 0], index[s, 1], index[s, 2], rows, ok,
-                                           start, w, gy)
-            valid, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
-                                                   k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
-                                                   nx, ny, nz, mask, mask_size, mask_p2i,
-                                                   mask_origin, has_mask, caching)
+            valid, inside, m, g0, g1, g2 = _grid_sample(
+                points, s, d, index[s, 0], index[s, 1], index[s, 2], rows, ok, start, w, gy, y, data, p2i, morigin,
+                frame, mask, mask_size, mask_p2i, mask_origin, has_mask, caching,
+            )
             if caching:
                 cache_k[s] = -1
             if not valid or m < m_min or m > m_max:
@@ -380,3 +380,70 @@ def mattes_bspline_grid_gradient(index, fixed_bins, start, w, n_grid, grid_size,
         if hi >= 0:
             _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
     return part
+
+
+@njit(parallel=True, cache=True)
+def correlation_bspline_grid(points, index, fixed_values, fixed_ref, moving_ref, rows, ok, start, w,
+                             n_grid, grid_size, kmat, kvec, size3, data, p2i, morigin, mask,
+                             mask_size, mask_p2i, mask_origin, has_mask, with_gradient, rowwise,
+                             chunk_size):
+    """NormalizedCorrelation in one pass: ``acc (n_chunks, 6)`` and gradient rows ``(3 n_chunks, d n_grid)``.
+
+    As :func:`._bspline_kernels.correlation_bspline` (same outputs), with the
+    table map and the row-wise transpose.
+    """
+    n, d = points.shape
+    nc = (n + chunk_size - 1) // chunk_size
+    acc = np.zeros((nc, 6))
+    part = np.zeros((3 * nc, d * n_grid if with_gradient else 0))
+    gx = grid_size[0]
+    gy = grid_size[1]
+    gxy = gx * gy
+    for c in prange(nc):
+        y = np.empty(d)
+        ones = np.ones(4)
+        xacc = np.zeros((3, d, gx))
+        sums = np.zeros(6)
+        frame = _moving_frame(kmat, kvec, size3)
+        row_j = -1
+        row_k = -1
+        lo = gx
+        hi = -1
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            i = index[s, 0]
+            j = index[s, 1]
+            k = index[s, 2]
+            if rowwise and with_gradient and (j != row_j or k != row_k):
+                if hi >= 0:
+                    for b in range(3):
+                        _flush(part, 3 * c + b, xacc[b], lo, hi, row_j, row_k, start, w, d,
+                               n_grid, gx, gy)
+                    lo = gx
+                    hi = -1
+                row_j = j
+                row_k = k
+            valid, inside, m, g0, g1, g2 = _grid_sample(
+                points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, morigin,
+                frame, mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
+            )
+            if not valid:
+                continue
+            fs, ms = _correlation_add(sums, fixed_values[s] - fixed_ref, m - moving_ref)
+            if with_gradient and inside:
+                for b in range(3):
+                    u = 1.0 if b == 0 else (fs if b == 1 else ms)
+                    if rowwise:
+                        _row_add(xacc[b], i, start, w, u * g0, u * g1, u * g2, d)
+                    else:
+                        _sample_scatter(part, 3 * c + b, i, j, k, start, w, ones, u * g0, u * g1,
+                                        u * g2, d, n_grid, gx, gxy)
+                if rowwise:
+                    lo = min(lo, start[0, i])
+                    hi = max(hi, start[0, i] + 3)
+        if hi >= 0:
+            for b in range(3):
+                _flush(part, 3 * c + b, xacc[b], lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
+        for q in range(6):
+            acc[c, q] = sums[q]
+    return acc, part

@@ -31,9 +31,11 @@ from numba import njit, prange
 
 from ._kernels import (
     _U,
+    _correlation_add,
     _bspline_locate,
     _bspline_map,
     _bspline_moving,
+    _moving_frame,
     _cache_sample,
     _mattes_weight,
     _parzen,
@@ -80,6 +82,38 @@ def _scatter(part, c, base, wa, wb, wc, v0, v1, v2, d, n_grid, gx, gxy):
                 row[h + _U(3)] += a3 * t2
 
 
+@njit(cache=True, inline="always")
+def _control_grid(origin, grid_size, d):
+    """``(gx, gxy, o0, o1, o2)``: control-grid strides and origin as scalars."""
+    return (grid_size[0], grid_size[0] * grid_size[1], origin[0], origin[1],
+            origin[2] if d == 3 else 0.0)
+
+
+@njit(cache=True, inline="always")
+def _buffers(d):
+    """A chunk's buffers: mapped point ``y`` (d,) and the 1-D weights ``wa, wb, wc`` (``wc = 1``)."""
+    return np.empty(d), np.empty(4), np.empty(4), np.ones(4)
+
+
+@njit(cache=True, inline="always")
+def _sample(points, s, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo, band_hi,
+            nudged, wa, wb, wc, y, data, p2i, morigin, frame, mask, mask_size, mask_p2i, mask_origin,
+            has_mask, with_gradient):
+    """Map sample ``s`` and interpolate the moving image there: ``(ok, inside, base, m, g0, g1, g2)``.
+
+    ``inside``/``base``: the sample's support (weights left in ``wa, wb, wc``);
+    ``ok``: the mapped point is inside the moving image (and mask).
+    """
+    x0 = points[s, 0]
+    x1 = points[s, 1]
+    x2 = points[s, 2] if d == 3 else 0.0
+    inside, base, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx,
+                                            gxy, max_limit, band_lo, band_hi, nudged, wa, wb, wc)
+    ok, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, frame, mask,
+                                        mask_size, mask_p2i, mask_origin, has_mask, with_gradient)
+    return ok, inside, base, m, g0, g1, g2
+
+
 @njit(parallel=True, cache=True)
 def mean_squares_bspline(points, fixed_values, params, n_grid, origin, gp2i, grid_size, max_limit,
                          band_lo, band_hi, nudged, kmat, kvec, size3, data, p2i, morigin,
@@ -94,35 +128,19 @@ def mean_squares_bspline(points, fixed_values, params, n_grid, origin, gp2i, gri
     nc = (n + chunk_size - 1) // chunk_size
     acc = np.zeros((nc, 2))
     part = np.zeros((nc, d * n_grid if with_gradient else 0))
-    gx = grid_size[0]
-    gxy = grid_size[0] * grid_size[1]
-    o0 = origin[0]
-    o1 = origin[1]
-    o2 = origin[2] if d == 3 else 0.0
+    gx, gxy, o0, o1, o2 = _control_grid(origin, grid_size, d)
     for c in prange(nc):
-        y = np.empty(d)
-        wa = np.empty(4)
-        wb = np.empty(4)
-        wc = np.ones(4)
-        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
-        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
-        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
-        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
-        nx, ny, nz = size3[0], size3[1], size3[2]
+        y, wa, wb, wc = _buffers(d)
+        frame = _moving_frame(kmat, kvec, size3)
         sum_sq = 0.0
         count = 0.0
         stop = min((c + 1) * chunk_size, n)
         for s in range(c * chunk_size, stop):
-            x0 = points[s, 0]
-            x1 = points[s, 1]
-            x2 = points[s, 2] if d == 3 else 0.0
-            inside, base, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2,
-                                                    gp2i, gx, gxy, max_limit, band_lo, band_hi,
-                                                    nudged, wa, wb, wc)
-            ok, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
-                                                k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
-                                                nx, ny, nz, mask, mask_size, mask_p2i,
-                                                mask_origin, has_mask, with_gradient)
+            ok, inside, base, m, g0, g1, g2 = _sample(
+                points, s, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo,
+                band_hi, nudged, wa, wb, wc, y, data, p2i, morigin, frame, mask, mask_size,
+                mask_p2i, mask_origin, has_mask, with_gradient,
+            )
             if not ok:
                 continue
             r = m - fixed_values[s]
@@ -133,6 +151,48 @@ def mean_squares_bspline(points, fixed_values, params, n_grid, origin, gp2i, gri
                 _scatter(part, c, base, wa, wb, wc, u * g0, u * g1, u * g2, d, n_grid, gx, gxy)
         acc[c, 0] = sum_sq
         acc[c, 1] = count
+    return acc, part
+
+
+@njit(parallel=True, cache=True)
+def correlation_bspline(points, fixed_values, fixed_ref, moving_ref, params, n_grid, origin, gp2i,
+                        grid_size, max_limit, band_lo, band_hi, nudged, kmat, kvec, size3, data,
+                        p2i, morigin, mask, mask_size, mask_p2i, mask_origin, has_mask,
+                        with_gradient, chunk_size):
+    """NormalizedCorrelation in one pass (as ``correlation_linear``).
+
+    With ``f' = f - fixed_ref`` and ``m' = m - moving_ref``: ``acc (n_chunks,
+    6)`` = (count, sum f', sum m', sum f'^2, sum m'^2, sum f'm'); gradient
+    rows ``(3 n_chunks, d n_grid)``: row ``3c + b`` holds chunk ``c``'s
+    ``sum_s u_b J_s^T g_s`` with ``u = 1, f', m'`` (``(3 n_chunks, 0)``
+    without gradient).
+    """
+    n, d = points.shape
+    nc = (n + chunk_size - 1) // chunk_size
+    acc = np.zeros((nc, 6))
+    part = np.zeros((3 * nc, d * n_grid if with_gradient else 0))
+    gx, gxy, o0, o1, o2 = _control_grid(origin, grid_size, d)
+    for c in prange(nc):
+        y, wa, wb, wc = _buffers(d)
+        sums = np.zeros(6)
+        frame = _moving_frame(kmat, kvec, size3)
+        stop = min((c + 1) * chunk_size, n)
+        for s in range(c * chunk_size, stop):
+            ok, inside, base, m, g0, g1, g2 = _sample(
+                points, s, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo,
+                band_hi, nudged, wa, wb, wc, y, data, p2i, morigin, frame, mask, mask_size,
+                mask_p2i, mask_origin, has_mask, with_gradient,
+            )
+            if not ok:
+                continue
+            fs, ms = _correlation_add(sums, fixed_values[s] - fixed_ref, m - moving_ref)
+            if with_gradient and inside:
+                for b in range(3):
+                    u = 1.0 if b == 0 else (fs if b == 1 else ms)
+                    _scatter(part, 3 * c + b, base, wa, wb, wc, u * g0, u * g1, u * g2, d, n_grid,
+                             gx, gxy)
+        for q in range(6):
+            acc[c, q] = sums[q]
     return acc, part
 
 
@@ -158,34 +218,18 @@ def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, g
     joint = np.zeros((nc, n_bins * n_bins))
     count = np.zeros((nc, n_bins))
     used = np.zeros(nc)
-    gx = grid_size[0]
-    gxy = grid_size[0] * grid_size[1]
-    o0 = origin[0]
-    o1 = origin[1]
-    o2 = origin[2] if d == 3 else 0.0
+    gx, gxy, o0, o1, o2 = _control_grid(origin, grid_size, d)
     for c in prange(nc):
-        y = np.empty(d)
-        wa = np.empty(4)
-        wb = np.empty(4)
-        wc = np.ones(4)
-        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
-        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
-        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
-        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
-        nx, ny, nz = size3[0], size3[1], size3[2]
+        y, wa, wb, wc = _buffers(d)
+        frame = _moving_frame(kmat, kvec, size3)
         k_used = 0.0
         stop = min((c + 1) * chunk_size, n)
         for s in range(c * chunk_size, stop):
-            x0 = points[s, 0]
-            x1 = points[s, 1]
-            x2 = points[s, 2] if d == 3 else 0.0
-            inside, base, y0, y1, y2 = _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2,
-                                                    gp2i, gx, gxy, max_limit, band_lo, band_hi,
-                                                    nudged, wa, wb, wc)
-            ok, m, g0, g1, g2 = _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01,
-                                                k02, k10, k11, k12, k20, k21, k22, q0, q1, q2,
-                                                nx, ny, nz, mask, mask_size, mask_p2i,
-                                                mask_origin, has_mask, caching)
+            ok, inside, base, m, g0, g1, g2 = _sample(
+                points, s, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo,
+                band_hi, nudged, wa, wb, wc, y, data, p2i, morigin, frame, mask, mask_size,
+                mask_p2i, mask_origin, has_mask, caching,
+            )
             if caching:
                 cache_k[s] = -1
             if not ok or m < m_min or m > m_max:
@@ -219,15 +263,9 @@ def mattes_bspline_gradient(points, fixed_bins, n_grid, origin, gp2i, grid_size,
     cached = cache_base.shape[0] == n
     nc = (n + chunk_size - 1) // chunk_size
     part = np.zeros((nc, d * n_grid))
-    gx = grid_size[0]
-    gxy = grid_size[0] * grid_size[1]
-    o0 = origin[0]
-    o1 = origin[1]
-    o2 = origin[2] if d == 3 else 0.0
+    gx, gxy, o0, o1, o2 = _control_grid(origin, grid_size, d)
     for c in prange(nc):
-        wa = np.empty(4)
-        wb = np.empty(4)
-        wc = np.ones(4)
+        _, wa, wb, wc = _buffers(d)
         stop = min((c + 1) * chunk_size, n)
         for s in range(c * chunk_size, stop):
             k = cache_k[s]

@@ -576,6 +576,18 @@ def mean_squares_linear(points, dense, grid_size, fixed, kmat, kvec, size3, cent
     return part
 
 
+@njit(cache=True, inline="always")
+def _correlation_add(sums, fs, ms):
+    """Add a valid sample to ``(count, sum f', sum m', sum f'^2, sum m'^2, sum f'm')``."""
+    sums[0] += 1.0
+    sums[1] += fs
+    sums[2] += ms
+    sums[3] += fs * fs
+    sums[4] += ms * ms
+    sums[5] += fs * ms
+    return fs, ms
+
+
 @njit(parallel=True, cache=True)
 def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref,
                        kmat, kvec, size3, center3, a, o, data, size, p2i, origin, spacing,
@@ -630,14 +642,7 @@ def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref,
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient)
             if not ok:
                 continue
-            fs = fixed[s] - fixed_ref
-            ms = m - moving_ref
-            acc[0] += 1.0
-            acc[1] += fs
-            acc[2] += ms
-            acc[3] += fs * fs
-            acc[4] += ms * ms
-            acc[5] += fs * ms
+            fs, ms = _correlation_add(acc, fixed[s] - fixed_ref, m - moving_ref)
             if with_gradient:
                 r0 = x0 - cx
                 r1 = x1 - cy
@@ -1046,10 +1051,20 @@ def bspline_transform_points(points, params, n_grid, origin, gp2i, grid_size, ma
 
 
 @njit(cache=True, inline="always")
-def _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, k00, k01, k02, k10, k11, k12, k20, k21,
-                    k22, q0, q1, q2, nx, ny, nz, mask, mask_size, mask_p2i, mask_origin, has_mask,
-                    with_gradient):
-    """Moving value and *physical* gradient at the mapped point; ``(ok, m, g0, g1, g2)``."""
+def _moving_frame(kmat, kvec, size3):
+    """``(k00, ..., k22, q0, q1, q2, nx, ny, nz)``: the moving index map and size as scalars."""
+    return (kmat[0, 0], kmat[0, 1], kmat[0, 2], kmat[1, 0], kmat[1, 1], kmat[1, 2], kmat[2, 0],
+            kmat[2, 1], kmat[2, 2], kvec[0], kvec[1], kvec[2], size3[0], size3[1], size3[2])
+
+
+@njit(cache=True, inline="always")
+def _bspline_moving(y0, y1, y2, d, y, data, p2i, morigin, frame, mask, mask_size, mask_p2i,
+                    mask_origin, has_mask, with_gradient):
+    """Moving value and *physical* gradient at the mapped point; ``(ok, m, g0, g1, g2)``.
+
+    ``frame`` is :func:`_moving_frame` of the moving image (fast path).
+    """
+    k00, k01, k02, k10, k11, k12, k20, k21, k22, q0, q1, q2, nx, ny, nz = frame
     ok = True
     if has_mask:
         y[0] = y0

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE
+from .._parallel import CHUNK_SIZE, scatter_chunk_size
 from .._validation import check_choice
 from ..errors import ConstantImageError, InvalidInputError, NoOverlapError, NonFiniteError, ShapeError
 from ..image import Image
@@ -55,6 +55,9 @@ GradientMode = Literal["exact", "central_difference"]
 _GRADIENT_MODES = ("exact", "central_difference")
 _MODE_CODE = {"exact": 1, "central_difference": 2}
 _NO_POINTS = {2: np.zeros((0, 2)), 3: np.zeros((0, 3))}
+
+#: Chunks per call of a fused B-spline kernel (bounds the per-chunk parameter rows).
+_BSPLINE_BLOCK_CHUNKS = 32
 
 
 def _pad(v: NDArray[Any], fill: float = 0.0) -> NDArray[np.float64]:
@@ -644,11 +647,33 @@ class ImageMetric(Metric):
 
     @staticmethod
     def _moving_args(st: _State) -> tuple[Any, ...]:
-        """``(kmat, kvec, size3, data, p2i, origin, mask..., has_mask)``: the moving image of the B-spline kernels."""
+        """The moving image for the B-spline kernels.
+
+        ``(kmat, kvec, size3, data, p2i, origin, mask..., has_mask)``.
+        """
         d = st.transform.ndim
         pack = st.moving_pack
         kmat, kvec = _index_map(pack, np.eye(d), np.zeros(d))
         return (kmat, kvec, pack.size3, pack.data, pack.p2i, pack.origin, *st.moving_mask.args())
+
+    def _grid_args(self, st: _State, grid: GridSupport) -> tuple[Any, ...]:
+        """Arguments of the separable kernels: ``(rows, ok, start, w, n_grid, grid_size)`` + :meth:`_moving_args`."""
+        transform = st.transform
+        return (*grid.kernel_args(transform), int(transform.n_control_points),
+                transform._kernel_grid()[2], *self._moving_args(st))
+
+    @staticmethod
+    def _bspline_blocks(st: _State) -> tuple[int, list[tuple[int, int]]]:
+        """Chunk size and the sample ranges of successive fused B-spline kernel calls.
+
+        Each call owns one row of parameter partials per chunk; blocks of
+        :data:`_BSPLINE_BLOCK_CHUNKS` chunks bound that memory.  Both depend
+        only on the problem, never on the thread count.
+        """
+        n = st.points.shape[0]
+        chunk = scatter_chunk_size(st.transform.n_parameters)
+        block = _BSPLINE_BLOCK_CHUNKS * chunk
+        return chunk, [(lo, min(lo + block, n)) for lo in range(0, n, block)]
 
     def _grid_support(self, st: _State) -> GridSupport | None:
         """Separable supports of the sample set in the B-spline grid (cached), or None.

@@ -8,6 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._parallel import CHUNK_SIZE, reduce_in_order
+from . import _bspline_grid_kernels as _gk
+from . import _bspline_kernels as _bk
 from . import _kernels as _k
 from .base import ImageMetric, SampleBatch, _State
 
@@ -49,9 +51,11 @@ class NormalizedCorrelation(ImageMetric):
     value and gradient are 0.  A constant fixed or moving image raises
     :class:`~regframe.errors.ConstantImageError` in :meth:`initialize`.
 
-    The fused linear-transform kernel accumulates the sums in one pass on
-    intensities shifted by the fixed sample mean and the moving image mean
-    (well conditioned); the general path centres exactly in two passes.
+    The fused kernels (linear transforms; a ``BSplineTransform`` with exact
+    gradients) accumulate the sums in one pass on intensities shifted by the
+    fixed sample mean and the moving image mean (well conditioned), with three
+    gradient sums weighted by ``1``, ``f'`` and ``m'``; the general path
+    centres exactly in two passes.
     """
 
     requires_variation = True
@@ -79,9 +83,28 @@ class NormalizedCorrelation(ImageMetric):
         weights = (-2.0 * fm / (f2 * m2)) * (stats.f1 - (fm / m2) * stats.m1)
         return value, weights
 
-    # ------------------------------------------------------------------ fused path
+    # ------------------------------------------------------------------ fused paths
+    def _correlation(
+        self, sums: NDArray[np.float64], n_samples: int
+    ) -> tuple[float, float, float, float, float]:
+        """``(value, alpha, beta, fbar, mbar)`` from the six shifted sums of the fused kernels.
+
+        The gradient is ``alpha (G_f - fbar G_1) + beta (G_m - mbar G_1)`` for the
+        gradient sums ``G`` weighted by ``1``, ``f'`` and ``m'``; ``alpha = beta = 0``
+        (and value 0) when the valid samples do not vary, as in ITK.
+        """
+        n_valid = int(sums[0])
+        self._check_overlap(n_valid, n_samples)
+        sf, sm, sff, smm, sfm = sums[1], sums[2], sums[3], sums[4], sums[5]
+        fbar, mbar = sf / n_valid, sm / n_valid
+        f2 = sff - sf * fbar
+        m2 = smm - sm * mbar
+        fm = sfm - sf * mbar
+        if f2 * m2 <= _EPS:
+            return 0.0, 0.0, 0.0, fbar, mbar
+        return -fm * fm / (f2 * m2), -2.0 * fm / (f2 * m2), 2.0 * fm * fm / (f2 * m2 * m2), fbar, mbar
+
     def _evaluate_linear(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
-        transform = st.transform
         pts, dense, gsize, kmat, kvec, size3, c3, a, o = self._linear_args(st)
         mode = self._mode(with_gradient)
         phys = self._physical(st)
@@ -91,24 +114,43 @@ class NormalizedCorrelation(ImageMetric):
             phys, mode, CHUNK_SIZE,
         )
         t = reduce_in_order(part)
-        n_valid = int(t[0])
-        self._check_overlap(n_valid, st.points.shape[0])
-        sf, sm, sff, smm, sfm = t[1], t[2], t[3], t[4], t[5]
-        fbar, mbar = sf / n_valid, sm / n_valid
-        f2 = sff - sf * fbar
-        m2 = smm - sm * mbar
-        fm = sfm - sf * mbar
-        grad_zero = np.zeros(transform.n_parameters) if with_gradient else None
-        if f2 * m2 <= _EPS:
-            return 0.0, grad_zero
-        value = -fm * fm / (f2 * m2)
+        value, alpha, beta, fbar, mbar = self._correlation(t, st.points.shape[0])
         if not with_gradient:
             return value, None
+        if alpha == 0.0 and beta == 0.0:
+            return value, np.zeros(st.transform.n_parameters)
         blk = _k.BLOCK
         g0 = t[6 : 6 + blk]
         gf = t[6 + blk : 6 + 2 * blk]
         gm = t[6 + 2 * blk : 6 + 3 * blk]
-        alpha = -2.0 * fm / (f2 * m2)
-        beta = 2.0 * fm * fm / (f2 * m2 * m2)
         sums = alpha * (gf - fbar * g0) + beta * (gm - mbar * g0)
         return value, self._linear_gradient(st, sums, phys)
+
+    def _evaluate_bspline(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
+        """One pass: the six sums and three gradient sums (weights ``1, f', m'``) over the supports."""
+        n_par = st.transform.n_parameters
+        grid = self._grid_support(st)
+        args = self._bspline_args(st) if grid is None else self._grid_args(st, grid)
+        chunk, blocks = self._bspline_blocks(st)
+        sums = np.zeros(6)
+        g = np.zeros((3, n_par))
+        refs = (self._fixed_ref, self._moving_ref)
+        for lo, hi in blocks:
+            if grid is not None:  # samples on the fixed grid: separable supports
+                acc, part = _gk.correlation_bspline_grid(
+                    st.points[lo:hi], grid.index[lo:hi], st.fixed_values[lo:hi], *refs, *args,
+                    with_gradient, grid.rowwise, chunk,
+                )
+            else:
+                acc, part = _bk.correlation_bspline(
+                    st.points[lo:hi], st.fixed_values[lo:hi], *refs, *args, with_gradient, chunk
+                )
+            sums += reduce_in_order(acc)
+            if with_gradient:
+                g += reduce_in_order(part.reshape(-1, 3, n_par))
+        value, alpha, beta, fbar, mbar = self._correlation(sums, st.points.shape[0])
+        if not with_gradient:
+            return value, None
+        if alpha == 0.0 and beta == 0.0:
+            return value, np.zeros(n_par)
+        return value, alpha * (g[1] - fbar * g[0]) + beta * (g[2] - mbar * g[0])

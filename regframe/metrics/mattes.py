@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE, reduce_in_order, scatter_chunk_size
+from .._parallel import CHUNK_SIZE, reduce_in_order
 from .._validation import check_positive_int
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
@@ -22,9 +22,6 @@ _EPS = float(np.finfo(np.float64).eps)
 #: Samples per histogram chunk: every chunk owns a full ``B x B`` partial
 #: histogram, so chunks are larger than :data:`regframe._parallel.CHUNK_SIZE`.
 HISTOGRAM_CHUNK_SIZE: int = 8192
-
-#: Chunks per call of the B-spline gradient kernel (bounds the per-chunk parameter rows).
-_BLOCK_CHUNKS = 32
 
 #: Pass 1 of the B-spline path keeps each sample's support (8 + 96 bytes) for pass 2 when
 #: that fits in this budget; larger sample sets locate the support again in pass 2.
@@ -234,10 +231,8 @@ class MattesMutualInformation(ImageMetric):
             return stats.value, None
         grad = np.zeros(st.transform.n_parameters)
         grid = st.transform._kernel_grid()
-        chunk = scatter_chunk_size(st.transform.n_parameters)
-        block = _BLOCK_CHUNKS * chunk
-        for lo in range(0, n, block):  # blocks bound the per-chunk parameter rows
-            hi = min(lo + block, n)
+        chunk, blocks = self._bspline_blocks(st)
+        for lo, hi in blocks:
             part = _bk.mattes_bspline_gradient(
                 st.points[lo:hi], self._fixed_bins[lo:hi], st.transform.n_control_points, *grid,
                 cache_t[lo:hi], cache_k[lo:hi], cache_g[lo:hi], cache_base[lo:hi] if n_support else cache_base,
@@ -264,10 +259,8 @@ class MattesMutualInformation(ImageMetric):
         if not with_gradient:
             return stats.value, None
         grad = np.zeros(transform.n_parameters)
-        chunk = scatter_chunk_size(transform.n_parameters)
-        block = _BLOCK_CHUNKS * chunk
-        for lo in range(0, n, block):  # blocks bound the per-chunk parameter rows
-            hi = min(lo + block, n)
+        chunk, blocks = self._bspline_blocks(st)
+        for lo, hi in blocks:
             part = _gk.mattes_bspline_grid_gradient(
                 grid.index[lo:hi], self._fixed_bins[lo:hi], start, weights,
                 int(transform.n_control_points), grid_size, cache_t[lo:hi], cache_k[lo:hi],

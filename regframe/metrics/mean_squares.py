@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE, reduce_in_order, scatter_chunk_size
+from .._parallel import CHUNK_SIZE, reduce_in_order
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
 from . import _kernels as _k
 from .base import PointwiseMetric, _State
 
 __all__ = ["MeanSquares"]
-
-#: Chunks per call of the fused B-spline kernel (bounds the memory of the
-#: per-chunk parameter rows; a whole number of chunks, so the chunking is fixed).
-_BLOCK_CHUNKS = 32
-
 
 class MeanSquares(PointwiseMetric):
     """Mean of squared differences, ``value = (1/N) sum_s (f_s - m_s)^2``.
@@ -88,19 +83,13 @@ class MeanSquares(PointwiseMetric):
     def _evaluate_bspline(self, st: _State, with_gradient: bool) -> tuple[float, NDArray[np.float64] | None]:
         n = st.points.shape[0]
         grid = self._grid_support(st)
-        if grid is None:
-            args = self._bspline_args(st)
-        else:  # samples on the fixed grid: separable supports
-            args = (*grid.kernel_args(st.transform), int(st.transform.n_control_points),
-                    st.transform._kernel_grid()[2], *self._moving_args(st))
-        chunk = scatter_chunk_size(st.transform.n_parameters)
-        block = _BLOCK_CHUNKS * chunk
+        args = self._bspline_args(st) if grid is None else self._grid_args(st, grid)
+        chunk, blocks = self._bspline_blocks(st)
         value_sum = 0.0
         n_valid = 0.0
         grad = np.zeros(st.transform.n_parameters) if with_gradient else None
-        for lo in range(0, n, block):  # blocks bound the per-chunk parameter rows
-            hi = min(lo + block, n)
-            if grid is not None:
+        for lo, hi in blocks:
+            if grid is not None:  # samples on the fixed grid: separable supports
                 acc, part = _gk.mean_squares_bspline_grid(
                     st.points[lo:hi], grid.index[lo:hi], st.fixed_values[lo:hi], *args,
                     with_gradient, grid.rowwise, chunk,
