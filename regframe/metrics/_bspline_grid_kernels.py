@@ -187,25 +187,47 @@ def _row_add(acc, i, start, w, v0, v1, v2, d):
 
 
 @njit(cache=True)
-def _flush(part, c, acc, lo, hi, j, k, start, w, d, n_grid, gx, gy):
-    """Add an image row's accumulator (control columns ``lo..hi``) to its support rows; clear it."""
-    row = part[c]
+def _flush(part, c0, acc, lo, hi, j, k, start, w, d, n_grid, gx, gy):
+    """Add an image row's accumulators to their support rows, then clear them.
+
+    ``acc (n_acc, d, gx)`` (control columns ``lo..hi`` used) goes to the
+    partial rows ``part[c0 + b]``.
+    """
     r1 = start[1, j]
     nz = 4 if d == 3 else 1
     r2 = start[2, k] if d == 3 else 0
-    for j2 in range(nz):
-        c2 = w[2, k, j2] if d == 3 else 1.0
-        for j1 in range(4):
-            t = w[1, j, j1] * c2
-            off = (r1 + j1 + gy * (r2 + j2)) * gx
-            for comp in range(d):
-                base = _U(comp * n_grid + off)
-                cu = _U(comp)
-                for p in range(lo, hi + 1):
-                    row[base + _U(p)] += t * acc[cu, _U(p)]
-    for comp in range(d):
-        for p in range(lo, hi + 1):
-            acc[comp, p] = 0.0
+    for b in range(acc.shape[0]):
+        row = part[c0 + b]
+        for j2 in range(nz):
+            c2 = w[2, k, j2] if d == 3 else 1.0
+            for j1 in range(4):
+                t = w[1, j, j1] * c2
+                off = (r1 + j1 + gy * (r2 + j2)) * gx
+                for comp in range(d):
+                    base = _U(comp * n_grid + off)
+                    cu = _U(comp)
+                    bu = _U(b)
+                    for p in range(lo, hi + 1):
+                        row[base + _U(p)] += t * acc[bu, cu, _U(p)]
+        for comp in range(d):
+            for p in range(lo, hi + 1):
+                acc[b, comp, p] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _next_row(part, c0, acc, lo, hi, row_j, row_k, j, k, start, w, d, n_grid, gx, gy):
+    """Sample in image row ``(j, k)``: flush the previous row's accumulators if the row changes.
+
+    Returns the updated ``(lo, hi, row_j, row_k)``.
+    """
+    if j != row_j or k != row_k:
+        if hi >= 0:
+            _flush(part, c0, acc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
+            lo = gx
+            hi = -1
+        row_j = j
+        row_k = k
+    return lo, hi, row_j, row_k
 
 
 @njit(cache=True, inline="always")
@@ -249,7 +271,7 @@ def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n
     for c in prange(nc):
         y = np.empty(d)
         ones = np.ones(4)
-        xacc = np.zeros((d, gx))
+        xacc = np.zeros((1, d, gx))
         frame = _moving_frame(kmat, kvec, size3)
         sum_sq = 0.0
         count = 0.0
@@ -262,13 +284,9 @@ def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n
             i = index[s, 0]
             j = index[s, 1]
             k = index[s, 2]
-            if rowwise and with_gradient and (j != row_j or k != row_k):
-                if hi >= 0:
-                    _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
-                    lo = gx
-                    hi = -1
-                row_j = j
-                row_k = k
+            if rowwise and with_gradient:
+                lo, hi, row_j, row_k = _next_row(part, c, xacc, lo, hi, row_j, row_k, j, k, start,
+                                                 w, d, n_grid, gx, gy)
             valid, inside, m, g0, g1, g2 = _grid_sample(
                 points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, morigin,
                 frame, mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
@@ -281,7 +299,7 @@ def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n
             if with_gradient and inside:
                 u = 2.0 * r
                 if rowwise:
-                    _row_add(xacc, i, start, w, u * g0, u * g1, u * g2, d)
+                    _row_add(xacc[0], i, start, w, u * g0, u * g1, u * g2, d)
                     lo = min(lo, start[0, i])
                     hi = max(hi, start[0, i] + 3)
                 else:
@@ -347,7 +365,7 @@ def mattes_bspline_grid_gradient(index, fixed_bins, start, w, n_grid, grid_size,
     gxy = gx * gy
     for c in prange(nc):
         ones = np.ones(4)
-        xacc = np.zeros((d, gx))
+        xacc = np.zeros((1, d, gx))
         row_j = -1
         row_k = -1
         lo = gx
@@ -365,14 +383,9 @@ def mattes_bspline_grid_gradient(index, fixed_bins, start, w, n_grid, grid_size,
             v1 = v * cache_g[s, 1]
             v2 = v * cache_g[s, 2]
             if rowwise:
-                if j != row_j or k != row_k:
-                    if hi >= 0:
-                        _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
-                        lo = gx
-                        hi = -1
-                    row_j = j
-                    row_k = k
-                _row_add(xacc, i, start, w, v0, v1, v2, d)
+                lo, hi, row_j, row_k = _next_row(part, c, xacc, lo, hi, row_j, row_k, j, k, start,
+                                                 w, d, n_grid, gx, gy)
+                _row_add(xacc[0], i, start, w, v0, v1, v2, d)
                 lo = min(lo, start[0, i])
                 hi = max(hi, start[0, i] + 3)
             else:
@@ -414,15 +427,9 @@ def correlation_bspline_grid(points, index, fixed_values, fixed_ref, moving_ref,
             i = index[s, 0]
             j = index[s, 1]
             k = index[s, 2]
-            if rowwise and with_gradient and (j != row_j or k != row_k):
-                if hi >= 0:
-                    for b in range(3):
-                        _flush(part, 3 * c + b, xacc[b], lo, hi, row_j, row_k, start, w, d,
-                               n_grid, gx, gy)
-                    lo = gx
-                    hi = -1
-                row_j = j
-                row_k = k
+            if rowwise and with_gradient:
+                lo, hi, row_j, row_k = _next_row(part, 3 * c, xacc, lo, hi, row_j, row_k, j, k,
+                                                 start, w, d, n_grid, gx, gy)
             valid, inside, m, g0, g1, g2 = _grid_sample(
                 points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, morigin,
                 frame, mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
@@ -442,8 +449,7 @@ def correlation_bspline_grid(points, index, fixed_values, fixed_ref, moving_ref,
                     lo = min(lo, start[0, i])
                     hi = max(hi, start[0, i] + 3)
         if hi >= 0:
-            for b in range(3):
-                _flush(part, 3 * c + b, xacc[b], lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
+            _flush(part, 3 * c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
         for q in range(6):
             acc[c, q] = sums[q]
     return acc, part
