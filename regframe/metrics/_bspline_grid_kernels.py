@@ -40,14 +40,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._bspline_kernels import _scatter
+from ._bspline_kernels import MEAN_SQUARES, _pointwise_add, _scatter
 from ._kernels import (
     _U,
     _bspline_axis,
     _bspline_index,
     _bspline_moving,
     _cache_sample,
-    _correlation_add,
     _mattes_weight,
     _moving_frame,
     _parzen,
@@ -253,28 +252,28 @@ def _grid_sample(points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, mo
 
 
 @njit(parallel=True, cache=True)
-def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n_grid, grid_size,
-                              kmat, kvec, size3, data, p2i, morigin, mask, mask_size, mask_p2i,
-                              mask_origin, has_mask, with_gradient, rowwise, chunk_size):
-    """MeanSquares in one pass: ``acc (n_chunks, 2)`` = (sum r^2, valid count), gradient rows.
+def sums_bspline_grid(kind, points, index, fixed_values, fixed_ref, moving_ref, rows, ok, start, w,
+                      n_grid, grid_size, kmat, kvec, size3, data, p2i, morigin, mask, mask_size,
+                      mask_p2i, mask_origin, has_mask, with_gradient, rowwise, chunk_size):
+    """One pass of MeanSquares or NormalizedCorrelation (``kind``): sums and gradient rows.
 
-    As :func:`._bspline_kernels.mean_squares_bspline`, with the table map and
-    the row-wise transpose.
+    As :func:`._bspline_kernels.sums_bspline` (same outputs), with the table
+    map and the row-wise transpose.
     """
     n, d = points.shape
+    n_rows = 1 if kind == MEAN_SQUARES else 3
     nc = (n + chunk_size - 1) // chunk_size
-    acc = np.zeros((nc, 2))
-    part = np.zeros((nc, d * n_grid if with_gradient else 0))
+    acc = np.zeros((nc, 6))
+    part = np.zeros((n_rows * nc, d * n_grid if with_gradient else 0))
     gx = grid_size[0]
     gy = grid_size[1]
     gxy = gx * gy
     for c in prange(nc):
         y = np.empty(d)
         ones = np.ones(4)
-        xacc = np.zeros((1, d, gx))
+        xacc = np.zeros((n_rows, d, gx))
+        sums = np.zeros(6)
         frame = _moving_frame(kmat, kvec, size3)
-        sum_sq = 0.0
-        count = 0.0
         row_j = -1
         row_k = -1
         lo = gx
@@ -285,30 +284,29 @@ def mean_squares_bspline_grid(points, index, fixed_values, rows, ok, start, w, n
             j = index[s, 1]
             k = index[s, 2]
             if rowwise and with_gradient:
-                lo, hi, row_j, row_k = _next_row(part, c, xacc, lo, hi, row_j, row_k, j, k, start,
-                                                 w, d, n_grid, gx, gy)
+                lo, hi, row_j, row_k = _next_row(part, n_rows * c, xacc, lo, hi, row_j, row_k, j,
+                                                 k, start, w, d, n_grid, gx, gy)
             valid, inside, m, g0, g1, g2 = _grid_sample(
                 points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, morigin,
                 frame, mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
             )
             if not valid:
                 continue
-            r = m - fixed_values[s]
-            sum_sq += r * r
-            count += 1.0
+            u = _pointwise_add(kind, sums, fixed_values[s], m, fixed_ref, moving_ref)
             if with_gradient and inside:
-                u = 2.0 * r
+                for b in range(n_rows):
+                    if rowwise:
+                        _row_add(xacc[b], i, start, w, u[b] * g0, u[b] * g1, u[b] * g2, d)
+                    else:
+                        _sample_scatter(part, n_rows * c + b, i, j, k, start, w, ones, u[b] * g0,
+                                        u[b] * g1, u[b] * g2, d, n_grid, gx, gxy)
                 if rowwise:
-                    _row_add(xacc[0], i, start, w, u * g0, u * g1, u * g2, d)
                     lo = min(lo, start[0, i])
                     hi = max(hi, start[0, i] + 3)
-                else:
-                    _sample_scatter(part, c, i, j, k, start, w, ones, u * g0, u * g1, u * g2, d,
-                                    n_grid, gx, gxy)
         if hi >= 0:
-            _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
-        acc[c, 0] = sum_sq
-        acc[c, 1] = count
+            _flush(part, n_rows * c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
+        for q in range(6):
+            acc[c, q] = sums[q]
     return acc, part
 
 
@@ -393,63 +391,3 @@ def mattes_bspline_grid_gradient(index, fixed_bins, start, w, n_grid, grid_size,
         if hi >= 0:
             _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
     return part
-
-
-@njit(parallel=True, cache=True)
-def correlation_bspline_grid(points, index, fixed_values, fixed_ref, moving_ref, rows, ok, start, w,
-                             n_grid, grid_size, kmat, kvec, size3, data, p2i, morigin, mask,
-                             mask_size, mask_p2i, mask_origin, has_mask, with_gradient, rowwise,
-                             chunk_size):
-    """NormalizedCorrelation in one pass: ``acc (n_chunks, 6)`` and gradient rows ``(3 n_chunks, d n_grid)``.
-
-    As :func:`._bspline_kernels.correlation_bspline` (same outputs), with the
-    table map and the row-wise transpose.
-    """
-    n, d = points.shape
-    nc = (n + chunk_size - 1) // chunk_size
-    acc = np.zeros((nc, 6))
-    part = np.zeros((3 * nc, d * n_grid if with_gradient else 0))
-    gx = grid_size[0]
-    gy = grid_size[1]
-    gxy = gx * gy
-    for c in prange(nc):
-        y = np.empty(d)
-        ones = np.ones(4)
-        xacc = np.zeros((3, d, gx))
-        sums = np.zeros(6)
-        frame = _moving_frame(kmat, kvec, size3)
-        row_j = -1
-        row_k = -1
-        lo = gx
-        hi = -1
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            i = index[s, 0]
-            j = index[s, 1]
-            k = index[s, 2]
-            if rowwise and with_gradient:
-                lo, hi, row_j, row_k = _next_row(part, 3 * c, xacc, lo, hi, row_j, row_k, j, k,
-                                                 start, w, d, n_grid, gx, gy)
-            valid, inside, m, g0, g1, g2 = _grid_sample(
-                points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, morigin,
-                frame, mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
-            )
-            if not valid:
-                continue
-            fs, ms = _correlation_add(sums, fixed_values[s] - fixed_ref, m - moving_ref)
-            if with_gradient and inside:
-                for b in range(3):
-                    u = 1.0 if b == 0 else (fs if b == 1 else ms)
-                    if rowwise:
-                        _row_add(xacc[b], i, start, w, u * g0, u * g1, u * g2, d)
-                    else:
-                        _sample_scatter(part, 3 * c + b, i, j, k, start, w, ones, u * g0, u * g1,
-                                        u * g2, d, n_grid, gx, gxy)
-                if rowwise:
-                    lo = min(lo, start[0, i])
-                    hi = max(hi, start[0, i] + 3)
-        if hi >= 0:
-            _flush(part, 3 * c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
-        for q in range(6):
-            acc[c, q] = sums[q]
-    return acc, part

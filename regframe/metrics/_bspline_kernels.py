@@ -114,63 +114,46 @@ def _sample(points, s, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, 
     return ok, inside, base, m, g0, g1, g2
 
 
-@njit(parallel=True, cache=True)
-def mean_squares_bspline(points, fixed_values, params, n_grid, origin, gp2i, grid_size, max_limit,
-                         band_lo, band_hi, nudged, kmat, kvec, size3, data, p2i, morigin,
-                         mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
-                         chunk_size):
-    """MeanSquares in one pass: ``acc (n_chunks, 2)`` = (sum r^2, valid count), gradient rows.
+#: ``kind`` of :func:`sums_bspline` and the grid twin: which sums a one-pass kernel accumulates.
+MEAN_SQUARES = 0
+CORRELATION = 1
 
-    ``r = m - f``; the gradient rows ``(n_chunks, d * n_grid)`` hold
-    ``sum_s 2 r_s J_s^T g_s`` (``(n_chunks, 0)`` without gradient).
+
+@njit(cache=True, inline="always")
+def _pointwise_add(kind, sums, f, m, fixed_ref, moving_ref):
+    """Add a valid sample to the sums of ``kind``; its gradient weights ``(u0, u1, u2)``.
+
+    MeanSquares: ``sums = (sum r^2, count)`` with ``r = m - f``, one gradient
+    row of weight ``2 r``.  Correlation: :func:`._kernels._correlation_add` of
+    ``f' = f - fixed_ref`` and ``m' = m - moving_ref``, three rows of
+    weights ``1, f', m'``.
     """
-    n, d = points.shape
-    nc = (n + chunk_size - 1) // chunk_size
-    acc = np.zeros((nc, 2))
-    part = np.zeros((nc, d * n_grid if with_gradient else 0))
-    gx, gxy, o0, o1, o2 = _control_grid(origin, grid_size, d)
-    for c in prange(nc):
-        y, wa, wb, wc = _buffers(d)
-        frame = _moving_frame(kmat, kvec, size3)
-        sum_sq = 0.0
-        count = 0.0
-        stop = min((c + 1) * chunk_size, n)
-        for s in range(c * chunk_size, stop):
-            ok, inside, base, m, g0, g1, g2 = _sample(
-                points, s, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_limit, band_lo,
-                band_hi, nudged, wa, wb, wc, y, data, p2i, morigin, frame, mask, mask_size,
-                mask_p2i, mask_origin, has_mask, with_gradient,
-            )
-            if not ok:
-                continue
-            r = m - fixed_values[s]
-            sum_sq += r * r
-            count += 1.0
-            if with_gradient and inside:
-                u = 2.0 * r
-                _scatter(part, c, base, wa, wb, wc, u * g0, u * g1, u * g2, d, n_grid, gx, gxy)
-        acc[c, 0] = sum_sq
-        acc[c, 1] = count
-    return acc, part
+    if kind == MEAN_SQUARES:
+        r = m - f
+        sums[0] += r * r
+        sums[1] += 1.0
+        return 2.0 * r, 0.0, 0.0
+    fs, ms = _correlation_add(sums, f - fixed_ref, m - moving_ref)
+    return 1.0, fs, ms
 
 
 @njit(parallel=True, cache=True)
-def correlation_bspline(points, fixed_values, fixed_ref, moving_ref, params, n_grid, origin, gp2i,
-                        grid_size, max_limit, band_lo, band_hi, nudged, kmat, kvec, size3, data,
-                        p2i, morigin, mask, mask_size, mask_p2i, mask_origin, has_mask,
-                        with_gradient, chunk_size):
-    """NormalizedCorrelation in one pass (as ``correlation_linear``).
+def sums_bspline(kind, points, fixed_values, fixed_ref, moving_ref, params, n_grid, origin, gp2i,
+                 grid_size, max_limit, band_lo, band_hi, nudged, kmat, kvec, size3, data, p2i,
+                 morigin, mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
+                 chunk_size):
+    """One pass of MeanSquares or NormalizedCorrelation (``kind``): sums and gradient rows.
 
-    With ``f' = f - fixed_ref`` and ``m' = m - moving_ref``: ``acc (n_chunks,
-    6)`` = (count, sum f', sum m', sum f'^2, sum m'^2, sum f'm'); gradient
-    rows ``(3 n_chunks, d n_grid)``: row ``3c + b`` holds chunk ``c``'s
-    ``sum_s u_b J_s^T g_s`` with ``u = 1, f', m'`` (``(3 n_chunks, 0)``
-    without gradient).
+    ``acc (n_chunks, 6)`` holds each chunk's sums (see :func:`_pointwise_add`;
+    MeanSquares uses the first two); the gradient rows ``(n_rows * n_chunks,
+    d * n_grid)`` (``n_rows`` = 1 or 3; no columns without gradient): row
+    ``n_rows c + b`` holds chunk ``c``'s ``sum_s u_b J_s^T g_s``.
     """
     n, d = points.shape
+    n_rows = 1 if kind == MEAN_SQUARES else 3
     nc = (n + chunk_size - 1) // chunk_size
     acc = np.zeros((nc, 6))
-    part = np.zeros((3 * nc, d * n_grid if with_gradient else 0))
+    part = np.zeros((n_rows * nc, d * n_grid if with_gradient else 0))
     gx, gxy, o0, o1, o2 = _control_grid(origin, grid_size, d)
     for c in prange(nc):
         y, wa, wb, wc = _buffers(d)
@@ -185,12 +168,11 @@ def correlation_bspline(points, fixed_values, fixed_ref, moving_ref, params, n_g
             )
             if not ok:
                 continue
-            fs, ms = _correlation_add(sums, fixed_values[s] - fixed_ref, m - moving_ref)
+            u = _pointwise_add(kind, sums, fixed_values[s], m, fixed_ref, moving_ref)
             if with_gradient and inside:
-                for b in range(3):
-                    u = 1.0 if b == 0 else (fs if b == 1 else ms)
-                    _scatter(part, 3 * c + b, base, wa, wb, wc, u * g0, u * g1, u * g2, d, n_grid,
-                             gx, gxy)
+                for b in range(n_rows):
+                    _scatter(part, n_rows * c + b, base, wa, wb, wc, u[b] * g0, u[b] * g1,
+                             u[b] * g2, d, n_grid, gx, gxy)
         for q in range(6):
             acc[c, q] = sums[q]
     return acc, part

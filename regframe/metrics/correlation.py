@@ -137,13 +137,14 @@ class NormalizedCorrelation(ImageMetric):
         refs = (self._fixed_ref, self._moving_ref)
         for lo, hi in blocks:
             if grid is not None:  # samples on the fixed grid: separable supports
-                acc, part = _gk.correlation_bspline_grid(
-                    st.points[lo:hi], grid.index[lo:hi], st.fixed_values[lo:hi], *refs, *args,
-                    with_gradient, grid.rowwise, chunk,
+                acc, part = _gk.sums_bspline_grid(
+                    _bk.CORRELATION, st.points[lo:hi], grid.index[lo:hi], st.fixed_values[lo:hi],
+                    *refs, *args, with_gradient, grid.rowwise, chunk,
                 )
             else:
-                acc, part = _bk.correlation_bspline(
-                    st.points[lo:hi], st.fixed_values[lo:hi], *refs, *args, with_gradient, chunk
+                acc, part = _bk.sums_bspline(
+                    _bk.CORRELATION, st.points[lo:hi], st.fixed_values[lo:hi], *refs, *args,
+                    with_gradient, chunk,
                 )
             sums += reduce_in_order(acc)
             if with_gradient:

@@ -90,13 +90,14 @@ class MeanSquares(PointwiseMetric):
         grad = np.zeros(st.transform.n_parameters) if with_gradient else None
         for lo, hi in blocks:
             if grid is not None:  # samples on the fixed grid: separable supports
-                acc, part = _gk.mean_squares_bspline_grid(
-                    st.points[lo:hi], grid.index[lo:hi], st.fixed_values[lo:hi], *args,
-                    with_gradient, grid.rowwise, chunk,
+                acc, part = _gk.sums_bspline_grid(
+                    _bk.MEAN_SQUARES, st.points[lo:hi], grid.index[lo:hi], st.fixed_values[lo:hi],
+                    0.0, 0.0, *args, with_gradient, grid.rowwise, chunk,
                 )
             else:
-                acc, part = _bk.mean_squares_bspline(
-                    st.points[lo:hi], st.fixed_values[lo:hi], *args, with_gradient, chunk
+                acc, part = _bk.sums_bspline(
+                    _bk.MEAN_SQUARES, st.points[lo:hi], st.fixed_values[lo:hi], 0.0, 0.0, *args,
+                    with_gradient, chunk,
                 )
             total = reduce_in_order(acc)
             value_sum += total[0]
