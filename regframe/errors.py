@@ -21,6 +21,7 @@ __all__ = [
     "TransformFileError",
     "MissingDependencyError",
     "RegframeWarning",
+    "RegistrationWarning",
 ]
 
 
@@ -88,3 +89,11 @@ class MissingDependencyError(RegframeError, ImportError):
 
 class RegframeWarning(UserWarning):
     """Warnings issued by regframe."""
+
+
+class RegistrationWarning(RegframeWarning):
+    """A registration ended worse than it started (or a stage was dropped for making it worse).
+
+    The result then carries the same text in ``result.warnings``; the command line
+    prints it and exits with status 3.
+    """

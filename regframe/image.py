@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._validation import _describe, as_float_vector, as_points
 from .errors import InvalidInputError, NonFiniteError, ShapeError
 
-__all__ = ["Image"]
+__all__ = ["Image", "as_mask"]
 
 #: Spatial dimensions an :class:`Image` may have.
 SUPPORTED_NDIM: tuple[int, ...] = (2, 3, 4)
@@ -368,6 +368,36 @@ class Image:
             f"Image(size={self.size}, dtype={self.dtype}, spacing={fmt(self._spacing)}, "
             f"origin={fmt(self._origin)}, direction={dirs})"
         )
+
+
+def as_mask(mask: Any, reference: Image, *, name: str = "mask", where: str = "as_mask()") -> Image:
+    """A mask as an :class:`Image` in ``reference``'s geometry.
+
+    An :class:`Image` is returned as is (masks may have their own geometry); an
+    array (boolean or numeric, non-zero = inside) must have ``reference.shape``
+    and takes ``reference``'s spacing, origin and direction.
+
+    Raises
+    ------
+    ShapeError
+        The array's shape is not the reference image's.
+    InvalidInputError
+        Neither an Image nor an array.
+    """
+    if isinstance(mask, Image):
+        return mask
+    if not isinstance(mask, (np.ndarray, list, tuple)):
+        raise InvalidInputError(
+            f"{where}: '{name}' must be a regframe Image or a numpy array of the image's shape; got "
+            f"{type(mask).__name__}."
+        )
+    arr = np.asarray(mask)
+    if arr.shape != tuple(reference.shape):
+        raise ShapeError(
+            f"{where}: '{name}' as an array must have the image's numpy shape {tuple(reference.shape)}; got "
+            f"{arr.shape}. Pass an Image to give the mask its own geometry."
+        )
+    return reference.with_array((arr != 0).astype(np.uint8), copy=False)
 
 
 def _rebuild(
