@@ -1,0 +1,209 @@
+"""``regframe register``: register MOVING to FIXED; write transform, image and QC picture."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, RegframeError
+from ._common import Output, floats, fraction, ints, read_image_arg, save_resampled
+
+ORDER = 10
+
+_OUTPUT_SUFFIXES = {"transform": ".tfm", "resampled": "_resampled.mha", "qc": "_qc.png"}
+
+
+def output_paths(prefix: str | Path) -> dict[str, Path]:
+    """The files written for output prefix ``prefix``."""
+    prefix = Path(prefix)
+    if prefix.suffix in (".tfm", ".mha", ".png"):
+        prefix = prefix.with_suffix("")
+    return {k: prefix.parent / (prefix.name + s) for k, s in _OUTPUT_SUFFIXES.items()}
+
+
+def _identity(ndim: int) -> Any:
+    from ..transforms import TranslationTransform
+
+    return TranslationTransform(ndim)
+
+
+def _full_resolution_metric(kind: str, fixed: Any, moving: Any, transform: Any, fixed_mask: Any,
+                            moving_mask: Any) -> float:
+    """Metric value on the full-resolution images (NaN when the images do not overlap)."""
+    from ..registration.api import make_metric
+
+    try:
+        metric = make_metric(kind)
+        metric.initialize(fixed, moving, transform.copy(), fixed_mask=fixed_mask, moving_mask=moving_mask)
+        return float(metric.value())
+    except RegframeError:
+        return float("nan")
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``register`` subparser."""
+    r = sub.add_parser("register", help="register MOVING to FIXED; write transform, image, QC picture",
+                       description="Register MOVING to FIXED. Writes PREFIX.tfm (maps fixed to moving "
+                                   "points), PREFIX_resampled.mha (moving on the fixed grid) and "
+                                   "PREFIX_qc.png (checkerboards/overlays before and after, metric curve).")
+    r.add_argument("fixed", nargs="?", help="fixed image (any format SimpleITK reads)")
+    r.add_argument("moving", nargs="?", help="moving image")
+    r.add_argument("-t", "--transform", default=None,
+                   help="translation, rigid, similarity, affine or bspline (affine, then a B-spline "
+                        "deformation); default rigid")
+    r.add_argument("-m", "--metric", default=None, help="mattes (default), mse or ncc")
+    r.add_argument("--fixed-mask", default=None, help="binary mask in the fixed image's space")
+    r.add_argument("--moving-mask", default=None, help="binary mask in the moving image's space")
+    r.add_argument("--initial-transform", default=None, help=".tfm applied first (moving-initial transform)")
+    r.add_argument("--levels", type=ints, default=None, help="shrink factors, coarse to fine, e.g. 4,2,1")
+    r.add_argument("--sigmas", type=floats, default=None, help="smoothing sigmas per level, e.g. 2,1,0")
+    r.add_argument("--sigmas-in-mm", action="store_true", help="sigmas in mm instead of voxels")
+    r.add_argument("--iterations", type=int, default=None,
+                   help="maximum iterations per level (default 200; 50 for bspline)")
+    r.add_argument("--sampling", type=fraction, default=None, help="fraction of voxels sampled (seeded)")
+    r.add_argument("--optimizer", default=None,
+                   help="lbfgs (default of linear stages), lbfgsb (default of bspline), regular_step "
+                        "(linear) or gradient_descent (bspline)")
+    r.add_argument("--init", default="moments", choices=("moments", "geometry", "none"),
+                   help="how the first stage is centred (default moments)")
+    r.add_argument("--no-rotation-search", action="store_true", help="skip the coarse rotation search")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random sampling")
+    r.add_argument("-c", "--config", default=None, help="TOML file with [[stage]] tables (multi-stage)")
+    r.add_argument("-o", "--output", default=None, help="output prefix, e.g. out/result")
+    r.add_argument("--interpolator", default="linear", choices=("linear", "bspline", "nearest"),
+                   help="interpolator of the resampled output")
+    r.add_argument("--default-value", type=float, default=None,
+                   help="value outside the moving image (default: its minimum)")
+    r.add_argument("--no-qc", action="store_true", help="do not write the QC picture")
+    return r
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    """Run ``regframe register``."""
+    from ..config import RegistrationConfig, Stage, combine_results, load_config
+    from ..registration import resample
+    from ..transforms.io import read_transform, write_transform
+
+    config: RegistrationConfig | None = None
+    if args.config is not None:
+        config = load_config(args.config)
+        clash = [name for name in ("transform", "metric", "levels", "sigmas", "iterations", "sampling",
+                                   "optimizer") if getattr(args, name) is not None]
+        if clash:
+            raise InvalidInputError(
+                f"register: options {['--' + c for c in clash]} cannot be combined with --config; "
+                f"set them in the [[stage]] tables of '{args.config}' instead."
+            )
+    fixed_path = args.fixed if args.fixed is not None else (config.fixed if config else None)
+    moving_path = args.moving if args.moving is not None else (config.moving if config else None)
+    if fixed_path is None or moving_path is None:
+        raise InvalidInputError(
+            "register: FIXED and MOVING images are required (as arguments or in the configuration's "
+            "[input] table)."
+        )
+    prefix = args.output if args.output is not None else (config.output if config else None)
+    if prefix is None:
+        raise InvalidInputError("register: --output PREFIX is required (or [output] prefix in --config).")
+
+    def pick(cli: Any, key: str) -> Any:
+        if cli is not None:
+            return cli
+        return getattr(config, key) if config is not None else None
+
+    fixed = read_image_arg(fixed_path, "fixed")
+    moving = read_image_arg(moving_path, "moving")
+    fm_path, mm_path = pick(args.fixed_mask, "fixed_mask"), pick(args.moving_mask, "moving_mask")
+    fixed_mask = read_image_arg(fm_path, "fixed mask") if fm_path is not None else None
+    moving_mask = read_image_arg(mm_path, "moving mask") if mm_path is not None else None
+    it_path = pick(args.initial_transform, "initial_transform")
+    initial = read_transform(it_path) if it_path is not None else None
+
+    if config is not None:
+        stages = config.stages
+    else:
+        stages = (
+            Stage(
+                transform=args.transform or "rigid",
+                metric=args.metric or "mattes",
+                n_iterations=args.iterations,
+                levels=args.levels,
+                sigmas=args.sigmas,
+                sigmas_in_mm=args.sigmas_in_mm,
+                sampling=args.sampling,
+                optimizer=args.optimizer,
+                initialization=None if args.init == "none" else args.init,
+                rotation_search=False if args.no_rotation_search else None,
+                seed=args.seed,
+            ),
+        )
+    if not out.quiet:
+        out.stderr.write(
+            f"regframe register: {Path(moving_path).name} -> {Path(fixed_path).name}: "
+            f"{' then '.join(s.transform for s in stages)}, fixed {fixed.ndim}-D size "
+            f"{tuple(fixed.size)}\n"
+        )
+    pipeline = RegistrationConfig(stages=tuple(stages))
+    reporter = out.reporter()
+    t0 = time.perf_counter()
+    results = pipeline.run_stages(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask,
+                                  initial_transform=initial, callbacks=[reporter])
+    reporter.close()
+    result = combine_results(results)
+    elapsed = time.perf_counter() - t0
+
+    paths = output_paths(prefix)
+    paths["transform"].parent.mkdir(parents=True, exist_ok=True)
+    write_transform(result.transform, paths["transform"])
+    default = float(np.min(moving.array)) if args.default_value is None else args.default_value
+    after = resample(moving, result.transform, reference=fixed, interpolator=args.interpolator,
+                     default_value=default)
+    save_resampled(after, moving, paths["resampled"])
+    written = {"transform": paths["transform"], "resampled": paths["resampled"]}
+    before_t = initial if initial is not None else _identity(fixed.ndim)
+    if not args.no_qc:
+        from ..qc import registration_report
+
+        before = resample(moving, before_t, reference=fixed, default_value=default)
+        registration_report(
+            fixed, before, after, paths["qc"],
+            values=[h.value for h in result.history], levels=[h.level for h in result.history],
+            title=f"regframe register: {' then '.join(s.transform for s in stages)}, "
+                  f"{stages[-1].metric}",
+        )
+        written["qc"] = paths["qc"]
+    metric_before = _full_resolution_metric(stages[-1].metric, fixed, moving, before_t, fixed_mask, moving_mask)
+    metric_after = _full_resolution_metric(stages[-1].metric, fixed, moving, result.transform, fixed_mask,
+                                           moving_mask)
+    summary = {
+        "command": "register",
+        "fixed": str(fixed_path),
+        "moving": str(moving_path),
+        "stages": [s.transform for s in stages],
+        "metric": [s.metric for s in stages],
+        "transform_type": result.transform.itk_name,
+        "parameters": result.transform.parameters,
+        "fixed_parameters": result.transform.fixed_parameters,
+        "metric_before": metric_before,
+        "metric_after": metric_after,
+        "final_value": result.final_value,
+        "iterations_per_level": list(result.iterations_per_level),
+        "n_iterations": result.n_iterations,
+        "stop_reason": result.stop_reason.name,
+        "message": result.message,
+        "elapsed_seconds": elapsed,
+        "outputs": {k: str(v) for k, v in written.items()},
+    }
+    out.summary(summary)
+    out.info(
+        f"registered in {elapsed:.1f} s: {result.n_iterations} iterations "
+        f"(per level {', '.join(str(n) for n in result.iterations_per_level)}), "
+        f"stop: {result.stop_reason.name.lower()}; {stages[-1].metric} at full resolution "
+        f"{metric_before:.6g} before -> {metric_after:.6g} after"
+    )
+    for role, p in written.items():
+        out.info(f"  {role:<10} {p}")
+    return 0
