@@ -20,7 +20,9 @@ __all__ = [
     "NotInitializedError",
     "TransformFileError",
     "MissingDependencyError",
+    "OutputError",
     "RegframeWarning",
+    "ImageConversionWarning",
 ]
 
 
@@ -86,5 +88,13 @@ class MissingDependencyError(RegframeError, ImportError):
     """An optional dependency is needed for this feature."""
 
 
+class OutputError(RegframeError, OSError):
+    """An output file cannot be written (missing or read-only folder, disk full, ...)."""
+
+
 class RegframeWarning(UserWarning):
     """Warnings issued by regframe."""
+
+
+class ImageConversionWarning(RegframeWarning):
+    """An image was converted on reading (e.g. colour to luminance); the message says how."""
