@@ -173,7 +173,7 @@ def format_summary(cases: Sequence[DemoCase]) -> str:
     ]
     for c in cases:
         lines.append(
-            f"{c.name:<22} {c.transform:<7} {c.metric:<7} {c.iterations:>5} {c.seconds:>7.1f} "
+            f"{c.name:<22} {c.transform:<7} {c.metric:<7} {c.iterations:>5} {c.seconds:>7.3f} "
             f"{c.initial_error_mm:>10.2f} mm {c.mean_error_mm:>8.3f} mm {c.max_error_mm:>7.3f} mm"
         )
     return "\n".join(lines)

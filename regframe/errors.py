@@ -12,6 +12,7 @@ __all__ = [
     "RegframeError",
     "InvalidInputError",
     "ShapeError",
+    "WrongTypeError",
     "NonFiniteError",
     "EmptyMaskError",
     "NoOverlapError",
@@ -36,6 +37,10 @@ class InvalidInputError(RegframeError, ValueError):
 
 class ShapeError(InvalidInputError):
     """An array argument has the wrong shape."""
+
+
+class WrongTypeError(InvalidInputError, TypeError):
+    """An argument has the wrong type (e.g. a numpy array where an :class:`~regframe.Image` is needed)."""
 
 
 class NonFiniteError(InvalidInputError):

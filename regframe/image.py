@@ -23,9 +23,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._validation import _describe, as_float_vector, as_points
-from .errors import InvalidInputError, NonFiniteError, ShapeError
+from .errors import InvalidInputError, NonFiniteError, ShapeError, WrongTypeError
 
-__all__ = ["Image", "cast_pixels", "as_mask"]
+__all__ = ["Image", "cast_pixels", "as_mask", "check_image"]
 
 #: Spatial dimensions an :class:`Image` may have.
 SUPPORTED_NDIM: tuple[int, ...] = (2, 3, 4)
@@ -475,3 +475,40 @@ def as_mask(mask: Any, reference: Image, name: str = "mask", where: str = "as_ma
             "regframe.Image with its own geometry."
         )
     return reference.with_array(arr)
+
+
+def check_image(obj: Any, name: str, where: str, ndims: tuple[int, ...] = (2, 3), *,
+                expected: str = "a regframe.Image") -> Image:
+    """Check that ``obj`` is an :class:`Image` of an allowed dimension; return it.
+
+    ``expected`` words the accepted types in the message (e.g. ``"a regframe.Image or
+    ImagePyramid"`` for callers that take both).
+
+    Raises
+    ------
+    WrongTypeError
+        ``obj`` is not an :class:`Image` (a numpy array gets a hint how to wrap it).
+    ShapeError
+        The image's dimension is not in ``ndims`` (e.g. a 4-D series given to a
+        registration, which works on 2-D and 3-D images).
+    """
+    if not isinstance(obj, Image):
+        if isinstance(obj, np.ndarray):
+            hint = (
+                f" Wrap the array with its geometry: regframe.Image(array, spacing=..., origin=...) "
+                f"(array in numpy order, e.g. (nz, ny, nx)), or read the file with regframe.read_image()."
+            )
+            got = _describe(obj)
+        else:
+            hint = " Read files with regframe.read_image(); convert SimpleITK images with regframe.from_sitk()."
+            got = f"a {type(obj).__module__}.{type(obj).__qualname__}"
+        raise WrongTypeError(f"{where}: '{name}' must be {expected}; got {got}.{hint}")
+    if obj.ndim not in ndims:
+        dims = " or ".join(f"{d}-D" for d in ndims)
+        hint = ""
+        if obj.ndim == 4:
+            hint = (" A 4-D image is a series of volumes: register one volume at a time, e.g. "
+                    "regframe.Image(image.array[t], spacing=image.spacing[:3], origin=image.origin[:3]).")
+        raise ShapeError(f"{where}: '{name}' must be a {dims} image; got a {obj.ndim}-D image of size "
+                         f"{obj.size}.{hint}")
+    return obj

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-__all__ = ["Output", "floats", "ints", "fraction", "jsonable", "read_image_arg", "save_resampled",
+__all__ = ["Output", "floats", "ints", "fraction", "pixel_type", "make_parent", "jsonable", "read_image_arg", "save_resampled",
            "add_common_options"]
 
 
@@ -39,6 +39,33 @@ def fraction(text: str) -> float:
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}")
     return v
+
+
+def pixel_type(text: str) -> np.dtype:
+    """argparse type: a numeric numpy pixel type name such as float32, uint8, int16."""
+    try:
+        dt = np.dtype(text)
+    except TypeError:
+        dt = None
+    if dt is None or not (np.issubdtype(dt, np.number) or dt == np.bool_) or np.issubdtype(dt, np.complexfloating):
+        raise argparse.ArgumentTypeError(
+            f"expected a numeric pixel type (uint8, int16, uint16, int32, float32, float64); got {text!r}"
+        )
+    return dt
+
+
+def make_parent(path: str | Path, where: str) -> None:
+    """Create the folder of output ``path`` (a clear :class:`OutputError` when impossible)."""
+    from ..errors import OutputError
+
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{where}: cannot create the output folder '{parent}': {exc.strerror or exc}; choose a "
+            "writable place for the outputs."
+        ) from exc
 
 
 def jsonable(value: Any) -> Any:
@@ -111,18 +138,12 @@ def read_image_arg(path: str | Path, what: str, pixel_type: str | None = None) -
     return read_image(p, pixel_type=pixel_type)
 
 
-def save_resampled(image: Any, moving: Any, path: Path) -> None:
-    """Write ``image`` with the pixel type of ``moving`` (integers rounded and clipped)."""
+def save_resampled(image: Any, dtype: Any, path: Path) -> None:
+    """Write ``image`` with pixel type ``dtype`` (integers rounded and clipped)."""
+    from ..image import cast_pixels
     from ..io import write_image
 
-    dtype = moving.dtype
-    arr = np.asarray(image.array)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        arr = np.clip(np.rint(arr), info.min, info.max)
-    elif dtype == np.bool_:
-        arr = arr > 0.5
-    write_image(image.with_array(arr.astype(dtype), copy=False), path)
+    write_image(image.with_array(cast_pixels(image.array, dtype), copy=False), path)
 
 
 def add_common_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:

@@ -13,13 +13,17 @@ from ._common import Output, read_image_arg
 ORDER = 40
 
 
+#: Kinds of ``register -t`` that name a class rather than a linear kind.
+_CLASS_ALIASES = {"bspline": "BSplineTransform", "displacement": "DisplacementFieldTransform"}
+
+
 def _make_any_transform(name: str, ndim: int) -> Any:
-    from ..registration.api import TRANSFORM_KINDS, make_transform
+    from ..registration.api import LINEAR_KINDS, make_transform
     from ..transforms.registry import create_transform
 
-    if name in TRANSFORM_KINDS:
+    if name in LINEAR_KINDS:
         return make_transform(name, ndim)
-    return create_transform(name, ndim)
+    return create_transform(_CLASS_ALIASES.get(name, name), ndim)
 
 
 def _class_ndim(name: str, requested: int | None) -> int:
@@ -29,7 +33,7 @@ def _class_ndim(name: str, requested: int | None) -> int:
     from ..transforms.registry import transform_entry
 
     try:
-        dims = transform_entry(name).dims
+        dims = transform_entry(_CLASS_ALIASES.get(name, name)).dims
     except RegframeError:
         return 2
     return 2 if 2 in dims else int(min(dims))
@@ -42,7 +46,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                                     "error table. Without --metric the transform's Jacobians are checked; "
                                     "with --metric the metric gradient (on phantoms unless --fixed/--moving).")
     cg.add_argument("-t", "--transform", default="rigid",
-                    help="kind (translation, rigid, similarity, affine) or ITK class name (Euler3DTransform)")
+                    help="kind (translation, rigid, similarity, affine, bspline) or ITK class name "
+                         "(Euler3DTransform)")
     cg.add_argument("-m", "--metric", default=None, help="mse, ncc or mattes")
     cg.add_argument("--ndim", type=int, default=None, choices=(2, 3),
                     help="dimension of the phantoms (default 2, or 3 for 3-D-only transforms)")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from ._common import Output, floats, read_image_arg
+from ..errors import InvalidInputError, RegframeWarning
+from .._atomic import atomic_write_text
+from ._common import Output, floats, make_parent, read_image_arg
 
 ORDER = 30
 
@@ -46,6 +48,17 @@ def read_points(path: str | Path, ndim: int, reference: Any = None) -> np.ndarra
                 f"transform-points: '{path}' holds voxel indices; pass --reference IMAGE (the image "
                 "they index) to convert them to physical points."
             )
+        outside = np.any((pts < -0.5) | (pts > np.asarray(reference.size) - 0.5), axis=1)
+        if np.any(outside):
+            first = int(np.argmax(outside))
+            warnings.warn(
+                f"transform-points: {int(outside.sum())} of {len(pts)} index points in '{path}' lie outside "
+                f"the reference image (size {tuple(reference.size)}; indices are (i, j[, k]) with i along x), "
+                f"e.g. point {first + 1} = {pts[first].tolist()}. They are mapped anyway; check the file "
+                "and that --reference is the image the indices refer to.",
+                RegframeWarning,
+                stacklevel=2,
+            )
         pts = reference.index_to_physical(pts)
     return pts
 
@@ -59,7 +72,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     tp.add_argument("points", nargs="?", default=None,
                     help="text file: one point per line, or an elastix point file ('point'/'index' header); "
                          "'-' reads stdin")
-    tp.add_argument("-p", "--point", type=floats, action="append", help="a point x,y[,z] (repeatable)")
+    tp.add_argument("-p", "--point", type=floats, action="append",
+                    help="a point x,y[,z] (repeatable; negative values work: -p -75,-43,-1274)")
     tp.add_argument("-r", "--reference", default=None, help="image whose voxel indices an 'index' file uses")
     tp.add_argument("--inverse", action="store_true", help="map through the inverse transform")
     tp.add_argument("-o", "--output", default=None, help="write the mapped points here instead of stdout")
@@ -87,7 +101,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     mapped = transform.transform_points(points) if points.size else points
     text = "\n".join(" ".join(f"{v:.10g}" for v in row) for row in mapped)
     if args.output:
-        Path(args.output).write_text(text + ("\n" if text else ""))
+        make_parent(args.output, "transform-points")
+        atomic_write_text(args.output, text + ("\n" if text else ""), where="transform-points")
         out.info(f"wrote {len(mapped)} points to {args.output}")
     elif not out.json:
         out.stdout.write(text + ("\n" if text else ""))
