@@ -215,6 +215,8 @@ def test_bad_command_line(ctx, argv, code, fragments, capsys):
 @NEEDS_API
 def test_register_accepts_an_array_mask_end_to_end(ctx):
     """``register(f, m, fixed_mask=np.ones(f.shape))`` (used to raise AttributeError)."""
-    res = rf.register(ctx.fixed, ctx.moving, "rigid", "mse", fixed_mask=np.ones(ctx.fixed.shape),
-                      n_iterations=2)
+    from regframe.datasets import brain_pair
+
+    fixed, moving = brain_pair(2, 64, seed=1)     # large enough for a coarse level (rotation search)
+    res = rf.register(fixed, moving, "rigid", "mse", fixed_mask=np.ones(fixed.shape), n_iterations=2)
     assert np.all(np.isfinite(res.transform.parameters))
