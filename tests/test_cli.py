@@ -480,3 +480,18 @@ def test_check_gradient_bspline_alias_and_demo_time_precision():
 
     case = DemoCase("2d_rigid_mono", 2, "rigid", "mse", 12, 0.0123, 5.0, 0.01, 0.02, {})
     assert " 0.012 " in format_summary([case])
+
+
+def test_register_with_a_non_finite_result_fails_and_writes_nothing(pair, tmp_path, monkeypatch):
+    import dataclasses
+
+    import regframe.config as config
+
+    d, *_ = pair
+    original = config.combine_results
+    monkeypatch.setattr(config, "combine_results",
+                        lambda results: dataclasses.replace(original(results), final_value=float("inf")))
+    code, out, err = run("register", d / "fixed.mha", d / "moving.mha", "-t", "translation", "-m", "mse",
+                         "--levels", "1", "--iterations", "2", "-o", tmp_path / "inf")
+    assert code == 1 and "finite cost" in err and "Nothing was written" in err
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, RegframeError
+from ..errors import InvalidInputError, NonFiniteError, RegframeError
 from ._common import Output, floats, fraction, ints, make_parent, pixel_type, read_image_arg, save_resampled
 
 ORDER = 10
@@ -206,6 +207,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
     reporter.close()
     result = combine_results(results)
     elapsed = time.perf_counter() - t0
+    if not math.isfinite(result.final_value):
+        raise NonFiniteError(
+            f"register: the registration must end with a finite cost; got {result.final_value} "
+            f"({result.message}). The images probably do not overlap at the result: check their "
+            "origins and directions, use --init moments or geometry, or give --initial-transform. "
+            "Nothing was written."
+        )
 
     paths = output_paths(prefix)
     make_parent(paths["transform"], "register")
