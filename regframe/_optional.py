@@ -11,6 +11,8 @@ _EXTRAS = {
     "SimpleITK": "io",
     "matplotlib": "viz",
     "tqdm": "progress",
+    "PIL.Image": "viz",
+    "tifffile": "tiff",
 }
 
 

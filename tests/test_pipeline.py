@@ -16,7 +16,6 @@ import pytest
 
 import regframe as rf
 from regframe.errors import InvalidInputError, NoOverlapError, RegistrationWarning, ShapeError
-from regframe.optimizers import Optimizer
 from regframe.optimizers.base import StopReason
 from regframe.registration import make_transform, register, resample
 from regframe.registration import presets
@@ -31,22 +30,7 @@ from regframe.registration.pipeline import (
 )
 from regframe.registration.stages import InitializeStage, LinearStage
 
-from conftest import data_path
-
-
-class Uphill(Optimizer):
-    """An optimizer that certainly makes things worse: one big step up the gradient."""
-
-    def __init__(self, step: float = 8.0) -> None:
-        super().__init__(scales="physical_shift")
-        self.step = step
-
-    def _run(self, cost, scales, recorder):
-        value, grad = cost.value_and_gradient()
-        direction = grad / scales
-        direction = direction / max(np.linalg.norm(direction), 1e-300)
-        cost.transform.update_parameters(direction * self.step)
-        return cost.transform.parameters, cost.value(), 1, StopReason.MAX_ITERATIONS, "uphill on purpose"
+from conftest import Uphill, data_path
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +83,7 @@ def test_a_result_worse_than_the_start_returns_the_start_with_a_warning(brain):
     moving, _ = _moved(brain, 2.0, (1.0, 0.5))
     with pytest.warns(RegistrationWarning, match="worse than the start"):
         res = register(brain, moving, "rigid", "mse", initialization=None, rotation_search=False,
-                       optimizer=Uphill())
+                       optimizer=Uphill.make())
     assert res.warnings and "worse than the start" in res.warnings[-1]
     # the start is the identity: no rotation, no shift
     np.testing.assert_allclose(res.transform.transform_points(brain.voxel_points()[:50]),
@@ -120,7 +104,7 @@ def test_no_warning_when_all_is_well(brain):
 def test_a_bspline_stage_that_makes_things_worse_is_dropped(brain):
     moving, truth = _moved(brain, 5.0, (2.0, 1.0))
     with pytest.warns(RegistrationWarning, match="bspline: the stage made"):
-        res = register_bspline(brain, moving, "mse", linear_stage="rigid", optimizer=Uphill(20.0),
+        res = register_bspline(brain, moving, "mse", linear_stage="rigid", optimizer=Uphill.make(20.0),
                                mesh_size=4, n_grid_levels=1)
     assert not res.stages[-1].kept and res.stages[-1].kind == "bspline"
     assert type(res.transform).__name__ == "Euler2DTransform"  # the linear result, untouched
@@ -158,7 +142,7 @@ def test_array_masks_are_taken_in_the_image_geometry(brain):
 
 @pytest.mark.parametrize("bad", [np.zeros((8, 8)), "fixed.mha", None])
 def test_non_images_get_a_typed_error(bad, brain):
-    with pytest.raises(InvalidInputError, match="regframe Image"):
+    with pytest.raises(InvalidInputError, match="regframe.Image"):
         register(bad, brain)
 
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._validation import check_sampling
 from ..errors import InvalidInputError
 from ..interpolators import Interpolator
 from ..metrics.base import Metric
-from ..metrics.sampling import _check_fraction
 from ..optimizers import Optimizer
 from ..transforms.base import Transform
 from . import presets
@@ -118,8 +118,7 @@ def register(
         is empty unless the never-worse guard intervened.
     """
     inputs = RegistrationInputs.for_images(fixed, moving, fixed_mask, moving_mask)
-    if sampling is not None:
-        sampling = _check_fraction(sampling, "register(): 'sampling'")
+    sampling = check_sampling(sampling, "register()")
     if initial_transform is not None and initial_transform.ndim != inputs.ndim:
         raise InvalidInputError(
             f"register(): 'initial_transform' is {initial_transform.ndim}-D but the images are {inputs.ndim}-D."

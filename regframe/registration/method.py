@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
-from ..image import Image
+from ..image import Image, as_mask, check_image
 from ..interpolators import Interpolator
 from ..metrics.base import Metric
 from ..metrics.sampling import FullSampler, Sampler
@@ -153,8 +153,9 @@ class RegistrationMethod:
     schedule : LevelSchedule, optional
         Shrink factors and smoothing sigmas, coarse to fine (default
         ``LevelSchedule((4, 2, 1), (2, 1, 0))`` in voxels).
-    fixed_mask, moving_mask : Image, optional
-        Binary masks in the physical space of the fixed / moving image.
+    fixed_mask, moving_mask : Image or array, optional
+        Binary masks in the physical space of the fixed / moving image (an
+        array is taken in the geometry of the full-resolution image it masks).
     initial_transform : Transform, optional
         A fixed moving-initial transform ``T0``; the result maps
         ``x -> T0(T(x))`` and only ``T`` is optimised (ITK's
@@ -238,11 +239,7 @@ class RegistrationMethod:
                     f"method's levels ({self.schedule}); got {image.schedule}."
                 )
             return image
-        if not isinstance(image, Image):
-            raise InvalidInputError(
-                f"RegistrationMethod.run(): '{name}' must be a regframe Image or ImagePyramid; got "
-                f"{type(image).__name__}."
-            )
+        image = check_image(image, name, "RegistrationMethod.run()", expected="a regframe Image or ImagePyramid")
         return ImagePyramid(image, self.schedule)
 
     def _compose(self, transform: Transform) -> Transform:
@@ -278,6 +275,9 @@ class RegistrationMethod:
                 f"RegistrationMethod.run(): fixed ({fixed.ndim}-D), moving ({moving.ndim}-D) and "
                 f"transform ({transform.ndim}-D) must have the same dimension."
             )
+        # array masks are taken in the geometry of the full-resolution image they mask
+        fixed_mask = as_mask(self.fixed_mask, fixed, "fixed_mask", "RegistrationMethod.run()")
+        moving_mask = as_mask(self.moving_mask, moving, "moving_mask", "RegistrationMethod.run()")
         t0 = time.perf_counter()
         current = transform.copy()
         history: list[RegistrationState] = []
@@ -297,8 +297,8 @@ class RegistrationMethod:
                 mapping,
                 interpolator=self.interpolators[index],
                 sampler=self.samplers[index],
-                fixed_mask=self.fixed_mask,
-                moving_mask=self.moving_mask,
+                fixed_mask=fixed_mask,
+                moving_mask=moving_mask,
             )
 
             def on_iteration(state: IterationState, _level: int = index) -> bool:

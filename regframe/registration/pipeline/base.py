@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ...errors import InvalidInputError
-from ...image import Image, as_mask
+from ...image import Image, as_mask, check_image
 from ...transforms.base import Transform
 from ..method import RegistrationResult, RegistrationState
 from ..pyramid import ImagePyramid, LevelSchedule
@@ -42,14 +42,8 @@ class RegistrationInputs:
     def for_images(cls, fixed: Any, moving: Any, fixed_mask: Any = None, moving_mask: Any = None, *,
                    where: str = "register()", **points: Any) -> RegistrationInputs:
         """Checked inputs of an image registration (typed errors for anything else)."""
-        for name, image in (("fixed", fixed), ("moving", moving)):
-            if not isinstance(image, Image):
-                hint = (" Wrap a numpy array with regframe.Image(array, spacing=...) or read a file with "
-                        "regframe.read_image()." if isinstance(image, np.ndarray) else
-                        " Convert SimpleITK images with regframe.from_sitk().")
-                raise InvalidInputError(
-                    f"{where}: '{name}' must be a regframe Image; got {type(image).__name__}.{hint}"
-                )
+        fixed = check_image(fixed, "fixed", where)
+        moving = check_image(moving, "moving", where)
         if fixed.ndim != moving.ndim:
             raise InvalidInputError(
                 f"{where}: fixed and moving images must have the same dimension; got {fixed.ndim}-D and "
