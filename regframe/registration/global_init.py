@@ -413,8 +413,8 @@ def _fourier_mellin_arrays(fp: NDArray[np.float64], mp: NDArray[np.float64], ind
 def rotation_grid_3d(n: int = 72) -> NDArray[np.float64]:
     """``n`` rotations spread near-uniformly over SO(3) (super-Fibonacci spiral, Alexa 2022).
 
-    Deterministic.  With 72 rotations every rotation lies within about 40
-    degrees of one of them.
+    Deterministic.  With 72 rotations, every rotation lies within 56 degrees
+    of one of them (99 % within 46, half within 30 degrees).
 
     Returns
     -------
