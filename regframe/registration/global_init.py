@@ -71,7 +71,8 @@ PEAK_SIGMA = 1.0
 MIN_OVERLAP = 0.25
 #: FFT length per axis relative to the grid (wrap-around aliases resolved by correlation).
 PAD_FACTOR = 1.5
-#: Largest working grid of :func:`global_candidates` (voxels along any axis), 2-D and 3-D.
+#: Working grid size of :func:`global_candidates`: larger images are shrunk by the integer factor
+#: nearest to ``size / WORK_SIZE`` per axis (so the grid has 2/3 to 3/2 of this many voxels).
 WORK_SIZE = {2: 96, 3: 32}
 #: Margin around the fixed working grid (fraction of its size per side), so moving content
 #: beyond the fixed field of view still takes part in the correlation.
@@ -447,22 +448,22 @@ class _Search:
     def __init__(self, fixed: Image, moving: Image, start: MatrixOffsetTransformBase,
                  fixed_mask: Image | None, moving_mask: Image | None) -> None:
         ndim = fixed.ndim
-        fixed_w = _shrunk(fixed, np.maximum(1, np.ceil(np.asarray(fixed.size) / WORK_SIZE[ndim]).astype(int)))
+        fixed_w = _shrunk(fixed, np.maximum(1, np.rint(np.asarray(fixed.size) / WORK_SIZE[ndim]).astype(int)))
         inside = _mask_inside(fixed_w, fixed_mask)
         fmask = np.ones(fixed_w.shape, dtype=bool) if inside is None else inside
         pad = np.ceil(MARGIN * np.asarray(fixed_w.size)).astype(int)  # ITK order
         grid_shape = tuple(int(v) for v in (np.asarray(fixed_w.size) + 2 * pad)[::-1])
         inner = tuple(slice(int(p), int(p) + n) for p, n in zip(pad[::-1], fixed_w.shape))
-        values = np.zeros(grid_shape)
+        values, mask, weights = np.zeros(grid_shape), np.zeros(grid_shape, dtype=bool), np.zeros(grid_shape)
         values[inner] = fixed_w.array
-        mask = np.zeros(grid_shape, dtype=bool)
         mask[inner] = fmask
+        weights[inner] = _taper(fmask, fixed_w.spacing[::-1])
         self.grid = Image(values, spacing=fixed_w.spacing,
                           origin=fixed_w.origin - fixed_w.index_to_physical_matrix @ pad,
                           direction=fixed_w.direction, copy=False)
         self.points = self.grid.voxel_points()
         self.spacing_np = fixed_w.spacing[::-1]
-        self.corr = _Correlator(values, mask, _taper(mask, self.spacing_np))
+        self.corr = _Correlator(values, mask, weights)
         # moving: smoothed and shrunk to about the working spacing; its taper travels with it
         ratio = np.floor(float(np.min(fixed_w.spacing)) / moving.spacing).astype(int)
         moving_w = _shrunk(moving, np.maximum(1, ratio))
