@@ -192,6 +192,26 @@ def test_global_candidates_brain_similarity(shared_data):
     assert abs(np.degrees(best.parameters[1]) + 10.0) < 2.0  # not the 180-degree twin
 
 
+def test_global_candidates_different_grids_and_masks(shared_data):
+    """Moving on another grid (spacing 1.25, other size and origin) with masks; full-size inputs."""
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    mask = sitk.ReadImage(str(shared_data("elastix_example", "mask_fixed.mhd")), sitk.sitkUInt8)
+    truth = sitk.Similarity2DTransform(1.15, np.deg2rad(35.0), (-20.0, 25.0),
+                                       brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)))
+    grid = sitk.Image(230, 215, sitk.sitkFloat64)
+    grid.SetSpacing((1.25, 1.25))
+    grid.SetOrigin((-30.0, -12.0))
+    inverse = truth.GetInverse()
+    moving = from_sitk(sitk.Resample(brain, grid, inverse, sitk.sitkBSpline, 0.0))
+    moving_mask = from_sitk(sitk.Resample(mask, grid, inverse, sitk.sitkNearestNeighbor, 0))
+    fixed, fixed_mask = from_sitk(brain), from_sitk(mask)
+    start = centered_initializer(fixed, moving, Similarity2DTransform(), mode="geometry")
+    cands = global_candidates(fixed, moving, "similarity", start=start, fixed_mask=fixed_mask,
+                              moving_mask=moving_mask)
+    assert _rms_error(start, truth, fixed) > 40.0
+    assert _rms_error(cands[0], truth, fixed) < 3.0
+
+
 def test_global_candidates_3d_oblique_rotation(shared_data):
     """Lung CT rotated 45 degrees about an oblique axis and shifted by 25 % of its extent."""
     ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))

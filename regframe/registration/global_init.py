@@ -42,7 +42,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from .._validation import check_choice, check_positive_int
-from ..errors import ConstantImageError, InvalidInputError, NonFiniteError
+from ..errors import ConstantImageError, EmptyMaskError, InvalidInputError, NonFiniteError
 from ..image import Image
 from ..interpolators import LinearInterpolator
 from ..transforms.euler import rotation_2d
@@ -244,6 +244,18 @@ def _zero_mean(values: NDArray[np.float64], weights: NDArray[np.float64], name: 
 
 
 # --------------------------------------------------------------------------- public: images on one grid
+def _mask_array(image: Image, mask: Image | None, where: str) -> NDArray[np.bool_]:
+    """Voxels of ``image`` inside ``mask`` (all of them without a mask)."""
+    try:
+        inside = _mask_inside(image, mask)
+    except EmptyMaskError:
+        raise EmptyMaskError(
+            f"{where}: a mask covers no voxel of its image; check that mask and image share the same "
+            "physical space."
+        ) from None
+    return np.ones(image.shape, dtype=bool) if inside is None else inside
+
+
 def _same_grid_arrays(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None,
                       where: str) -> tuple[NDArray, NDArray, NDArray, NDArray]:
     """Float arrays and binary masks of two images that must share a grid."""
@@ -258,12 +270,8 @@ def _same_grid_arrays(fixed: Image, moving: Image, fixed_mask: Image | None, mov
             f"{fixed.size} and {moving.size}. Resample the moving image onto the fixed grid first, e.g. "
             "regframe.resample(moving, start_transform, reference=fixed)."
         )
-    masks = []
-    for im, mask in ((fixed, fixed_mask), (moving, moving_mask)):
-        inside = _mask_inside(im, mask)
-        masks.append(np.ones(im.shape, dtype=bool) if inside is None else inside)
     return (np.asarray(fixed.array, dtype=np.float64), np.asarray(moving.array, dtype=np.float64),
-            masks[0], masks[1])
+            _mask_array(fixed, fixed_mask, where), _mask_array(moving, moving_mask, where))
 
 
 def phase_correlation(
@@ -449,8 +457,7 @@ class _Search:
                  fixed_mask: Image | None, moving_mask: Image | None) -> None:
         ndim = fixed.ndim
         fixed_w = _shrunk(fixed, np.maximum(1, np.rint(np.asarray(fixed.size) / WORK_SIZE[ndim]).astype(int)))
-        inside = _mask_inside(fixed_w, fixed_mask)
-        fmask = np.ones(fixed_w.shape, dtype=bool) if inside is None else inside
+        fmask = _mask_array(fixed_w, fixed_mask, "global_candidates()")
         pad = np.ceil(MARGIN * np.asarray(fixed_w.size)).astype(int)  # ITK order
         grid_shape = tuple(int(v) for v in (np.asarray(fixed_w.size) + 2 * pad)[::-1])
         inner = tuple(slice(int(p), int(p) + n) for p, n in zip(pad[::-1], fixed_w.shape))
@@ -467,8 +474,7 @@ class _Search:
         # moving: smoothed and shrunk to about the working spacing; its taper travels with it
         ratio = np.floor(float(np.min(fixed_w.spacing)) / moving.spacing).astype(int)
         moving_w = _shrunk(moving, np.maximum(1, ratio))
-        inside = _mask_inside(moving_w, moving_mask)
-        mmask = np.ones(moving_w.shape, dtype=bool) if inside is None else inside
+        mmask = _mask_array(moving_w, moving_mask, "global_candidates()")
         weights = _taper(mmask, moving_w.spacing[::-1])
         m = np.asarray(moving_w.array, dtype=np.float64)
         self.interp_mw = LinearInterpolator().set_image(moving_w.with_array(m * weights, copy=False))
@@ -477,13 +483,17 @@ class _Search:
         self.center = start.center
         self.voxel = float(np.min(fixed_w.spacing))
 
-    def evaluate(self, matrix: NDArray[np.float64], translation: NDArray[np.float64], phase: bool,
-                 n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
-        """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
+    def _sample(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+        """Moving image times its taper, and the taper, on the working grid through ``(matrix, translation)``."""
         c = self.center
         mapped = self.points @ matrix.T + (c + translation - matrix @ c)
         mw = self.interp_mw.evaluate(mapped)[0].reshape(self.grid.shape)
-        w = self.interp_w.evaluate(mapped)[0].reshape(self.grid.shape)
+        return mw, self.interp_w.evaluate(mapped)[0].reshape(self.grid.shape)
+
+    def evaluate(self, matrix: NDArray[np.float64], translation: NDArray[np.float64], phase: bool,
+                 n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
+        """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
+        mw, w = self._sample(matrix, translation)
         total = float(w.sum())
         if total <= 1e-9 * w.size:
             return []
@@ -502,10 +512,7 @@ class _Search:
 
     def moving_on_grid(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> NDArray[np.float64]:
         """Tapered, zero-mean moving image on the working grid (for Fourier-Mellin)."""
-        c = self.center
-        mapped = self.points @ matrix.T + (c + translation - matrix @ c)
-        mw = self.interp_mw.evaluate(mapped)[0].reshape(self.grid.shape)
-        w = self.interp_w.evaluate(mapped)[0].reshape(self.grid.shape)
+        mw, w = self._sample(matrix, translation)
         return mw - (float(mw.sum()) / max(float(w.sum()), 1e-300)) * w
 
 
@@ -577,7 +584,12 @@ def global_candidates(
     Parameters
     ----------
     fixed, moving : Image
-        Typically the coarsest pyramid level of each image (any grids).
+        Any grids (2-D or 3-D).  Larger images are smoothed and shrunk to the
+        working grid here, so the full-resolution images or any pyramid level
+        will do; the images should keep the structure that identifies the
+        rotation: Fourier-Mellin needs about 64 voxels per axis (a 256-pixel
+        brain slice at shrink factor 8, 32 x 32, is too coarse; at 64 x 64 it
+        works).
     kind : {"translation", "rigid", "similarity", "affine"}
         Registration kind of ``start``.
     start : MatrixOffsetTransformBase
