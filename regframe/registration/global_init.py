@@ -680,12 +680,12 @@ def _distinct(found: list, n: int, angle: float = 0.35) -> list:
 
 
 def _prune(found: list, start: MatrixOffsetTransformBase, voxel: float, max_candidates: int) -> list:
-    """Best-first, without near-duplicates (about 5 degrees or 5 %, and two working voxels) or the start."""
+    """Best-first, without near-duplicates (within about 5 degrees or 5 % and one working voxel) or the start."""
     kept: list[tuple[NDArray, NDArray, float]] = [(start.matrix, start.translation, np.inf)]
     for matrix, translation, score in sorted(found, key=lambda c: -c[2]):
         if not np.isfinite(score):
             continue
-        if any(np.max(np.abs(matrix - m)) < 0.08 and np.linalg.norm(translation - t) < 2 * voxel for m, t, _ in kept):
+        if any(np.max(np.abs(matrix - m)) < 0.08 and np.linalg.norm(translation - t) < voxel for m, t, _ in kept):
             continue
         kept.append((matrix, translation, score))
         if len(kept) > max_candidates:
