@@ -233,6 +233,18 @@ def test_global_candidates_3d_oblique_rotation(shared_data):
     assert _rms_error(cands[0], truth, fixed) < 20.0  # coarse voxels are 10.9 x 10.9 x 20 mm
 
 
+def test_global_candidates_3d_translation(shared_data):
+    """A pure shift of the CT: a phase-correlation candidate within half a coarse voxel."""
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    truth = sitk.TranslationTransform(3, (15.0, -20.0, 10.0))
+    fixed, moving = from_sitk(ct), from_sitk(_moved(ct, truth, default=-1024.0))
+    start = centered_initializer(fixed, moving, TranslationTransform(3), mode="moments")
+    cands = global_candidates(_coarse(fixed, 4), _coarse(moving, 4), "translation", start=start)
+    assert all(type(c) is TranslationTransform for c in cands)
+    assert _rms_error(start, truth, fixed) > 15.0
+    assert _rms_error(cands[0], truth, fixed) < 5.5
+
+
 @pytest.mark.parametrize("kind, cls", [("translation", TranslationTransform), ("rigid", Euler2DTransform),
                                        ("similarity", Similarity2DTransform), ("affine", AffineTransform)])
 def test_global_candidates_contract(shared_data, kind, cls):

@@ -573,7 +573,7 @@ def global_candidates(
 ) -> list[MatrixOffsetTransformBase]:
     """Candidate start transforms of a registration kind, best (by a cheap score) first.
 
-    Works on a working grid of at most ``WORK_SIZE`` voxels per axis (the
+    Works on a working grid of about ``WORK_SIZE`` voxels per axis (the
     fixed image smoothed and shrunk when larger), extended by ``MARGIN`` on
     every side so that moving content beyond the fixed field of view still
     correlates; the moving image is resampled onto it through each candidate
