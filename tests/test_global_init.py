@@ -146,6 +146,27 @@ def test_fourier_mellin_rotation_and_scale_of_brain(shared_data, angle, scale):
     assert abs(s0 / scale - 1.0) < 0.02
 
 
+def test_fourier_mellin_and_phase_on_an_oblique_anisotropic_grid(shared_data):
+    """World angles, scales and translations on a grid with direction R(30 deg) and spacing (0.9, 1.2)."""
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    centre = np.asarray(brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)))
+    grid = sitk.Image(240, 200, sitk.sitkFloat64)
+    grid.SetSpacing((0.9, 1.2))
+    th = np.deg2rad(30.0)
+    grid.SetDirection((np.cos(th), -np.sin(th), np.sin(th), np.cos(th)))
+    grid.SetOrigin(tuple(centre - np.asarray(grid.TransformContinuousIndexToPhysicalPoint((119.5, 99.5)))))
+    fixed = from_sitk(sitk.Resample(brain, grid, sitk.Transform(), sitk.sitkBSpline, 0.0))
+    for angle, scale in ((-25.0, 1.1), (70.0, 0.85)):
+        truth = sitk.Similarity2DTransform(scale, np.deg2rad(angle), (5.0, -3.0), tuple(centre))
+        moving = from_sitk(sitk.Resample(brain, grid, truth.GetInverse(), sitk.sitkBSpline, 0.0))
+        cands = fourier_mellin(fixed, moving)
+        assert min(abs(np.degrees(np.angle(np.exp(1j * (a - np.deg2rad(angle)))))) for a, _, _ in cands[:2]) < 1.0
+        assert abs(cands[0][1] / scale - 1.0) < 0.02
+    shift = sitk.TranslationTransform(2, (7.3, -4.1))
+    moving = from_sitk(sitk.Resample(brain, grid, shift.GetInverse(), sitk.sitkBSpline, 0.0))
+    np.testing.assert_allclose(phase_correlation(fixed, moving)[0][0], shift.GetOffset(), atol=0.1)
+
+
 def test_fourier_mellin_without_scale_and_errors(shared_data):
     brain = _read(shared_data("elastix_example", "fixed.mhd"))
     truth = sitk.Euler2DTransform(brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)), np.deg2rad(33.0))
