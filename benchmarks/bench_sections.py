@@ -13,7 +13,9 @@ Peers in the same process on the same pairs, all warmed up on the first pair:
 
 Per pair: the normalized correlation of the fixed image and the aligned moving image over
 their overlap (pixels where the moving image is defined), the recovered rotation (degrees, a
-transform mapping fixed points to moving points), and the wall time.  The CPU time of
+transform mapping fixed points to moving points), the wall time, and the RMS distance (pixels,
+over the image) of three mappings from pystackreg's: the best unrefined candidate of
+``global_candidates`` (first after the start), the prototype's final result, and ``register()``'s.  The CPU time of
 candidate generation alone (``global_candidates`` on the coarsest level) is printed separately.
 
 Run: ``/work/benchenv/bin/python benchmarks/bench_sections.py [--threads 2] [--pairs 11]``
@@ -47,7 +49,14 @@ def _pystackreg(fixed: np.ndarray, moving: np.ndarray):
     elapsed = time.perf_counter() - t0
     overlap = sr.transform(np.ones_like(moving), tmat) > 0.999
     angle = np.degrees(np.arctan2(tmat[1, 0], tmat[0, 0]))  # tmat maps fixed (x, y) to moving (x, y)
-    return _ncc_overlap(fixed, aligned, overlap), angle, elapsed
+    return _ncc_overlap(fixed, aligned, overlap), angle, elapsed, tmat
+
+
+def _distance(transform, tmat: np.ndarray, image) -> float:
+    """RMS distance (pixels) between a transform's mapping and pystackreg's over the image."""
+    pts = image.voxel_points()[::97]  # PNG: spacing 1, origin 0, so physical (x, y) = pixel (column, row)
+    theirs = pts @ tmat[:2, :2].T + tmat[:2, 2]
+    return float(np.sqrt(np.mean(np.sum((transform.transform_points(pts) - theirs) ** 2, axis=1))))
 
 
 def _aligned(fixed, moving, transform):
@@ -65,7 +74,7 @@ def _regframe(fixed, moving):
     t0 = time.perf_counter()
     res = register(fixed, moving, transform="rigid")
     elapsed = time.perf_counter() - t0
-    return _aligned(fixed, moving, res.transform), np.degrees(res.transform.parameters[0]), elapsed
+    return _aligned(fixed, moving, res.transform), np.degrees(res.transform.parameters[0]), elapsed, res.transform
 
 
 def _candidates(fixed, moving):
@@ -104,7 +113,8 @@ def _candidates(fixed, moving):
             best_value, best = res.final_value, res.optimized_transform
     res = register(fixed, moving, transform=best)
     elapsed = time.perf_counter() - t0
-    return _aligned(fixed, moving, res.transform), np.degrees(res.transform.parameters[0]), elapsed, t_gen, len(cands)
+    return (_aligned(fixed, moving, res.transform), np.degrees(res.transform.parameters[0]), elapsed, t_gen,
+            len(cands), res.transform, cands[1] if len(cands) > 1 else start)
 
 
 def main(argv=None) -> int:
@@ -131,7 +141,7 @@ def main(argv=None) -> int:
     _candidates(images[0], images[1])
 
     print(f"{'pair':>5} | {'pystackreg NCC  rot   s':>24} | {'register() NCC  rot   s':>24} | "
-          f"{'candidates NCC  rot   s (gen CPU ms, n)':>40}")
+          f"{'candidates NCC  rot   s (gen CPU ms, n)':>40} | px from pystackreg: best candidate, final, register()")
     rows = []
     for i in range(n):
         p = _pystackreg(arrays[i], arrays[i + 1])
@@ -139,7 +149,9 @@ def main(argv=None) -> int:
         c = _candidates(images[i], images[i + 1])
         rows.append((p, r, c))
         print(f"{i:02d}-{i + 1:02d} | {p[0]:10.4f} {p[1]:6.2f} {p[2]:5.2f} | {r[0]:10.4f} {r[1]:6.2f} {r[2]:5.2f} | "
-              f"{c[0]:10.4f} {c[1]:6.2f} {c[2]:5.2f} ({1e3 * c[3]:5.1f} ms, {c[4]})")
+              f"{c[0]:10.4f} {c[1]:6.2f} {c[2]:5.2f} ({1e3 * c[3]:5.1f} ms, {c[4]}) | "
+              f"{_distance(c[6], p[3], images[i]):6.2f} {_distance(c[5], p[3], images[i]):6.2f} "
+              f"{_distance(r[3], p[3], images[i]):8.1f}")
     ok = lambda k: sum(row[k][0] >= row[0][0] - 0.01 for row in rows)  # noqa: E731
     print(f"pairs within 0.01 NCC of pystackreg (or better): register() {ok(1)}/{n}, candidates {ok(2)}/{n}")
     for k, name in ((0, "pystackreg"), (1, "register()"), (2, "candidates")):
