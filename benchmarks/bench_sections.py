@@ -158,8 +158,9 @@ def main(argv=None) -> int:
         print(f"median time {name:>10}: {statistics.median(row[k][2] for row in rows):.2f} s")
     print(f"median time ratio candidates / pystackreg: "
           f"{statistics.median(row[2][2] / row[0][2] for row in rows):.2f}")
+    gen = [1e3 * row[2][3] for row in rows]
     print(f"candidate generation (global_candidates on the coarsest level, CPU): median "
-          f"{1e3 * statistics.median(row[2][3] for row in rows):.1f} ms, max {1e3 * max(row[2][3] for row in rows):.1f} ms")
+          f"{statistics.median(gen):.1f} ms, max {max(gen):.1f} ms")
     return 0
 
 
