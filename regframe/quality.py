@@ -278,8 +278,8 @@ def draw_deformation(
     if np.any(det <= 0):
         ax_det.contour(det <= 0, levels=[0.5], colors="k", linewidths=0.8, origin="upper", extent=view.extent)
     ax_det.figure.colorbar(im, ax=ax_det, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
-    ax_det.set_title(f"{view.title}\ndet(dT/dx): min {det.min():.3f}, max {det.max():.3f} "
-                     "(red expands, blue shrinks, black: folding)", fontsize=7)
+    ax_det.set_title(f"{view.title}\ndet(dT/dx) in [{det.min():.3f}, {det.max():.3f}]\n"
+                     "red: expansion, blue: compression, black: folding", fontsize=7)
 
 
 def plot_deformation(
