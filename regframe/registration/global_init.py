@@ -79,7 +79,7 @@ WORK_SIZE = {2: 96, 3: 32}
 MARGIN = 0.25
 #: Log-polar sampling of Fourier-Mellin: angles over [0, pi) and log-radii.
 FM_ANGLES, FM_RADII = 256, 96
-#: Scales searched by Fourier-Mellin (and by the scale grid).
+#: Range of the scales Fourier-Mellin may return.
 SCALE_RANGE = (0.5, 2.0)
 #: 2-D ``"auto"`` trusts its phase-correlation and Fourier-Mellin candidates when the best one
 #: correlates by ``CONFIDENT_SCORE[1]``, or by ``CONFIDENT_SCORE[0]`` with a Fourier-Mellin peak of
