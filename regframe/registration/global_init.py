@@ -612,7 +612,7 @@ def global_candidates(
         with the start's translation - Fourier-Mellin in 2-D, the rotation grid
         in 3-D.  ``"grid"``: rotations on a grid (2-D: every ``SWEEP_STEP``
         degrees, hill-climb steps of 3 and 1.5 degrees; 3-D:
-        :func:`rotation_grid_3d` (72), steps of 20 and 10 degrees), the best
+        :func:`rotation_grid_3d` (72), steps of 20, 10 and 5 degrees), the best
         three refined by a hill-climb (and a scale grid ``SCALE_GRID`` on the
         best two for similarity and affine), each with its phase-correlation
         translation.  ``"auto"``: the phase-correlation translations plus, for
@@ -669,14 +669,14 @@ def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds
     """Rotation grid (+ hill-climb of the best 3, + scale grid on the best 2), each with its translation.
 
     2-D: every ``SWEEP_STEP`` degrees, hill-climb steps of a half and a quarter of it; 3-D:
-    :func:`rotation_grid_3d`, steps of 20 and 10 degrees.
+    :func:`rotation_grid_3d`, steps of 20, 10 and 5 degrees.
     """
     a0, t0 = s.start.matrix, s.start.translation
     if ndim == 2:
         rotations = [rotation_2d(a) for a in np.deg2rad(np.arange(SWEEP_STEP, 360.0, SWEEP_STEP))]
         steps = np.deg2rad([0.5 * SWEEP_STEP, 0.25 * SWEEP_STEP])
     else:
-        rotations, steps = list(rotation_grid_3d()), np.deg2rad([20.0, 10.0])
+        rotations, steps = list(rotation_grid_3d()), np.deg2rad([20.0, 10.0, 5.0])
     scored = list(seeds)
     for r in rotations:
         scored += s.evaluate(a0 @ r, t0, phase)
