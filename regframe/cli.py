@@ -587,6 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--no-pictures", action="store_true", help="skip the PNG pictures")
     _add_common(dm, suppress=True)
     dm.set_defaults(func=_cmd_demo)
+
+    from .commands import points as _points_command
+
+    _points_command.add_parser(sub)
     return parser
 
 

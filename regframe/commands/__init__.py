@@ -1,0 +1,1 @@
+"""Command modules of the ``regframe`` command line (one module per command: ``add_parser``, ``run``)."""
