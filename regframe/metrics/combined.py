@@ -92,12 +92,14 @@ class CombinedMetric(Metric):
                          fixed_mask=fixed_mask, moving_mask=moving_mask)
         self._transform = transform
         if self._weights is None:
-            norms = [float(np.linalg.norm(m.value_and_gradient()[1])) for m in self.metrics]
-            first = self._spec[0] * norms[0]  # type: ignore[operator]
-            self._weights = tuple(
-                w if w is not None else (first / n if n > 0 else 1.0) for w, n in zip(self._spec, norms)
-            )
+            self._weights = self._resolve_weights(fixed)
         return self
+
+    def _resolve_weights(self, fixed: Image | None) -> tuple[float, ...]:
+        """Pending weights: ``||g_0|| / ||g_k||`` at the current parameters (1 when ``g_k = 0``)."""
+        norms = [float(np.linalg.norm(m.value_and_gradient()[1])) for m in self.metrics]
+        first = self._spec[0] * norms[0]  # type: ignore[operator]
+        return tuple(w if w is not None else (first / n if n > 0 else 1.0) for w, n in zip(self._spec, norms))
 
     # ---------------------------------------------------------------- accessors
     @property
@@ -167,6 +169,19 @@ class CombinedMetric(Metric):
         return "CombinedMetric([" + ", ".join(f"({m!r}, {w})" for m, w in zip(self.metrics, spec)) + "])"
 
 
+class _LandmarkObjective(CombinedMetric):
+    """Image metric + landmarks whose default weight holds the landmarks to about a voxel."""
+
+    def _resolve_weights(self, fixed: Image | None) -> tuple[float, ...]:
+        weights = list(super()._resolve_weights(fixed))
+        if self._spec[1] is None:
+            rms = float(np.sqrt(self.metrics[1].value()))
+            reference = float(np.mean(fixed.spacing)) if isinstance(fixed, Image) else 1.0
+            if rms > 0:
+                weights[1] *= rms / reference
+        return tuple(weights)
+
+
 def landmark_objective(
     data_metric: Metric,
     fixed_landmarks: ArrayLike,
@@ -185,16 +200,25 @@ def landmark_objective(
         Corresponding physical points: ``T(fixed_landmarks[i]) ~ moving_landmarks[i]``.
     weight : float, optional
         Weight of the landmark term (mean squared distance in mm^2).
-        Default: resolved when the objective is first initialised so that
-        both terms pull equally hard at the start, ``weight = ||g_data|| /
-        ||g_landmarks||`` (gradient norms at the initial parameters).  The
-        landmark pull is proportional to the landmark error, so it decides
-        the way while the images are far apart and leaves the fine alignment
-        to the image term as the landmarks are met.  The resolved weight is
-        kept for later levels and runs (see ``CombinedMetric.weights``).
+        Default, resolved when the objective is first initialised (in
+        :class:`~regframe.registration.RegistrationMethod`: on the coarsest
+        level): ``weight = (||g_data|| / ||g_landmarks||) * (r0 / h)``, with
+        the gradient norms and the landmark RMS error ``r0`` at the initial
+        parameters and ``h`` the mean voxel spacing of the fixed image given
+        to ``initialize``.  The landmark pull grows with the landmark error,
+        so this makes the landmarks pull as hard as the image term did at the
+        start once they are off by about one voxel ``h``: far from them the
+        landmarks decide the way (a wrong optimum of the image term cannot
+        hold the landmarks far off), within a voxel or so the image term does
+        the fine alignment.  (Balancing the gradients at the start alone,
+        ``r0 / h = 1``, leaves equilibria at a large fraction of ``r0``: on
+        the multi-modal brain pair rotated by 70 degrees it stopped 28 mm
+        off.)  Without landmark error at the start the balanced weight is
+        used.  The resolved weight is kept for later levels and runs (see
+        ``CombinedMetric.weights``).
 
     Returns
     -------
     CombinedMetric
     """
-    return CombinedMetric([(data_metric, 1.0), (LandmarkDistance(fixed_landmarks, moving_landmarks), weight)])
+    return _LandmarkObjective([(data_metric, 1.0), (LandmarkDistance(fixed_landmarks, moving_landmarks), weight)])
