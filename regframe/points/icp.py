@@ -30,8 +30,11 @@ ROBUST = ("tukey", "huber", "trimmed", "none")
 INITIALIZATIONS = ("global", "centroids", "none")
 #: Fixed points per level before the full set (coarse to fine, seeded nested subsamples).
 LEVEL_SIZES = (2048, 8192)
-#: MAD -> standard deviation, and the Tukey / Huber tuning constants (95 % efficiency).
-_MAD, _TUKEY, _HUBER = 1.4826, 4.685, 1.345
+#: Median of the distance ``|e|`` of isotropic standard normal noise ``e`` in 2-D and 3-D
+#: (chi distribution): median distance / this = the noise's standard deviation.
+_MEDIAN_CHI = {2: 1.1774100225154747, 3: 1.5381722544550522}
+#: Tukey / Huber tuning constants (95 % efficiency under Gaussian noise).
+_TUKEY, _HUBER = 4.685, 1.345
 
 
 @dataclass(frozen=True)
@@ -77,16 +80,23 @@ class PointRegistrationResult:
 
 
 def robust_weights(
-    distances: NDArray[np.float64], robust: str, *, trim_fraction: float = 0.7, floor: float = 0.0
+    distances: NDArray[np.float64], robust: str, *, ndim: int = 3, trim_fraction: float = 0.7,
+    floor: float = 0.0,
 ) -> NDArray[np.float64]:
     """Per-correspondence weights from closest-point distances (inf = no partner).
 
     ``"tukey"``: biweight ``(1 - (d/c)^2)^2`` for ``d < c = 4.685 s``;
-    ``"huber"``: ``min(1, 1.345 s / d)``; the scale ``s = 1.4826 median(d)``
-    (at least ``floor``) is re-estimated from the current distances, so early
-    iterations use every point and outliers lose their weight as the clouds
-    align.  ``"trimmed"``: 1 for the ``trim_fraction`` smallest distances.
-    ``"none"``: 1.  Infinite distances always weigh 0.
+    ``"huber"``: ``min(1, 1.345 s / d)``.  The scale ``s`` is the noise
+    standard deviation that explains the median distance under isotropic
+    Gaussian noise, ``s = median(d) / median(chi_ndim)`` (1.538 in 3-D, 1.177
+    in 2-D; at least ``floor``), so ``c`` is about 3 median distances.  It is
+    re-estimated from the current distances at every call, so early
+    iterations use every point and outliers and unmatched parts lose their
+    weight as the clouds align.  (Distances are norms, not signed residuals:
+    ``1.4826 median`` would overestimate the noise by half and let points of
+    the non-overlapping parts pull.)  ``"trimmed"``: 1 for the
+    ``trim_fraction`` smallest distances.  ``"none"``: 1.  Infinite distances
+    always weigh 0.
     """
     finite = np.isfinite(distances)
     d = np.where(finite, distances, 0.0)
@@ -96,7 +106,10 @@ def robust_weights(
         k = max(1, int(trim_fraction * distances.shape[0]))
         thr = np.partition(np.where(finite, distances, np.inf), k - 1)[k - 1]
         return (finite & (distances <= thr)).astype(np.float64)
-    s = max(_MAD * float(np.median(d[finite])), floor)
+    s = max(float(np.median(np.where(finite, distances, np.inf))), 0.0)
+    if not np.isfinite(s):  # most points unmatched: the scale of the matched ones
+        s = float(np.median(d[finite]))
+    s = max(s / _MEDIAN_CHI[ndim], floor)
     if robust == "huber":
         k = _HUBER * s
         return np.where(finite, np.minimum(1.0, k / np.maximum(d, k)), 0.0)
@@ -140,7 +153,7 @@ class _Correspondences:
     def __call__(self, mapped: NDArray) -> tuple[NDArray, NDArray, NDArray, NDArray | None, NDArray]:
         """``(distances, weights, matched, normals, residuals)``; unmatched rows weigh 0."""
         dist, idx = self.tree.query(mapped, workers=self.workers, distance_upper_bound=self.max_distance)
-        weights = robust_weights(dist, self.robust, trim_fraction=self.trim, floor=self.floor)
+        weights = robust_weights(dist, self.robust, ndim=mapped.shape[1], trim_fraction=self.trim, floor=self.floor)
         idx = np.minimum(idx, self.moving.shape[0] - 1)  # misses (weight 0) point anywhere
         matched = self.moving[idx]
         if self.normals is None:
@@ -282,7 +295,7 @@ def register_points(
                 tree.query(apply(m, p[rng.permutation(p.shape[0])[: _search.N_SCORE]]), workers=workers)[0][None])[0])
     else:
         scale = 1.0
-        if kind == "similarity":
+        if kind in ("similarity", "affine"):
             scale = float(np.sqrt(np.einsum("ni,ni->", q, q) / q.shape[0])) / radius
         start, _ = _search.global_start(p, q, tree, scale=scale, extra=[given], rng=rng, workers=workers)
 
@@ -294,7 +307,9 @@ def register_points(
     tol = float(tolerance) * radius
     current, total = start, 0
     stop = StopReason.MAX_ITERATIONS
-    for size in sizes:
+    # affine maps start with a similarity pass on the coarsest level (rotation and scale first)
+    stages = [(sizes[0], "similarity")] if kind == "affine" and initialization == "global" else []
+    for size, fit_kind in stages + [(s, kind) for s in sizes]:
         sample = p if size == p.shape[0] else p[np.sort(order[:size])]
         stop = StopReason.MAX_ITERATIONS
         for _ in range(n_iterations):
@@ -306,9 +321,9 @@ def register_points(
                     "increase 'max_distance' or give a closer 'initial_transform'."
                 )
             if nrm is None:
-                new = fit_point_to_point(kind, sample, matched, w)
+                new = fit_point_to_point(fit_kind, sample, matched, w)
             else:
-                new = step_point_to_plane(kind, current, sample, matched, nrm, w)
+                new = step_point_to_plane(fit_kind, current, sample, matched, nrm, w)
             moved = _motion(current, new, corners)
             current = new
             total += 1
