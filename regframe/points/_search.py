@@ -29,7 +29,7 @@ from ._fit import Map, rotation_from_vector
 #: Points of the first (all-candidates) round and of the final round.
 N_SEARCH, N_SCORE = 128, 1024
 #: Iterations of the two rounds, and candidates kept for the second.
-ITER_SEARCH, ITER_SCORE, N_KEEP = 3, 10, 4
+ITER_SEARCH, ITER_SCORE, N_KEEP = 3, 6, 4
 #: Fraction of correspondences kept by the trimmed refinements and costs.
 KEEP_REFINE, KEEP_COST = 0.6, 0.5
 GRID_STEP_DEG = 30.0

@@ -48,12 +48,15 @@ class PointRegistrationResult:
         fixed centroid.  A TranslationTransform, Euler2DTransform /
         VersorRigid3DTransform, Similarity2D/3DTransform or AffineTransform.
     final_value : float
-        Weighted mean squared residual at the final transform (squared
-        closest-point distances, or squared point-to-plane distances), over all
-        fixed points, with the robust weights.
-    rms : float
-        Root mean square closest-point distance of the inliers at the final
+        Weighted mean squared residual of the final correspondences (squared
+        closest-point distances, or squared point-to-plane distances) over all
+        fixed points, with the robust weights.  The final correspondences are
+        those of the last iteration when it converged on the full set (the
+        map then moved less than the tolerance), else those of the final
         transform.
+    rms : float
+        Root mean square closest-point distance of the inliers of the final
+        correspondences.
     inlier_fraction : float
         Fraction of the fixed points whose correspondence has a non-zero
         robust weight (within ``max_distance``).
@@ -290,9 +293,11 @@ def register_points(
         start = given
     elif initialization == "centroids" or kind == "translation":
         start = (a0 if kind != "translation" else np.eye(ndim), np.zeros(ndim))
-        if initialization == "global":  # translations: the centroids or the input pose
-            start = min((start, given), key=lambda m: _search.trimmed_cost(
-                tree.query(apply(m, p[rng.permutation(p.shape[0])[: _search.N_SCORE]]), workers=workers)[0][None])[0])
+        if initialization == "global":  # translations: the centroids or the input pose, on one cost
+            probe = p[rng.permutation(p.shape[0])[: _search.N_SCORE]]
+            costs = [_search.trimmed_cost(tree.query(apply(m, probe), workers=workers)[0][None])[0]
+                     for m in (start, given)]
+            start = given if costs[1] < costs[0] else start
     else:
         scale = 1.0
         if kind in ("similarity", "affine"):
@@ -314,7 +319,8 @@ def register_points(
         stop = StopReason.MAX_ITERATIONS
         for _ in range(n_iterations):
             mapped = apply(current, sample)
-            _, w, matched, nrm, _ = match(mapped)
+            last = match(mapped)
+            dist, w, matched, nrm, res = last
             if not w.sum() > 0:
                 raise InvalidInputError(
                     f"{where}: no fixed point has a moving point within max_distance={max_distance}; "
@@ -331,7 +337,10 @@ def register_points(
                 stop = StopReason.CONVERGED
                 break
 
-    dist, w, _, _, res = match(apply(current, p))
+    if not (stop == StopReason.CONVERGED and sample.shape[0] == p.shape[0]):
+        last = match(apply(current, p))
+    # (converged on the full set: the last correspondences, from which the map moved < tolerance)
+    dist, w, _, _, res = last
     inliers = w > 0
     wsum = float(w.sum())
     final_value = float(np.einsum("n,n,n->", w, res, res) / wsum) if wsum > 0 else math.inf

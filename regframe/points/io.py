@@ -73,7 +73,7 @@ def parse_points(
                     "count on the second line."
                 )
     rows = [ln.replace(",", " ").replace(";", " ").split() for ln in lines]
-    if rows and not all(_is_number(v) for v in rows[0]):  # a CSV header row
+    if rows and not any(_is_number(v) for v in rows[0]):  # a CSV header row (names only)
         rows = rows[1:]
     try:
         pts = np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
