@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from ._fit import Map, rotation_from_vector
 
 #: Points of the first (all-candidates) round and of the final round.
-N_SEARCH, N_SCORE = 128, 1024
+N_SEARCH, N_SCORE = 64, 1024
 #: Iterations of the two rounds, and candidates kept for the second.
 ITER_SEARCH, ITER_SCORE, N_KEEP = 3, 6, 4
 #: Fraction of correspondences kept by the trimmed refinements and costs.
