@@ -33,29 +33,47 @@ def box_sum_axis(data, out, n_outer, n_len, n_inner, radius):
     ``n_inner`` sums.
     """
     k = data.shape[0]
+    if n_inner == 1:  # contiguous lines: scalar running sums
+        for t in prange(k * n_outer):
+            c = t // n_outer
+            base = (t - c * n_outer) * n_len
+            src = data[c]
+            dst = out[c]
+            acc = 0.0
+            for j in range(min(radius + 1, n_len)):
+                acc += src[base + j]
+            for j in range(n_len):
+                dst[base + j] = acc
+                if j + radius + 1 < n_len:
+                    acc += src[base + j + radius + 1]
+                if j - radius >= 0:
+                    acc -= src[base + j - radius]
+        return
     for t in prange(k * n_outer):
         c = t // n_outer
         o = t - c * n_outer
         base = o * n_len * n_inner
+        src = data[c]
+        dst = out[c]
         acc = np.zeros(n_inner)
         for j in range(min(radius + 1, n_len)):
             row = base + j * n_inner
             for q in range(n_inner):
-                acc[q] += data[c, row + q]
+                acc[q] += src[row + q]
         for j in range(n_len):
             row = base + j * n_inner
             for q in range(n_inner):
-                out[c, row + q] = acc[q]
+                dst[row + q] = acc[q]
             jin = j + radius + 1
             if jin < n_len:
                 rin = base + jin * n_inner
                 for q in range(n_inner):
-                    acc[q] += data[c, rin + q]
+                    acc[q] += src[rin + q]
             jout = j - radius
             if jout >= 0:
                 rout = base + jout * n_inner
                 for q in range(n_inner):
-                    acc[q] -= data[c, rout + q]
+                    acc[q] -= src[rout + q]
 
 
 @njit(cache=True)
