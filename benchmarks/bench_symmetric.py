@@ -161,13 +161,13 @@ def _to_ants(image):
                            direction=np.asarray(image.direction))
 
 
-def run_regframe(fixed, moving, fmask, mmask, *, metric: str, affine: bool, n_iterations, **syn_kw):
+def run_regframe(fixed, moving, fmask, mmask, *, metric: str, prealign: str | None, n_iterations, **syn_kw):
     from regframe.registration import register, resample
     from regframe.registration.syn import syn_register
 
     init = None
-    if affine:
-        init = register(fixed, moving, transform="affine", metric="mattes", fixed_mask=fmask, moving_mask=mmask).transform
+    if prealign is not None:
+        init = register(fixed, moving, transform=prealign, metric="mattes", fixed_mask=fmask, moving_mask=mmask).transform
     res = syn_register(fixed, moving, initial_transform=init, metric=metric, fixed_mask=fmask, moving_mask=mmask,
                        n_iterations=n_iterations, **syn_kw)
     return res, resample(moving, res.forward, reference=fixed).array
@@ -204,19 +204,20 @@ def _exactness(res, fixed):
 
 
 CASES_2D = {
-    "rat_lung": (case_rat_lung, "ncc", True, (100, 40, 10)),
-    "multimodal": (case_multimodal, "mattes", True, (100, 40, 10)),
-    "em_sections": (case_em_sections, "ncc", True, (100, 40, 10)),
-    "disc_to_c": (case_disc_to_c, "mse", False, (100, 70, 40)),
+    "rat_lung": (case_rat_lung, "ncc", "affine", (40, 20, 10)),
+    "multimodal": (case_multimodal, "mattes", "affine", (40, 20, 10)),
+    # regframe's affine stage shears these sections (NCC 0.06 -> 0.19); rigid reaches 0.39
+    "em_sections": (case_em_sections, "ncc", "rigid", (40, 20, 10)),
+    "disc_to_c": (case_disc_to_c, "mse", None, (100, 70, 40)),
 }
 
 
 def bench_2d(name: str, repeats: int, with_dipy: bool) -> None:
-    maker, metric, affine, its = CASES_2D[name]
+    maker, metric, prealign, its = CASES_2D[name]
     fixed, moving, fmask, mmask = maker()
     score_mask = None if fmask is None else fmask.array
     before = _ncc(fixed.array, moving.array, score_mask)
-    (res, ours), t_ours = _timed(lambda: run_regframe(fixed, moving, fmask, mmask, metric=metric, affine=affine,
+    (res, ours), t_ours = _timed(lambda: run_regframe(fixed, moving, fmask, mmask, metric=metric, prealign=prealign,
                                                       n_iterations=its), repeats)
     ants_w, t_ants = _timed(lambda: run_ants(fixed, moving, fmask, mmask), repeats)
     rows = [("regframe", ours, t_ours), ("ANTs SyN", ants_w, t_ants)]
@@ -224,7 +225,7 @@ def bench_2d(name: str, repeats: int, with_dipy: bool) -> None:
         dipy_w, t_dipy = _timed(lambda: run_dipy(fixed, moving), repeats)
         rows.append(("DIPY SyN", dipy_w, t_dipy))
     mean_e, max_e, jmin = _exactness(res, fixed)
-    print(f"\n== {name}: {fixed.size}, metric {metric}, NCC before {before:.4f}; regframe iterations "
+    print(f"\n== {name}: {fixed.size}, metric {metric}, NCC before {before:.4f}; prealignment {prealign}, regframe iterations "
           f"{res.iterations_per_level}, |T^-1 T x - x| mean {mean_e:.4f} max {max_e:.3f} px, min det J {jmin:.3f}")
     print(f"{'tool':<10} {'NCC':>8} {'SSD':>10} {'time s':>8} {'time / regframe':>16}")
     for tool, warped, t in rows:
@@ -239,11 +240,11 @@ def bench_3d(amplitude: float, repeats: int) -> None:
     fixed, moving, _, _ = case_lung3d(amplitude)
     before = _ncc(fixed.array, moving.array)
     its = (40, 20, 10)
-    (res, ours), t_ours = _timed(lambda: run_regframe(fixed, moving, None, None, metric="ncc", affine=True,
+    (res, ours), t_ours = _timed(lambda: run_regframe(fixed, moving, None, None, metric="ncc", prealign="affine",
                                                       n_iterations=its), repeats)
     ants_w, t_ants = _timed(lambda: run_ants(fixed, moving, None, None), repeats)
     tracemalloc.start()
-    run_regframe(fixed, moving, None, None, metric="ncc", affine=True, n_iterations=its)
+    run_regframe(fixed, moving, None, None, metric="ncc", prealign="affine", n_iterations=its)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     image_mb = fixed.n_voxels * 8 / 2**20

@@ -52,6 +52,10 @@ __all__ = ["syn_register", "SyNResult", "default_syn_schedule"]
 _STEP_INVERSE_ITERATIONS = 1
 #: Newton iterations that refine the tracked inverse fields at the end of a level.
 _REFINE_ITERATIONS = 20
+#: Iterations per level, coarse to fine, of the default three-level schedule.
+_DEFAULT_ITERATIONS = (40, 20, 10)
+#: ANTs' ``SyN[0.25, 3, 0]`` smooths the update with a Gaussian of *variance* 3 voxels^2.
+_ANTS_UPDATE_SIGMA = float(np.sqrt(3.0))
 #: Width (voxels) of the ramp that brings updates to zero at the grid border.
 _TAPER_WIDTH = 4.0
 #: Target residual (voxels) of the refined inverse fields.
@@ -159,7 +163,11 @@ class _Grid:
         return w
 
     def max_norm(self, u: NDArray) -> float:
-        return float(np.sqrt(np.max(np.sum(u.reshape(-1, self.d) ** 2, axis=1), initial=0.0)))
+        """Largest vector length of an interleaved field."""
+        sq = u[0 :: self.d] * u[0 :: self.d]
+        for a in range(1, self.d):
+            sq += u[a :: self.d] * u[a :: self.d]
+        return float(np.sqrt(np.max(sq, initial=0.0)))
 
     def newton_inverse(self, u: NDArray, v: NDArray) -> tuple[NDArray, float]:
         """Refine ``v ~ inverse(u)`` by damped Newton iteration per voxel (robust where ``u`` compresses).
@@ -181,21 +189,22 @@ class _Grid:
         out = ndimage.gaussian_filter(arr, sigma=[sigma] * self.d + [0.0], mode="nearest")
         return np.ascontiguousarray(out).reshape(-1)
 
-    def taper(self, u: NDArray, width: float) -> None:
-        """Scale vectors by a ramp from 0 on the grid border to 1 at ``width`` voxels inside, in place.
+    def border_weights(self, width: float) -> NDArray:
+        """Per-component weights ramping from 0 on the grid border to 1 at ``width`` voxels inside.
 
-        Keeps the domain boundary fixed (the field continues as zero outside
-        the grid, as a ``DisplacementFieldTransform`` does) without a steep
-        step at the border.
+        Multiplying updates by them keeps the domain boundary fixed (the field
+        continues as zero outside the grid, as a ``DisplacementFieldTransform``
+        does) without a steep step at the border.
         """
-        arr = u.reshape(self.shape + (self.d,))
+        w = np.ones(self.shape)
         for ax in range(self.d):
             n = self.shape[ax]
             i = np.arange(n, dtype=np.float64)
             ramp = np.clip(np.minimum(i, n - 1 - i) / max(width, 1.0), 0.0, 1.0)
-            shape = [1] * (self.d + 1)
+            shape = [1] * self.d
             shape[ax] = n
-            arr *= ramp.reshape(shape)
+            w = w * ramp.reshape(shape)
+        return np.repeat(w.reshape(-1), self.d)
 
     def image_gradient(self, values: NDArray) -> NDArray:
         """Central-difference gradient (index units) of a scalar image, interleaved ``(nv*d,)``."""
@@ -326,10 +335,10 @@ def syn_register(
     metric: str = "ncc",
     radius: int = 2,
     step: float = 0.25,
-    update_sigma: float = 3.0,
+    update_sigma: float = _ANTS_UPDATE_SIGMA,
     total_sigma: float = 0.0,
     schedule: LevelSchedule | None = None,
-    n_iterations: Sequence[int] | int = (100, 70, 40),
+    n_iterations: Sequence[int] | int | None = None,
     convergence_threshold: float = 1e-6,
     convergence_window: int = 10,
     n_bins: int = 32,
@@ -359,12 +368,14 @@ def syn_register(
         Largest update per iteration, in voxels of the current level.
     update_sigma, total_sigma : float
         Gaussian sigmas (voxels of the current level) of the update and
-        total fields (0: none).
+        total fields (0: none).  ANTs' ``SyN[0.25, 3, 0]`` gives *variances*
+        (voxels^2), so the default ``update_sigma`` is ``sqrt(3) = 1.732``.
     schedule : LevelSchedule, optional
         Shrink factors and smoothing; default :func:`default_syn_schedule`.
-    n_iterations : int or sequence of int
-        Iterations per level (a single int for every level); the default is
-        trimmed from the end when the schedule has fewer levels.
+    n_iterations : int or sequence of int, optional
+        Iterations per level (a single int for every level).  Default
+        ``(40, 20, 10)`` (ANTs' ``SyN`` preset runs ``40x20x0``), keeping the
+        last entries when the schedule has fewer levels (40 per level beyond 3).
     convergence_threshold, convergence_window : float, int
         A level stops when the least-squares slope of its last
         ``convergence_window`` values, relative to their mean, is above
@@ -412,8 +423,8 @@ def syn_register(
         schedule = default_syn_schedule(fixed)
     elif not isinstance(schedule, LevelSchedule):
         raise InvalidInputError(f"{where}: 'schedule' must be a LevelSchedule; got {type(schedule).__name__}.")
-    if not isinstance(n_iterations, (int, np.integer)) and tuple(n_iterations) == (100, 70, 40):
-        n_iterations = (100, 70, 40)[3 - schedule.n_levels :] if schedule.n_levels <= 3 else n_iterations
+    if n_iterations is None:
+        n_iterations = _DEFAULT_ITERATIONS[-schedule.n_levels :] if schedule.n_levels <= 3 else _DEFAULT_ITERATIONS[0]
     iterations = _check_iterations(n_iterations, schedule.n_levels, where)
 
     f_lo, f_hi = _robust_range(fixed, where, "fixed")
@@ -462,6 +473,7 @@ def syn_register(
                                     np.asarray(img.size, dtype=np.int64), mmat, moff)[0]
             sides.append(_Side(np.ascontiguousarray(img.array, dtype=np.float64).reshape(-1),
                                np.asarray(img.size, dtype=np.int64), mat, off, mask_flat, u, v))
+        border = grid.border_weights(_TAPER_WIDTH)
         values: list[float] = []
         n_done = 0
         level_converged = False
@@ -480,7 +492,7 @@ def syn_register(
             for s, img_w, dE in zip(sides, warped, (ev.d_fixed, ev.d_moving)):
                 upd = -np.repeat(dE, d) * grid.image_gradient(img_w)
                 upd = grid.smooth(upd, update_sigma)
-                grid.taper(upd, _TAPER_WIDTH)
+                upd *= border
                 norm = grid.max_norm(upd)
                 if norm > 0:
                     upd *= step / norm
@@ -489,7 +501,7 @@ def syn_register(
             if total_sigma > 0:
                 for s in sides:
                     s.u = grid.smooth(s.u, total_sigma)
-                    grid.taper(s.u, _TAPER_WIDTH)
+                    s.u *= border
             state = RegistrationState(level=li, iteration=it, value=value, gradient_norm=float("nan"),
                                       parameters=np.zeros(0))
             if any(cb(state) is True for cb in callbacks):
