@@ -144,12 +144,14 @@ class DenseMetric:
     # ------------------------------------------------------------------ ncc
     def _ncc(self, f: NDArray, m: NDArray, size: NDArray, w: NDArray, total: float) -> DenseEvaluation:
         nv = f.size
-        sums = box_sums(np.stack([f, m, f * f, m * m, f * m]), size, self.radius)
+        sums = box_sums(np.stack([f, m, f * f, m * m, f * m]), size, self.radius, overwrite=True)
         cc = np.empty(nv)
         coef = np.empty((7, nv))
         scale_sq = max(float(np.max(np.abs(f))), 1e-300) * max(float(np.max(np.abs(m))), 1e-300)
         _k.cc_window_terms(sums, w, size, int(self.radius), 1e-12 * scale_sq, cc, coef)
-        boxed = box_sums(coef, size, self.radius)
+        del sums
+        boxed = box_sums(coef, size, self.radius, overwrite=True)
+        del coef
         d_f = np.empty(nv)
         d_m = np.empty(nv)
         _k.cc_derivatives(f, m, boxed, 1.0 / total, d_f, d_m)
@@ -182,7 +184,9 @@ class DenseMetric:
         return DenseEvaluation(-mi, d_f * sa_v, d_m * sb_v)
 
 
-def box_sums(channels: NDArray[np.float64], size: NDArray[np.int64], radius: int) -> NDArray[np.float64]:
+def box_sums(
+    channels: NDArray[np.float64], size: NDArray[np.int64], radius: int, *, overwrite: bool = False
+) -> NDArray[np.float64]:
     """Windowed sums (radius ``radius`` voxels, clipped) of every row of ``channels``.
 
     Parameters
@@ -190,9 +194,12 @@ def box_sums(channels: NDArray[np.float64], size: NDArray[np.int64], radius: int
     channels : (k, n_voxels) ndarray
     size : (d,) int64, ITK order
     radius : int
+    overwrite : bool
+        Allow using ``channels`` (contiguous float64) as a work buffer (saves
+        one copy); it is never modified otherwise.
     """
     src = np.ascontiguousarray(channels, dtype=np.float64)
-    cur = np.empty_like(src)
+    cur = src if overwrite and src is channels else np.empty_like(src)
     nxt = np.empty_like(src)
     inner = 1
     d = size.shape[0]

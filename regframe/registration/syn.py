@@ -14,7 +14,7 @@ its inverse.  Every iteration
    them with a Gaussian (``update_sigma`` voxels), pins the grid border and
    scales them so that the largest update is ``step`` voxels,
 4. composes ``F <- F o (id + dF)``, ``M <- M o (id + dM)`` and updates each
-   inverse by the inverse of the small step, ``F^-1 <- (id + dF)^-1 o F^-1``,
+   inverse by the inverse of the small step, ``F^-1 <- (id + dF)^-1 o F^-1`` (to first order),
 5. optionally smooths the total fields (``total_sigma`` voxels),
 
 over a coarse-to-fine schedule, with ANTs' windowed convergence test.  The
@@ -48,8 +48,6 @@ from .pyramid import LevelSchedule, level_image
 
 __all__ = ["syn_register", "SyNResult", "default_syn_schedule"]
 
-#: Fixed-point iterations that invert one small update step (``w = -du(y + w)``).
-_STEP_INVERSE_ITERATIONS = 1
 #: Newton iterations that refine the tracked inverse fields at the end of a level.
 _REFINE_ITERATIONS = 20
 #: Iterations per level, coarse to fine, of the default three-level schedule.
@@ -58,6 +56,8 @@ _DEFAULT_ITERATIONS = (40, 20, 10)
 _ANTS_UPDATE_SIGMA = float(np.sqrt(3.0))
 #: Width (voxels) of the ramp that brings updates to zero at the grid border.
 _TAPER_WIDTH = 4.0
+#: Voxels per block of the Newton refinement.
+_NEWTON_BLOCK = 1 << 15
 #: Target residual (voxels) of the refined inverse fields.
 _REFINE_TOLERANCE = 1e-4
 
@@ -155,13 +155,6 @@ class _Grid:
         """Field of ``(id + b) o (id + a)``: ``a(x) + b(x + a(x))``."""
         return a + _sample(b, self.d, self.size, self.size, self.eye, self.zero, a)[0]
 
-    def invert_step(self, u: NDArray) -> NDArray:
-        """Inverse of a small step ``id + u`` by fixed-point iteration ``w = -u(y + w)``."""
-        w = -u
-        for _ in range(_STEP_INVERSE_ITERATIONS):
-            w = -_sample(u, self.d, self.size, self.size, self.eye, self.zero, w)[0]
-        return w
-
     def max_norm(self, u: NDArray) -> float:
         """Largest vector length of an interleaved field."""
         sq = u[0 :: self.d] * u[0 :: self.d]
@@ -175,11 +168,18 @@ class _Grid:
         Reuses :func:`~regframe.transforms.displacement.newton_invert` on the
         field in index units; returns the field and the largest residual.
         """
-        t = DisplacementFieldTransform.from_array(u.reshape(self.shape + (self.d,)), self.index_space)
+        d = self.d
+        t = DisplacementFieldTransform.from_array(u.reshape(self.shape + (d,)), self.index_space)
         y = t.grid_points()
-        x, res = newton_invert(t, y, initial=y + v.reshape(-1, self.d), tolerance=_REFINE_TOLERANCE,
-                               max_iterations=_REFINE_ITERATIONS)
-        return np.ascontiguousarray((x - y).reshape(-1)), float(np.max(res, initial=0.0))
+        out = np.empty(self.nv * d)
+        worst = 0.0
+        for lo in range(0, self.nv, _NEWTON_BLOCK):  # blocks bound the (n, d, d) Jacobian temporaries
+            hi = min(lo + _NEWTON_BLOCK, self.nv)
+            x, res = newton_invert(t, y[lo:hi], initial=y[lo:hi] + v[lo * d : hi * d].reshape(-1, d),
+                                   tolerance=_REFINE_TOLERANCE, max_iterations=_REFINE_ITERATIONS)
+            out[lo * d : hi * d] = (x - y[lo:hi]).reshape(-1)
+            worst = max(worst, float(np.max(res, initial=0.0)))
+        return out, worst
 
     def smooth(self, u: NDArray, sigma: float) -> NDArray:
         """Gaussian smoothing of every component (sigma in voxels), edge-replicating."""
@@ -497,7 +497,7 @@ def syn_register(
                 if norm > 0:
                     upd *= step / norm
                     s.u = grid.compose(upd, s.u)
-                    s.v = grid.compose(s.v, grid.invert_step(upd))
+                    s.v = grid.compose(s.v, -upd)  # first-order inverse step; Newton-refined per level
             if total_sigma > 0:
                 for s in sides:
                     s.u = grid.smooth(s.u, total_sigma)
