@@ -52,7 +52,7 @@ def register(
     fixed: Any,
     moving: Any,
     transform: str | Transform = "rigid",
-    metric: str | Metric = "mattes",
+    metric: str | Metric | None = None,
     fixed_mask: Any = None,
     moving_mask: Any = None,
     *,
@@ -76,13 +76,17 @@ def register(
     Parameters
     ----------
     fixed, moving : Image
-    transform : {"translation", "rigid", "similarity", "affine", "bspline"} or Transform
+    transform : {"translation", "rigid", "similarity", "affine", "bspline", "syn"} or Transform
         Kind of the result ("rigid" is Euler2D in 2-D and VersorRigid3D in
         3-D; "bspline" runs the affine stages and then a multi-level cubic
         B-spline stage, see :func:`~regframe.registration.deformable.register_bspline`;
+        "syn" the affine stages and then a symmetric diffeomorphic stage whose exact
+        inverse is ``result.inverse_transform``, see :func:`~regframe.registration.syn.syn_register`;
         further kinds registered with :func:`~regframe.registration.presets.register_preset`),
         or a transform instance to start from (copied; used as is, with no centring).
-    metric : {"mattes", "mse", "ncc"} or Metric
+    metric : {"mattes", "mse", "ncc"} or Metric, optional
+        Default ``"mattes"`` (``"ncc"``, local normalized correlation in the SyN stage,
+        for ``transform="syn"``).
     fixed_mask, moving_mask : Image or ndarray, optional
         Masks in the images' physical spaces; an array is taken in its image's geometry.
     initial_transform : Transform, optional
@@ -134,6 +138,8 @@ def register(
                                            fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks)
     if (fixed_landmarks is None) != (moving_landmarks is None):
         raise InvalidInputError("register(): give both 'fixed_landmarks' and 'moving_landmarks', or neither.")
+    if metric is None:
+        metric = presets.DEFAULT_METRICS.get(transform if isinstance(transform, str) else "", "mattes")
     if fixed_landmarks is not None:
         metric = landmark_objective(make_metric(metric), inputs.fixed_landmarks, inputs.moving_landmarks,
                                     landmark_weight)
