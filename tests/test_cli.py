@@ -413,15 +413,23 @@ def test_register_warnings_exit_3_and_compile_notice(pair, tmp_path, monkeypatch
 
 
 def test_kernel_cache_probe(tmp_path, monkeypatch):
-    from regframe._numba_cache import _has_index
+    import regframe._numba_cache as cache
+    import regframe.metrics._kernels as kernels
 
+    paths = cache._index_paths(kernels)
+    assert paths and all(p.endswith(".nbi") for p in paths)        # numba's own cache index paths
+    # a cache folder without index files: not cached
+    monkeypatch.setattr(cache, "_index_paths", lambda module: [str(tmp_path / "k.f-1.py311.nbi")])
+    assert not cache.kernels_cached()
+    (tmp_path / "k.f-1.py311.nbi").write_bytes(b"")
+    assert cache.kernels_cached()
+    # fallback when numba's internals are not there: files beside the module
     module = tmp_path / "_kernels.py"
     module.write_text("")
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    assert not _has_index(module)
+    assert not cache._has_index(module)
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / "_kernels.f-12.py311.nbi").write_bytes(b"")
-    assert _has_index(module)
+    assert cache._has_index(module)
 
 
 def test_interrupt_is_one_line_and_exit_130(monkeypatch):
