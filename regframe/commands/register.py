@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, NonFiniteError, RegframeError
+from ..image import check_image
 from ._common import Output, floats, fraction, ints, make_parent, pixel_type, read_image_arg, save_resampled
 
 ORDER = 10
@@ -164,8 +165,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
             return cli
         return getattr(config, key) if config is not None else None
 
-    fixed = read_image_arg(fixed_path, "fixed", args.pixel_type)
-    moving = read_image_arg(moving_path, "moving", args.pixel_type)
+    fixed = check_image(read_image_arg(fixed_path, "fixed", args.pixel_type), "FIXED", "register")
+    moving = check_image(read_image_arg(moving_path, "moving", args.pixel_type), "MOVING", "register")
     fm_path, mm_path = pick(args.fixed_mask, "fixed_mask"), pick(args.moving_mask, "moving_mask")
     fixed_mask = read_image_arg(fm_path, "fixed mask") if fm_path is not None else None
     moving_mask = read_image_arg(mm_path, "moving mask") if mm_path is not None else None
