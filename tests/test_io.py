@@ -247,6 +247,9 @@ def test_pixel_type_option(tmp_path):
     path = _pictures(tmp_path)["palette"]
     image = read_image(path, pixel_type="float32")
     assert image.dtype == np.float32
+    assert read_image(path, pixel_type=sitk.sitkFloat32).dtype == np.float32      # SimpleITK's spelling
+    with pytest.raises(InvalidInputError, match="pixel_type"):
+        read_image(path, pixel_type=sitk.sitkVectorFloat32)
     np.testing.assert_array_equal(image.array, sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32)))
     # integers: rounded and clipped, never wrapped
     src = Image(np.array([[-3.7, 0.4], [254.6, 300.0]], dtype=np.float32))
