@@ -133,8 +133,6 @@ def read_image_arg(path: str | Path, what: str, pixel_type: str | None = None) -
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{what} image '{p}' does not exist.")
-    if pixel_type is None:
-        return read_image(p)
     return read_image(p, pixel_type=pixel_type)
 
 
