@@ -23,6 +23,7 @@ __all__ = [
     "MissingDependencyError",
     "OutputError",
     "RegframeWarning",
+    "RegistrationWarning",
     "ImageConversionWarning",
 ]
 
@@ -99,6 +100,14 @@ class OutputError(RegframeError, OSError):
 
 class RegframeWarning(UserWarning):
     """Warnings issued by regframe."""
+
+
+class RegistrationWarning(RegframeWarning):
+    """A registration ended worse than it started (or a stage was dropped for making it worse).
+
+    The result then carries the same text in ``result.warnings``; the command line
+    prints it and exits with status 3.
+    """
 
 
 class ImageConversionWarning(RegframeWarning):

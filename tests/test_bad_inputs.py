@@ -121,12 +121,6 @@ API_ROWS: list[Row] = [
      InvalidInputError, ("this format does not take this pixel type or dimension", ".mha")),
 ]
 
-NEEDS_API = pytest.mark.xfail(
-    strict=True,
-    reason="registration/api.py must call check_image(fixed/moving), check_sampling(sampling) and "
-           "as_mask(fixed_mask/moving_mask) (the lead wires them); remove this mark then",
-)
-
 REGISTER_ROWS: list[Row] = [
     ("register-ndarray", lambda c: lambda: rf.register(c.fixed.array, c.moving.array),
      WrongTypeError, ("must be a regframe.Image", "Wrap the array")),
@@ -161,7 +155,6 @@ def test_bad_input(ctx, make, error, fragments):
     _check(ctx, make, error, fragments)
 
 
-@NEEDS_API
 @pytest.mark.parametrize("make, error, fragments", [r[1:] for r in REGISTER_ROWS], ids=[r[0] for r in REGISTER_ROWS])
 def test_bad_register_input(ctx, make, error, fragments):
     _check(ctx, make, error, fragments)
@@ -215,7 +208,6 @@ def test_bad_command_line(ctx, argv, code, fragments, capsys):
         assert fragment in text, (fragment, text)
 
 
-@NEEDS_API
 def test_register_accepts_an_array_mask_end_to_end(ctx):
     """``register(f, m, fixed_mask=np.ones(f.shape))`` (used to raise AttributeError)."""
     from regframe.datasets import brain_pair

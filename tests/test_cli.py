@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import regframe as rf
+
+from conftest import Uphill
 from regframe import cli
 from regframe.datasets import brain_pair
 from regframe.progress import ProgressReporter
@@ -382,34 +384,26 @@ def test_full_resolution_metric_uses_a_bounded_seeded_sample(pair, tmp_path, mon
     assert small["metric_after"] == pytest.approx(full["metric_after"], rel=0.3)
 
 
-class _WithWarnings:
-    def __init__(self, result):
-        self._result = result
-        self.warnings = ("the metric stalled at level 1", "few samples overlap")
-
-    def __getattr__(self, name):
-        return getattr(self._result, name)
-
-
 def test_register_warnings_exit_3_and_compile_notice(pair, tmp_path, monkeypatch):
+    """A registration that certainly ends worse (an uphill optimizer) warns and exits with 3."""
     import regframe._numba_cache as cache
-    import regframe.config as config
+    import regframe.registration.stages.linear as linear
 
     d, *_ = pair
     argv = ("register", d / "fixed.mha", d / "moving.mha", "-t", "translation", "-m", "mse", "--levels", "1",
-            "--iterations", "3", "--no-qc", "-o", tmp_path / "w")
+            "--iterations", "3", "--init", "none", "--no-qc", "-o", tmp_path / "w")
     monkeypatch.setattr(cache, "kernels_cached", lambda: True)
     code, _, err = run(*argv)
     assert code == 0 and "compiling kernels" not in err
     monkeypatch.setattr(cache, "kernels_cached", lambda: False)
-    original = config.combine_results
-    monkeypatch.setattr(config, "combine_results", lambda results: _WithWarnings(original(results)))
+    monkeypatch.setattr(linear, "make_optimizer", lambda *a, **k: Uphill.make(30.0))
     code, out, err = run(*argv)
     assert code == 3
     assert "compiling kernels, first run only" in err
-    assert "warning: the metric stalled at level 1" in err and "warning: few samples overlap" in err
+    assert "warning: the result is worse than the start" in err
     code, out, err = run("-q", "--json", *argv)
-    assert code == 3 and json.loads(out)["warnings"] == list(_WithWarnings(None).warnings)
+    summary = json.loads(out)
+    assert code == 3 and len(summary["warnings"]) == 1 and "worse than the start" in summary["warnings"][0]
 
 
 def test_kernel_cache_probe(tmp_path, monkeypatch):
@@ -490,16 +484,15 @@ def test_check_gradient_bspline_alias_and_demo_time_precision():
     assert " 0.012 " in format_summary([case])
 
 
-def test_register_with_a_non_finite_result_fails_and_writes_nothing(pair, tmp_path, monkeypatch):
-    import dataclasses
+def test_register_without_overlap_fails_and_writes_nothing(pair, tmp_path):
+    """A far-away moving image with --init none ended as an identity with an infinite cost, exit 0."""
+    d, fixed, moving, _ = pair
+    far = rf.Image(moving.array, spacing=moving.spacing, origin=moving.origin + 5000.0)
+    rf.write_image(far, tmp_path / "far.mha")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = run("register", d / "fixed.mha", tmp_path / "far.mha", "-t", "translation", "-m", "mse",
+                         "--levels", "1", "--iterations", "2", "--init", "none", "-o", out_dir / "inf")
+    assert code == 1 and "overlap" in err
+    assert list(out_dir.iterdir()) == []
 
-    import regframe.config as config
-
-    d, *_ = pair
-    original = config.combine_results
-    monkeypatch.setattr(config, "combine_results",
-                        lambda results: dataclasses.replace(original(results), final_value=float("inf")))
-    code, out, err = run("register", d / "fixed.mha", d / "moving.mha", "-t", "translation", "-m", "mse",
-                         "--levels", "1", "--iterations", "2", "-o", tmp_path / "inf")
-    assert code == 1 and "finite cost" in err and "Nothing was written" in err
-    assert list(tmp_path.iterdir()) == []

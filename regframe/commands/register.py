@@ -104,8 +104,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--optimizer", default=None,
                    help="lbfgs (default of linear stages), lbfgsb (default of bspline), regular_step "
                         "(linear) or gradient_descent (bspline)")
-    r.add_argument("--init", default="moments", choices=("moments", "geometry", "none"),
-                   help="how the first stage is centred (default moments)")
+    r.add_argument("--init", default="auto", choices=("auto", "moments", "geometry", "phase", "none"),
+                   help="how the first stage starts: auto (default: centres, phase correlation, rotation and "
+                        "scale searches, ranked by the refined metric), moments, geometry, phase or none")
     r.add_argument("--no-rotation-search", action="store_true", help="skip the coarse rotation search")
     r.add_argument("--seed", type=int, default=0, help="seed of the random sampling")
     r.add_argument("-c", "--config", default=None, help="TOML file with [[stage]] tables (multi-stage)")
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     """Run ``regframe register``."""
     from .._atomic import atomic_path
     from .._numba_cache import kernels_cached
-    from ..config import RegistrationConfig, Stage, combine_results, load_config
+    from ..config import RegistrationConfig, Stage, load_config
     from ..registration import resample
     from ..transforms.io import read_transform, write_transform
 
@@ -203,10 +204,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     pipeline = RegistrationConfig(stages=tuple(stages))
     reporter = out.reporter()
     t0 = time.perf_counter()
-    results = pipeline.run_stages(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask,
-                                  initial_transform=initial, callbacks=[reporter])
+    result = pipeline.run(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask,
+                          initial_transform=initial, callbacks=[reporter])
     reporter.close()
-    result = combine_results(results)
     elapsed = time.perf_counter() - t0
     if not math.isfinite(result.final_value):
         raise NonFiniteError(
