@@ -401,6 +401,7 @@ def test_register_warnings_exit_3_and_compile_notice(pair, tmp_path, monkeypatch
     assert code == 3
     assert "compiling kernels, first run only" in err
     assert "warning: the result is worse than the start" in err
+    assert len(set(err.splitlines())) == len(err.splitlines())     # each warning once (result and Python warning)
     code, out, err = run("-q", "--json", *argv)
     summary = json.loads(out)
     assert code == 3 and len(summary["warnings"]) == 1 and "worse than the start" in summary["warnings"][0]

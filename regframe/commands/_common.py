@@ -95,6 +95,7 @@ class Output:
         self.verbose = bool(args.verbose)
         self.stdout = stdout
         self.stderr = stderr
+        self._warned: set[str] = set()
 
     def info(self, text: str) -> None:
         """Human-readable result text (suppressed by --quiet and --json)."""
@@ -108,7 +109,10 @@ class Output:
             self.stderr.flush()
 
     def warn(self, text: str) -> None:
-        """A warning on stderr (always shown)."""
+        """A warning on stderr (always shown; each text once)."""
+        if text in self._warned:
+            return
+        self._warned.add(text)
         self.stderr.write(f"warning: {text}\n")
 
     def summary(self, data: dict[str, Any]) -> None:
