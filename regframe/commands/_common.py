@@ -108,6 +108,13 @@ class Output:
             self.stderr.write(text + "\n")
             self.stderr.flush()
 
+    def compile_notice(self) -> None:
+        """Say "compiling kernels, first run only" when numba's cache lacks the main kernels."""
+        from .._numba_cache import kernels_cached
+
+        if not kernels_cached():
+            self.note("compiling kernels, first run only (numba caches them for later runs) ...")
+
     def warn(self, text: str) -> None:
         """A warning on stderr (always shown; each text once)."""
         if text in self._warned:

@@ -138,7 +138,6 @@ def default_prefix(fixed_path: str | Path, moving_path: str | Path) -> Path:
 def run(args: argparse.Namespace, out: Output) -> int:
     """Run ``regframe register``."""
     from .._atomic import atomic_path
-    from .._numba_cache import kernels_cached
     from ..config import RegistrationConfig, Stage, load_config
     from ..registration import resample
     from ..transforms.io import read_transform, write_transform
@@ -199,8 +198,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         f"regframe register: {Path(moving_path).name} -> {Path(fixed_path).name}: "
         f"{' then '.join(s.transform for s in stages)}, fixed {fixed.ndim}-D size {tuple(fixed.size)}"
     )
-    if not kernels_cached():
-        out.note("compiling kernels, first run only (numba caches them for later runs) ...")
+    out.compile_notice()
     pipeline = RegistrationConfig(stages=tuple(stages))
     reporter = out.reporter()
     t0 = time.perf_counter()
