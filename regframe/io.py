@@ -273,8 +273,10 @@ def _natural_key(path: Path) -> list[Any]:
 
 def _read_slices(p: Path) -> Image | None:
     """A folder of 2-D pictures (same suffix) stacked in natural name order; ``None`` if there are none."""
-    files = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in _SLICE_SUFFIXES
-             and not f.name.startswith(".")]
+    everything = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+    if any(f.suffix.lower() in (".dcm", ".ima") for f in everything):
+        return None  # a DICOM folder (which may hold preview pictures too)
+    files = [f for f in everything if f.suffix.lower() in _SLICE_SUFFIXES]
     suffixes = {f.suffix.lower() for f in files}
     if len(files) < 2 or len(suffixes) != 1:
         return None
