@@ -497,3 +497,20 @@ def test_register_without_overlap_fails_and_writes_nothing(pair, tmp_path):
     assert code == 1 and "overlap" in err
     assert list(out_dir.iterdir()) == []
 
+
+
+def test_pixel_type_and_dtype_options(pair, tmp_path):
+    d, fixed, *_ = pair
+    grey = np.clip(np.rint(fixed.array * 40), 0, 255).astype(np.uint8)
+    rf.write_image(fixed.with_array(grey), tmp_path / "grey.mha")
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "-o", tmp_path / "keep.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "keep.mha")).GetPixelID() == sitk.sitkUInt8     # the input's type
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "--pixel-type", "float32",
+                       "-o", tmp_path / "f.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "f.mha")).GetPixelID() == sitk.sitkFloat32
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "--dtype", "int16",
+                       "-o", tmp_path / "i.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "i.mha")).GetPixelID() == sitk.sitkInt16
