@@ -122,6 +122,10 @@ API_ROWS: list[Row] = [
 ]
 
 REGISTER_ROWS: list[Row] = [
+    ("register-shrink-larger-than-image",
+     lambda c: lambda: rf.register(c.fixed, c.moving, "translation", "mse",
+                                   schedule=LevelSchedule((64, 1), (0.0, 0.0))),
+     InvalidInputError, ("at least 2 voxels", "factor 64")),
     ("register-ndarray", lambda c: lambda: rf.register(c.fixed.array, c.moving.array),
      WrongTypeError, ("must be a regframe.Image", "Wrap the array")),
     ("register-4d", lambda c: lambda: rf.register(c.series, c.series, "translation", "mse"),
