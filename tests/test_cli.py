@@ -363,6 +363,8 @@ def test_register_json_lists_every_stage_and_link(pair, tmp_path):
     for link, leaf in zip(links, leaves):
         np.testing.assert_allclose(link["parameters"], leaf.parameters, rtol=1e-12, atol=1e-12)
     assert "StopIteration" not in s["message"] and "callback" not in s["message"]
+    assert [r["kind"] for r in s["stage_runs"]][-1] == "bspline"
+    assert all("StopIteration" not in r["message"] for r in s["stage_runs"])
     assert {"metric_before", "metric_after", "last_level_cost", "metric_samples"} <= set(s)
     assert "final_value" not in s
 
