@@ -121,7 +121,7 @@ class InitializeStage(Stage):
             return bool(self.search)
         return self.start is None and self.target in ("rigid", "similarity", "affine")
 
-    def candidates(self, ctx: StageContext, chain: TransformChain, fixed_l: Image, moving_l: Image) -> list[Transform]:
+    def candidates(self, ctx: StageContext, chain: TransformChain) -> list[Transform]:
         """The generated candidates, the plain start first."""
         inputs = ctx.inputs
         fixed, moving = inputs.fixed, inputs.moving
@@ -143,10 +143,10 @@ class InitializeStage(Stage):
             elif mode == "auto":
                 starts = [centered_initializer(fixed, moving, ident, mode="moments", **masks),
                           centered_initializer(fixed, moving, ident, mode="geometry", **masks)]
-                starts += _global(fixed_l, moving_l, self.target, starts[0], masks, self.max_candidates)
+                starts += _global(fixed, moving, self.target, starts[0], masks, self.max_candidates)
             elif mode == "phase":
                 g = centered_initializer(fixed, moving, ident, mode="geometry", **masks)
-                starts = [g, *_global(fixed_l, moving_l, self.target, g, masks, self.max_candidates,
+                starts = [g, *_global(fixed, moving, self.target, g, masks, self.max_candidates,
                                       search="translation")]
             elif mode in ("moments", "geometry"):
                 starts = [centered_initializer(fixed, moving, ident, mode=mode, **masks)]
@@ -173,7 +173,7 @@ class InitializeStage(Stage):
         full = run_schedule(ctx, self.schedule)
         fixed_l = ctx.cache.pyramid(fixed, full).level(0)
         moving_l = ctx.cache.pyramid(moving, full).level(0)
-        generated = self.candidates(ctx, chain, fixed_l, moving_l)
+        generated = self.candidates(ctx, chain)
         metric = shared_metric(ctx, self.metric, full, None)
         base = chain.base(False)
         n_vox = fixed_l.n_voxels
@@ -232,15 +232,13 @@ class InitializeStage(Stage):
         return StageResult("initialize", best, res, candidates=rest)
 
 
-def _global(fixed_l: Image, moving_l: Image, kind: str, start: Transform, masks: dict[str, Any],
+def _global(fixed: Image, moving: Image, kind: str, start: Transform, masks: dict[str, Any],
             max_candidates: int, search: str = "auto") -> list[Transform]:
-    """Candidates of :func:`regframe.registration.global_init.global_candidates` (none if it fails)."""
-    try:  # TODO(lead): remove once global_init lands
-        from ..global_init import global_candidates
-    except ImportError:
-        return []
+    """Candidates of :func:`regframe.registration.global_init.global_candidates` (it works on its own
+    working grid of the full-resolution images)."""
+    from ..global_init import global_candidates
 
-    return list(global_candidates(fixed_l, moving_l, kind, start=start, max_candidates=max_candidates,
+    return list(global_candidates(fixed, moving, kind, start=start, max_candidates=max_candidates,
                                   search=search, **masks))
 
 
