@@ -518,3 +518,47 @@ def test_pixel_type_and_dtype_options(pair, tmp_path):
                        "-o", tmp_path / "i.mha")
     assert code == 0, err
     assert sitk.ReadImage(str(tmp_path / "i.mha")).GetPixelID() == sitk.sitkInt16
+
+
+def test_sigint_while_an_output_is_written_leaves_no_partial_file(pair, tmp_path):
+    """The issue's case: Ctrl-C during the write used to leave a 0-byte .tfm (11 of 11 tries)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, *_ = pair
+    root = Path(__file__).resolve().parents[1]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "r.tfm").write_text("an older result\n")
+    slow_writer = (
+        "import sys, time\n"
+        "import regframe.transforms.io as tio\n"
+        "from regframe.cli import main\n"
+        "def slow(path, text, **kw):\n"
+        "    def write_slowly(p, t, **k):\n"
+        "        p.write_text(t[:10]); print('writing', flush=True); time.sleep(30)\n"
+        "    import regframe._atomic as a\n"
+        "    with a.atomic_path(path, where='write_transform()') as tmp:\n"
+        "        write_slowly(tmp, text)\n"
+        "tio.atomic_write_text = slow\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", slow_writer, "-q", "register", str(d / "fixed.mha"), str(d / "moving.mha"),
+         "-t", "translation", "-m", "mse", "--levels", "1", "--iterations", "3", "--no-qc", "-o", str(out_dir / "r")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=str(root),
+    )
+    deadline = time.monotonic() + 120
+    line = ""
+    while "writing" not in line and time.monotonic() < deadline and proc.poll() is None:
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("regframe register: interrupted")
+    assert (out_dir / "r.tfm").read_text() == "an older result\n"       # untouched, not half-written
+    assert not [f for f in out_dir.iterdir() if f.name.startswith(".~partial")]
