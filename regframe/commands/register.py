@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, NonFiniteError, RegframeError
+from ..image import check_image
 from ._common import Output, floats, fraction, ints, make_parent, pixel_type, read_image_arg, save_resampled
 
 ORDER = 10
@@ -137,7 +138,6 @@ def default_prefix(fixed_path: str | Path, moving_path: str | Path) -> Path:
 def run(args: argparse.Namespace, out: Output) -> int:
     """Run ``regframe register``."""
     from .._atomic import atomic_path
-    from .._numba_cache import kernels_cached
     from ..config import RegistrationConfig, Stage, load_config
     from ..registration import resample
     from ..transforms.io import read_transform, write_transform
@@ -165,8 +165,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
             return cli
         return getattr(config, key) if config is not None else None
 
-    fixed = read_image_arg(fixed_path, "fixed", args.pixel_type)
-    moving = read_image_arg(moving_path, "moving", args.pixel_type)
+    fixed = check_image(read_image_arg(fixed_path, "fixed", args.pixel_type), "FIXED", "register")
+    moving = check_image(read_image_arg(moving_path, "moving", args.pixel_type), "MOVING", "register")
     fm_path, mm_path = pick(args.fixed_mask, "fixed_mask"), pick(args.moving_mask, "moving_mask")
     fixed_mask = read_image_arg(fm_path, "fixed mask") if fm_path is not None else None
     moving_mask = read_image_arg(mm_path, "moving mask") if mm_path is not None else None
@@ -198,8 +198,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         f"regframe register: {Path(moving_path).name} -> {Path(fixed_path).name}: "
         f"{' then '.join(s.transform for s in stages)}, fixed {fixed.ndim}-D size {tuple(fixed.size)}"
     )
-    if not kernels_cached():
-        out.note("compiling kernels, first run only (numba caches them for later runs) ...")
+    out.compile_notice()
     pipeline = RegistrationConfig(stages=tuple(stages))
     reporter = out.reporter()
     t0 = time.perf_counter()
@@ -247,6 +246,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         "moving": str(moving_path),
         "requested_stages": [s.transform for s in stages],
         "stages": [_kind(t.itk_name) for t in links[n_initial:]],
+        "stage_runs": [{"kind": r.kind, "kept": r.kept, "final_value": r.final_value,
+                        "iterations_per_level": list(r.iterations_per_level), "message": r.message,
+                        "elapsed_seconds": r.elapsed} for r in getattr(result, "stages", ())],
         "metric": [s.metric for s in stages],
         "transform_type": result.transform.itk_name,
         "links": [{"role": "initial" if i < n_initial else "optimised", "kind": _kind(t.itk_name),
