@@ -17,7 +17,7 @@ from ._common import Output, floats, fraction, ints, make_parent, pixel_type, re
 
 ORDER = 10
 
-_OUTPUT_SUFFIXES = {"transform": ".tfm", "resampled": "_resampled.mha", "qc": "_qc.png"}
+_OUTPUT_SUFFIXES = {"transform": ".tfm", "inverse": "_inverse.tfm", "resampled": "_resampled.mha", "qc": "_qc.png"}
 
 
 def output_paths(prefix: str | Path) -> dict[str, Path]:
@@ -139,6 +139,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     """Run ``regframe register``."""
     from .._atomic import atomic_path
     from ..config import RegistrationConfig, Stage, load_config
+    from ..registration.presets import DEFAULT_METRICS
     from ..registration import resample
     from ..transforms.io import read_transform, write_transform
 
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         stages = (
             Stage(
                 transform=args.transform or "rigid",
-                metric=args.metric or "mattes",
+                metric=args.metric or DEFAULT_METRICS.get(args.transform or "rigid", "mattes"),
                 n_iterations=args.iterations,
                 levels=args.levels,
                 sigmas=args.sigmas,
@@ -222,6 +223,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
                      default_value=default)
     save_resampled(after, moving.dtype, paths["resampled"])
     written = {"transform": paths["transform"], "resampled": paths["resampled"]}
+    if result.inverse_transform is not None:  # symmetric stages: the exact inverse, moving -> fixed
+        write_transform(result.inverse_transform, paths["inverse"])
+        written["inverse"] = paths["inverse"]
     before_t = initial if initial is not None else _identity(fixed.ndim)
     if not args.no_qc:
         from ..qc import registration_report
@@ -230,7 +234,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         with atomic_path(paths["qc"], where="register") as tmp:
             registration_report(
                 fixed, before, after, tmp,
-                values=[h.value for h in result.history], levels=[h.level for h in result.history],
+                history=result.history, transform=result.transform,
+                stage_names={i: rec.kind for i, rec in enumerate(result.stages)},
                 title=f"regframe register: {' then '.join(s.transform for s in stages)}, "
                       f"{stages[-1].metric}",
             )

@@ -16,7 +16,7 @@ from .stages.initialize import InitializeStage
 from .stages.linear import LinearStage
 from .stages.syn import SyNStage
 
-__all__ = ["linear", "bspline", "syn", "continuation", "PRESETS", "DEFAULT_METRICS", "register_preset", "preset"]
+__all__ = ["linear", "bspline", "syn", "continuation", "PRESETS", "STAGE_CLASSES", "DEFAULT_METRICS", "register_preset", "preset"]
 
 #: Options of LinearStage that every linear stage of a preset shares.
 _LINEAR_OPTIONS = ("metric", "schedule", "sampling", "n_iterations", "optimizer", "interpolator", "jitter")
@@ -88,13 +88,21 @@ def syn(*, linear_stage: str | None = "affine", initialization: str | None = "au
 #: Preset of every non-linear kind by name (``register(transform=name)``).
 PRESETS: dict[str, Callable[..., list[Stage]]] = {"bspline": bspline, "syn": syn}
 
+#: The stage class each non-linear kind's preset ends with (its options are the kind's options).
+STAGE_CLASSES: dict[str, type[Stage]] = {"bspline": BSplineStage, "syn": SyNStage}
+
 #: The metric a kind uses when ``register()`` is given none.
 DEFAULT_METRICS: dict[str, str] = {"syn": "ncc"}
 
 
-def register_preset(name: str, builder: Callable[..., list[Stage]]) -> None:
-    """Make ``register(transform=name)`` run ``builder(**options)`` (a list of stages)."""
+def register_preset(name: str, builder: Callable[..., list[Stage]], stage_class: type[Stage] | None = None) -> None:
+    """Make ``register(transform=name)`` run ``builder(**options)`` (a list of stages).
+
+    ``stage_class`` (the class of the kind's own stage) lets TOML stages of this kind take its options.
+    """
     PRESETS[name] = builder
+    if stage_class is not None:
+        STAGE_CLASSES[name] = stage_class
 
 
 def preset(name: str) -> Callable[..., list[Stage]]:
