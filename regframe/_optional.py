@@ -11,6 +11,8 @@ _EXTRAS = {
     "SimpleITK": "io",
     "matplotlib": "viz",
     "tqdm": "progress",
+    "distributed": "distributed",
+    "tifffile": "io",
 }
 
 

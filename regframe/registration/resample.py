@@ -71,14 +71,28 @@ def resample(
     for start in range(0, points.shape[0], _BLOCK):
         mapped = transform.transform_points(points[start : start + _BLOCK])
         values[start : start + _BLOCK] = interp.evaluate(mapped)[0]
+    out_dtype = output_dtype(image.dtype, interpolator, dtype, float_default=np.float64)
+    return reference.with_array(cast_values(values.reshape(reference.shape), out_dtype), copy=False)
+
+
+def output_dtype(image_dtype: DTypeLike, interpolator: str | Interpolator, dtype: DTypeLike | None,
+                 *, float_default: DTypeLike) -> np.dtype:
+    """Output dtype of a resampling: ``dtype`` if given, the image's for ``"nearest"``, else ``float_default``."""
+    if dtype is not None:
+        return np.dtype(dtype)
     is_nearest = isinstance(interpolator, str) and interpolator == "nearest"
-    out_dtype = np.dtype(dtype) if dtype is not None else (image.dtype if is_nearest else np.float64)
+    return np.dtype(image_dtype) if is_nearest else np.dtype(float_default)
+
+
+def cast_values(values: NDArray[np.floating], dtype: DTypeLike) -> NDArray:
+    """Interpolated values as ``dtype``: integers rounded and clipped to the range, booleans ``> 0.5``."""
+    out_dtype = np.dtype(dtype)
     if np.issubdtype(out_dtype, np.integer):
         info = np.iinfo(out_dtype)
         values = np.clip(np.rint(values), info.min, info.max)
     elif out_dtype == np.bool_:
         values = values > 0.5
-    return reference.with_array(values.reshape(reference.shape).astype(out_dtype), copy=False)
+    return values.astype(out_dtype, copy=False)
 
 
 def transform_points(transform: Transform, points: ArrayLike) -> NDArray[np.float64]:
