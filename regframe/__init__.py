@@ -50,6 +50,9 @@ from .registration import (
     register_bspline,
     resample,
 )
+from .registration.batch import PairError, register_many
+from .registration.stacks import StackResult, align_stack
+from .registration.warp import warp_stack
 from .transforms import (
     AffineTransform,
     BSplineTransform,
@@ -126,6 +129,11 @@ __all__ = [
     "LevelSchedule",
     "register",
     "register_bspline",
+    "register_many",
+    "PairError",
+    "align_stack",
+    "StackResult",
+    "warp_stack",
     "resample",
     "displacement_field",
     "centered_initializer",
