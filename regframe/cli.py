@@ -587,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--no-pictures", action="store_true", help="skip the PNG pictures")
     _add_common(dm, suppress=True)
     dm.set_defaults(func=_cmd_demo)
+
+    from .commands import batch as batch_command, stacks as stacks_command  # command modules
+
+    for command in (stacks_command, batch_command):
+        cp = command.add_parser(sub)
+        _add_common(cp, suppress=True)
+        cp.set_defaults(func=command.run)
     return parser
 
 
