@@ -86,5 +86,5 @@ def write_stack(image: Image, path: str | os.PathLike[str]) -> Path:
 
     if Path(path).suffix.lower() in TIFF_SUFFIXES:
         tifffile = require("tifffile", "writing TIFF stacks")
-        return atomic_write(path, lambda tmp: tifffile.imwrite(str(tmp), np.asarray(image.array)))
+        return atomic_write(path, lambda tmp: tifffile.imwrite(str(tmp), np.asarray(image.array), photometric="minisblack"))
     return atomic_write(path, lambda tmp: write_image(image, tmp))
