@@ -150,6 +150,7 @@ def solve_consistent(
     *,
     anchor: str = "first",
     drift_weight: float = 0.0,
+    weights: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per-slice affine maps agreeing best with pairwise ones (linear least squares).
 
@@ -167,6 +168,8 @@ def solve_consistent(
         Weight (relative to one pair) pulling every ``T_k`` towards the
         identity at the grid points: slow drift that the pairs cannot see
         is removed, while the fast per-slice motion follows the pairs.
+    weights : (n_pairs,) ndarray, optional
+        Weight of each pair's rows (default 1).
 
     Returns
     -------
@@ -186,14 +189,15 @@ def solve_consistent(
         rows.extend([r] * 3)
         vals.extend([coeff * y[0], coeff * y[1], coeff])
 
-    for j, i, b, c in measured:
+    pair_weights = np.ones(len(measured)) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+    for (j, i, b, c), pw in zip(measured, pair_weights):
         for p in range(m):
             y = grid[p]
             for r in range(2):  # component r of T_i(y) - B T_j(y) - c
-                add(row, i, r, 1.0, y)
+                add(row, i, r, pw, y)
                 for s in range(2):
-                    add(row, j, s, -b[r, s], y)
-                rhs.append(c[r])
+                    add(row, j, s, -pw * b[r, s], y)
+                rhs.append(pw * c[r])
                 row += 1
     if drift_weight > 0:  # every slice pulled towards its raw position (fixes the mean gauge too)
         w = math.sqrt(drift_weight)
@@ -360,13 +364,15 @@ def align_stack(
             results = register_many([(target, slices[i]) for _, i in pairs], transform=direct_kind, **kw)
             transforms = _direct_transforms(results, n, pairs, warnings if iteration == mean_iterations - 1 else [])
     else:
-        fixed_of = (lambda j, i: anchors[i]) if mode == "anchor" else (lambda j, i: slices[j])
-        results = register_many([(fixed_of(j, i), slices[i]) for j, i in pairs], transform=direct_kind, **kw)
         if mode == "previous":
+            results = _register_previous(slices, pairs, linear_kind, kw, centre, scale)
             weight = 0.0 if drift_window is None else \
                 sum(m * m for m in range(1, int(neighbours) + 1)) / float(drift_window) ** 2
-            transforms = _solve(results, pairs, n, linear_kind, anchor, weight, centre, scale, grid, warnings)
+            transforms = _solve(results, pairs, n, linear_kind, anchor, weight, centre, scale, grid,
+                                float(np.min(template.spacing)), warnings)
         else:
+            fixed_of = (lambda j, i: anchors[i]) if mode == "anchor" else (lambda j, i: slices[j])
+            results = register_many([(fixed_of(j, i), slices[i]) for j, i in pairs], transform=direct_kind, **kw)
             transforms = _direct_transforms(results, n, pairs, warnings)
     if transform == "bspline" and mode == "previous":
         transforms = _refine_bspline(stack, slices, transforms, template, kw, warnings)
@@ -409,9 +415,39 @@ def _direct_transforms(results: Sequence[RegistrationResult | PairError], n: int
     return out
 
 
+def _register_previous(slices: list[Image], pairs: list[tuple[int, int]], kind: str, kw: dict[str, Any],
+                       centre: NDArray, scale: float) -> list[RegistrationResult | PairError]:
+    """Neighbour pairs in two rounds: consecutive slices, then longer spans started from their composition.
+
+    A span of ``m`` slices moves ``m`` times more than a step; starting it from the composed steps
+    (a transform instance: no centring or search) keeps it in the capture range of the optimizer.
+    """
+    steps = [(j, i) for j, i in pairs if i - j == 1]
+    done = dict(zip(steps, register_many([(slices[j], slices[i]) for j, i in steps], transform=kind, **kw)))
+    longer = []
+    for j, i in (p for p in pairs if p[1] - p[0] > 1):
+        links = [done[(m, m + 1)] for m in range(j, i)]
+        if any(isinstance(r, PairError) for r in links):
+            longer.append(((j, i), {}))
+            continue
+        a, t = np.eye(2), np.zeros(2)
+        for r in links:  # P_ji = P_{i-1,i} o ... o P_{j,j+1}
+            b, c = _normalised(*linear_parts(r.transform), centre, scale)
+            a, t = b @ a, b @ t + c
+        longer.append(((j, i), {"transform": _build(kind, _project(a, kind), t, centre, scale)}))
+    if longer:
+        extra = register_many([(slices[j], slices[i], start) for (j, i), start in longer], transform=kind, **kw)
+        done.update(zip([p for p, _ in longer], extra))
+    return [done[p] for p in pairs]
+
+
+#: Residual (in pixels) below which a pair keeps its full weight in the robust solve.
+ROBUST_PIXELS = 1.0
+
+
 def _solve(results: Sequence[RegistrationResult | PairError], pairs: Sequence[tuple[int, int]], n: int,
            kind: str, anchor: str, drift_weight: float, centre: NDArray, scale: float, grid: NDArray,
-           warnings: list[str]) -> list[Transform]:
+           pixel: float, warnings: list[str]) -> list[Transform]:
     measured = []
     reached = {0} if anchor == "first" else set()
     for (j, i), res in zip(pairs, results):
@@ -426,7 +462,17 @@ def _solve(results: Sequence[RegistrationResult | PairError], pairs: Sequence[tu
     missing = sorted(set(range(n)) - reached)
     if missing:
         warnings.append(f"slices {missing}: no successful pair; left unaligned")
-    a, t = solve_consistent(measured, n, grid, anchor=anchor, drift_weight=drift_weight)
+    # iteratively reweighted least squares (Huber): a pair that disagrees with the others is down-weighted
+    weights = np.ones(len(measured))
+    for _ in range(6):
+        a, t = solve_consistent(measured, n, grid, anchor=anchor, drift_weight=drift_weight, weights=weights)
+        resid = np.array([np.sqrt(np.mean(np.sum(((grid @ a[i].T + t[i]) - ((grid @ a[j].T + t[j]) @ b.T + c)) ** 2,
+                                                 axis=1))) for j, i, b, c in measured]) * scale / pixel
+        cut = max(ROBUST_PIXELS, 2.0 * float(np.median(resid))) if resid.size else ROBUST_PIXELS
+        weights = np.minimum(1.0, cut / np.maximum(resid, 1e-12))
+    for (j, i, *_), r, w in zip(measured, resid, weights):
+        if w < 0.25:
+            warnings.append(f"pair ({j}, {i}) disagrees with the others by {r:.1f} pixels; down-weighted")
     return [_build(kind, _project(a[k], kind), t[k], centre, scale) for k in range(n)]
 
 
