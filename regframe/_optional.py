@@ -11,8 +11,9 @@ _EXTRAS = {
     "SimpleITK": "io",
     "matplotlib": "viz",
     "tqdm": "progress",
+    "PIL.Image": "viz",
+    "tifffile": "tiff",
     "distributed": "distributed",
-    "tifffile": "io",
 }
 
 

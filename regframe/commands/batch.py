@@ -15,10 +15,13 @@ import io
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write_text
 from ..errors import InvalidInputError
-from ._files import atomic_write
+from ._common import read_image_arg
 
 __all__ = ["add_parser", "run", "open_client", "read_pairs"]
+
+ORDER = 61
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -49,8 +52,6 @@ def open_client(address: str | None) -> Any:
 
 def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a pairs CSV with paths resolved against its folder."""
-    from ..io import read_image
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"pairs file '{path}' does not exist.")
@@ -66,9 +67,7 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     def image(name: str) -> Any:
         p = (path.parent / name.strip()).resolve()
         if p not in cache:  # an image shared by several pairs is read (and sent) once
-            if not p.exists():
-                raise FileNotFoundError(f"pairs file '{path}': image '{p}' does not exist.")
-            cache[p] = read_image(p)
+            cache[p] = read_image_arg(p, f"pairs file '{path}':")
         return cache[p]
 
     out = []
@@ -111,11 +110,12 @@ def run(args: argparse.Namespace, out: Any) -> int:
             records.append({"name": name, "status": "failed", "error": f"{res.type}: {res.message}"})
             out.info(f"{name}: FAILED {res.type}: {res.message}")
             continue
-        tfm = atomic_write(folder / f"{name}.tfm", lambda tmp, t=res.transform: write_transform(t, tmp))
+        tfm = folder / f"{name}.tfm"
+        write_transform(res.transform, tfm)
         writer.writerow([k, name, "ok", repr(res.final_value), res.n_iterations, tfm.name, ""])
         records.append({"name": name, "status": "ok", "final_value": res.final_value, "transform": str(tfm)})
         out.info(f"{name}: metric {res.final_value:.6g}, {res.n_iterations} iterations -> {tfm}")
-    atomic_write(folder / "summary.csv", lambda tmp: tmp.write_text(table.getvalue()))
+    atomic_write_text(folder / "summary.csv", table.getvalue(), where="register-many")
     n_failed = sum(isinstance(r, PairError) for r in results)
     out.summary({"command": "register-many", "n_pairs": len(results), "n_failed": n_failed, "pairs": records})
     return 1 if n_failed else 0

@@ -12,9 +12,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._files import TIFF_SUFFIXES, atomic_write, read_stack, write_stack
+from .._atomic import atomic_write_text
+from ..errors import InvalidInputError
+from ._common import make_parent, read_image_arg
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "read_stack"]
+
+ORDER = 60
+
+
+def read_stack(path: str | Path, what: str = "stack") -> Any:
+    """A 3-D image from a multi-page TIFF, a folder of 2-D pictures or a 3-D image file."""
+    image = read_image_arg(path, what)
+    if image.ndim != 3:
+        raise InvalidInputError(
+            f"{what} '{path}': expected a stack (multi-page TIFF, folder of 2-D pictures or 3-D image with the "
+            f"slices along z); got a {image.ndim}-D image."
+        )
+    return image
 
 
 def _window(text: str) -> float | None:
@@ -61,6 +76,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, out: Any) -> int:
     """Run ``align-stack``; returns the exit status."""
+    from ..io import write_image
     from ..registration.stacks import align_stack
     from ..transforms import write_transform
     from .batch import open_client
@@ -68,7 +84,7 @@ def run(args: argparse.Namespace, out: Any) -> int:
     stack = read_stack(args.stack)
     reference: Any = args.reference
     if reference not in ("previous", "first", "mean"):
-        reference = read_stack(reference)
+        reference = read_stack(reference, "reference stack")
     kwargs: dict[str, Any] = {"initialization": None if args.init == "none" else args.init, "seed": args.seed}
     if args.iterations is not None:
         kwargs["n_iterations"] = args.iterations
@@ -81,12 +97,14 @@ def run(args: argparse.Namespace, out: Any) -> int:
         if client is not None:
             client.close()
     prefix = Path(args.output)
-    fmt = args.format or ("tif" if Path(args.stack).suffix.lower() in TIFF_SUFFIXES else "mha")
-    aligned_path = write_stack(result.aligned, prefix.parent / f"{prefix.name}_aligned.{fmt}")
+    make_parent(prefix, "--output")
+    fmt = args.format or ("tif" if Path(args.stack).suffix.lower() in (".tif", ".tiff") else "mha")
+    aligned_path = prefix.parent / f"{prefix.name}_aligned.{fmt}"
+    write_image(result.aligned, aligned_path)
     folder = prefix.parent / f"{prefix.name}_transforms"
     folder.mkdir(parents=True, exist_ok=True)
     for k, t in enumerate(result.transforms):
-        atomic_write(folder / f"slice_{k:04d}.tfm", lambda tmp, t=t: write_transform(t, tmp))
+        write_transform(t, folder / f"slice_{k:04d}.tfm")
     summary = {"command": "align-stack", "aligned": str(aligned_path), "transforms": str(folder),
                **result.summary(), "metric_values": result.metric_values.tolist(),
                "framewise_displacement": result.framewise_displacement.tolist()}
@@ -94,7 +112,7 @@ def run(args: argparse.Namespace, out: Any) -> int:
         summary["qc"] = str(prefix.parent / f"{prefix.name}_qc.png")
         result.plot(summary["qc"])
     text = json.dumps(summary, indent=2, default=lambda v: None)
-    atomic_write(prefix.parent / f"{prefix.name}_summary.json", lambda tmp: tmp.write_text(text))
+    atomic_write_text(prefix.parent / f"{prefix.name}_summary.json", text, where="align-stack")
     out.info(f"aligned {summary['n_slices']} slices in {result.elapsed:.1f} s: framewise displacement mean "
              f"{summary['framewise_displacement_mean']:.3g}, max {summary['framewise_displacement_max']:.3g}")
     out.info(f"wrote {aligned_path}, {folder}/slice_*.tfm")

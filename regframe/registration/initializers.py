@@ -5,12 +5,14 @@ Both return a configured *copy* of the transform they are given.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._validation import as_points, check_choice
 from ..errors import EmptyMaskError, InvalidInputError, ShapeError
-from ..image import Image
+from ..image import Image, as_mask
 from ..transforms.base import Transform
 from ..transforms.linear import MatrixOffsetTransformBase
 
@@ -25,8 +27,12 @@ __all__ = [
 ]
 
 
-def _mask_inside(image: Image, mask: Image | None) -> NDArray[np.bool_] | None:
-    """Voxels of ``image`` (numpy order) whose centre lies in ``mask`` (nearest neighbour)."""
+def _mask_inside(image: Image, mask: Any) -> NDArray[np.bool_] | None:
+    """Voxels of ``image`` (numpy order) whose centre lies in ``mask`` (nearest neighbour).
+
+    ``mask`` is an :class:`Image` or an array in ``image``'s geometry (see :func:`as_mask`).
+    """
+    mask = as_mask(mask, image, "mask", "centered_initializer()")
     if mask is None:
         return None
     if mask.same_geometry(image):

@@ -1,0 +1,7 @@
+"""Stage classes: one per registration kind (initialization, linear, B-spline, ...)."""
+
+from .bspline import BSplineStage
+from .initialize import InitializeStage
+from .linear import LinearStage
+
+__all__ = ["InitializeStage", "LinearStage", "BSplineStage"]
