@@ -32,7 +32,7 @@ import regframe as rf
 from regframe.registration.warp import slice_image, stack_slices
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REGISTER_KWARGS = {"initialization": "geometry", "rotation_search": False}
+REGISTER_KWARGS: dict = {}
 
 
 def best_of(fn, repeats=3):

@@ -59,9 +59,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="previous (default), first, mean, or an anchor stack file/folder with one slice per slice")
     p.add_argument("-m", "--metric", default="mattes", help="mattes (default), mse or ncc")
     p.add_argument("--neighbours", type=int, default=2, help="predecessors per slice for 'previous' (default 2)")
-    p.add_argument("--drift-window", type=_window, default=10.0,
+    p.add_argument("--drift-window", type=_window, default=8.0,
                    help="slices over which slow motion is kept as anatomy ('previous'); 'none' corrects "
-                        "all drift (time series). Default 10")
+                        "all drift (time series). Default 8")
     p.add_argument("--init", default="moments", choices=("moments", "geometry", "none"),
                    help="how each pair is centred (default moments)")
     p.add_argument("--iterations", type=int, default=None, help="maximum iterations per level")
