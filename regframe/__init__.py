@@ -51,6 +51,9 @@ from .registration import (
     register_bspline,
     resample,
 )
+from .registration.batch import PairError, register_many
+from .registration.stacks import StackResult, align_stack
+from .registration.warp import warp_stack
 from .transforms import (
     AffineTransform,
     BSplineTransform,
@@ -130,6 +133,11 @@ __all__ = [
     "register_bspline",
     "register_points",
     "PointRegistrationResult",
+    "register_many",
+    "PairError",
+    "align_stack",
+    "StackResult",
+    "warp_stack",
     "resample",
     "displacement_field",
     "centered_initializer",

@@ -13,6 +13,7 @@ _EXTRAS = {
     "tqdm": "progress",
     "PIL.Image": "viz",
     "tifffile": "tiff",
+    "distributed": "distributed",
 }
 
 

@@ -49,18 +49,18 @@ def _row_blocks(reference: Image) -> Iterator[tuple[int, int, NDArray[np.float64
         yield r0 * row, r1 * row, points
 
 
-def _output_dtype(dtype: DTypeLike | None, image: Image) -> np.dtype:
-    """The checked output pixel type: ``dtype``, or ``image``'s when None."""
+def output_dtype(dtype: DTypeLike | None, image_dtype: DTypeLike, where: str = "resample()") -> np.dtype:
+    """The checked output pixel type: ``dtype``, or the image's when None."""
     if dtype is None:
-        return image.dtype
+        return np.dtype(image_dtype)
     try:
         out = np.dtype(dtype)
     except TypeError:
         out = None
     if out is None or out.name not in _DTYPES:
         raise InvalidInputError(
-            f"resample(): dtype must be one of {', '.join(_DTYPES)} (or None to keep the input's "
-            f"{image.dtype.name}); got {dtype!r}."
+            f"{where}: dtype must be one of {', '.join(_DTYPES)} (or None to keep the input's "
+            f"{np.dtype(image_dtype).name}); got {dtype!r}."
         )
     return out
 
@@ -136,7 +136,7 @@ def resample(
     """
     reference = image if reference is None else reference
     _check_dims(image, transform, reference, "resample()")
-    out_dtype = _output_dtype(dtype, image)
+    out_dtype = output_dtype(dtype, image.dtype)
     interp = make_interpolator(interpolator, default_value=default_value)
     interp.set_image(image)
     out = np.empty(reference.shape, dtype=out_dtype)
@@ -144,6 +144,13 @@ def resample(
     for start, stop, points in _row_blocks(reference):
         _cast_into(flat[start:stop], interp.evaluate(transform.transform_points(points))[0])
     return reference.with_array(out, copy=False)
+
+
+def cast_values(values: NDArray[np.floating], dtype: DTypeLike) -> NDArray[Any]:
+    """Interpolated values as ``dtype`` (integers rounded and clipped, booleans ``> 0.5``)."""
+    out = np.empty(np.shape(values), dtype=np.dtype(dtype))
+    _cast_into(out, np.asarray(values, dtype=np.float64))
+    return out
 
 
 def transform_points(transform: Transform, points: ArrayLike) -> NDArray[np.float64]:
