@@ -151,7 +151,10 @@ def draw_view(ax: Any, view: View, picture: NDArray, **kwargs: Any) -> Any:
     ax.set_ylabel(view.axis_labels[1], fontsize=7, labelpad=1)
     ax.tick_params(labelsize=6, length=2, pad=1)
     if view.letters is not None:
-        style = dict(transform=ax.transAxes, color="yellow", fontsize=8, fontweight="bold")
+        from matplotlib import patheffects  # only reached with matplotlib loaded (ax is its Axes)
+
+        style = dict(transform=ax.transAxes, color="yellow", fontsize=8, fontweight="bold",
+                     path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
         left, right, top, bottom = view.letters
         ax.text(0.02, 0.5, left, ha="left", va="center", **style)
         ax.text(0.98, 0.5, right, ha="right", va="center", **style)

@@ -195,6 +195,18 @@ def _history_lists(history: Sequence[Any]) -> tuple[list[float], list[int], list
             [int(getattr(h, "stage", 0)) for h in history])
 
 
+def _from_result(result: Any, history: Sequence[Any] | None, transform: Any,
+                 stage_names: Mapping[int, str] | Sequence[str] | None) -> tuple[Any, Any, Any]:
+    """History, transform and stage names of a RegistrationResult (explicit arguments win)."""
+    if result is None:
+        return history, transform, stage_names
+    records = getattr(result, "stages", ()) or ()
+    names = [str(getattr(r, "kind", "")) for r in records] or None
+    return (result.history if history is None else history,
+            result.transform if transform is None else transform,
+            names if stage_names is None else stage_names)
+
+
 # ------------------------------------------------------------------------- reports
 def registration_report(
     fixed: Image,
@@ -208,6 +220,7 @@ def registration_report(
     history: Sequence[Any] | None = None,
     stage_names: Mapping[int, str] | Sequence[str] | None = None,
     transform: Any = None,
+    result: Any = None,
     tiles: int = 8,
     title: str = "regframe registration",
 ) -> Path:
@@ -232,6 +245,9 @@ def registration_report(
         The final fixed-to-moving transform.  When it is non-linear (a
         B-spline, a displacement field, or a composite holding one) two
         columns are added: the deformed grid and the Jacobian-determinant map.
+    result : RegistrationResult, optional
+        Gives ``history``, ``transform`` and ``stage_names`` (the ``kind`` of
+        each of ``result.stages``) unless they are given explicitly.
     tiles : int
         Checkerboard tiles along the longer side of each plane (square in mm).
     title : str
@@ -239,6 +255,7 @@ def registration_report(
     from .quality import draw_deformation
 
     plt = _plt()
+    history, transform, stage_names = _from_result(result, history, transform, stage_names)
     if history is not None:
         values, levels, stages = _history_lists(history)
     views = plane_views(fixed)
@@ -288,12 +305,18 @@ def plot_metric_history(
     stages: Sequence[int] | None = None,
     history: Sequence[Any] | None = None,
     stage_names: Mapping[int, str] | Sequence[str] | None = None,
+    result: Any = None,
 ) -> Path:
-    """Plot the metric value per iteration into ``path`` (coloured by stage, levels and stages marked)."""
+    """Plot the metric value per iteration into ``path`` (coloured by stage, levels and stages marked).
+
+    ``history`` (or ``result``, a RegistrationResult) replaces ``values``,
+    ``levels`` and ``stages``; see :func:`registration_report`.
+    """
     from .errors import InvalidInputError
 
     if path is None:
         raise InvalidInputError("plot_metric_history(): 'path' (the output PNG) is required; got None.")
+    history, _, stage_names = _from_result(result, history, None, stage_names)
     if history is not None:
         values, levels, stages = _history_lists(history)
     if values is None:

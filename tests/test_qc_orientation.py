@@ -191,3 +191,25 @@ def test_deformation_plot_uses_the_same_orientation(tmp_path):
     assert path.stat().st_size > 5000
     with pytest.raises(ShapeError, match="background"):
         plot_deformation(bs, img, tmp_path / "e.png", background=Image(np.zeros((3, 3, 3))))
+
+
+def test_a_result_gives_history_transform_and_stage_names(tmp_path):
+    from types import SimpleNamespace
+
+    hist = []
+    for stage, n_levels in ((1, 1), (2, 2)):
+        for lv in range(n_levels):
+            s = RegistrationState(level=lv, iteration=0, value=1.0, gradient_norm=1.0, parameters=np.zeros(1))
+            object.__setattr__(s, "stage", stage)
+            hist.append(s)
+    result = SimpleNamespace(history=hist, transform=rf.AffineTransform(2),
+                             stages=[SimpleNamespace(kind=k) for k in ("initialize", "similarity", "affine")])
+    history, transform, names = qc._from_result(result, None, None, None)
+    assert history is hist and transform is result.transform
+    fig, ax = plt.subplots()
+    qc._plot_history(ax, *qc._history_lists(history), names)
+    labels = ax.get_legend_handles_labels()[1]
+    plt.close(fig)
+    assert labels == ["similarity level 1/1", "affine level 1/2", "affine level 2/2"]
+    path = qc.plot_metric_history(path=tmp_path / "curve.png", result=result)
+    assert path.stat().st_size > 2000

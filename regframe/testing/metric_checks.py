@@ -89,6 +89,7 @@ def check_metric(
     rtol: float = 1e-6,
     floor_fraction: float = 1e-3,
     seed: int = 0,
+    extrapolate: bool = True,
     raise_on_failure: bool = False,
 ) -> MetricCheckReport:
     """Compare ``metric.value_and_gradient()`` with central differences of ``metric.value()``.
@@ -123,6 +124,10 @@ def check_metric(
         floor_fraction * |gradient|)``.
     seed : int, default 0
         Seed of the random directions.
+    extrapolate : bool, default True
+        Richardson-extrapolated differences (steps ``h`` and ``h/2``): Mattes
+        MI on a 20-voxel phantom is curved enough that a plain central
+        difference at 1e-4 mm is off by 1e-5 relative.
     raise_on_failure : bool, default False
         Raise ``AssertionError`` with the report when a check fails.
 
@@ -189,6 +194,7 @@ def check_metric(
         report = check_gradient(
             value_and_gradient, np.zeros(n), steps=h, indices=idx, rtol=rtol,
             floor_fraction=floor_fraction, random_direction=False, value=value, branch=valid_samples,
+            extrapolate=extrapolate,
         )
         direction_errors: list[float] = []
         failures = list(report.failures)
@@ -197,6 +203,7 @@ def check_metric(
                 r = check_gradient(
                     value_and_gradient, np.zeros(n), steps=h, indices=np.zeros(0, dtype=np.int64),
                     rtol=rtol, random_direction=True, seed=seed + j, value=value, branch=valid_samples,
+                    extrapolate=extrapolate,
                 )
                 direction_errors.append(float(r.direction_error))
                 failures += r.failures
