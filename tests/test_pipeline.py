@@ -269,3 +269,25 @@ def test_register_syn_returns_an_exact_inverse_through_the_pipeline(shared_data)
 
     score = GuardScore(RegistrationInputs.for_images(fixed, moving), "ncc")
     assert score(res.transform) < score(res.stages[2].transform) - 0.01  # SyN improved on the affine result
+
+
+def test_point_sets_are_a_stage_kind_of_the_same_runner():
+    """PointSetStage runs through run_pipeline with point inputs only (no images, no guard)."""
+    from regframe.points import register_points
+    from regframe.registration.stages import PointSetStage
+
+    rng = np.random.default_rng(3)
+    fixed = rng.uniform(0, 50, size=(400, 3))
+    truth = rf.VersorRigid3DTransform()
+    truth.fixed_parameters = [25.0, 25.0, 25.0]
+    truth.parameters = [0.1, -0.05, 0.2, 3.0, -2.0, 1.0]
+    moving = rng.permutation(truth.transform_points(fixed))
+    inputs = RegistrationInputs(fixed_points=fixed, moving_points=moving)
+    res = run_pipeline([PointSetStage("rigid")], inputs).result
+    direct = register_points(fixed, moving, "rigid")
+    np.testing.assert_allclose(res.transform.transform_points(fixed), direct.transform.transform_points(fixed),
+                               atol=1e-9)
+    np.testing.assert_allclose(res.transform.transform_points(fixed), truth.transform_points(fixed), atol=1e-6)
+    assert [s.kind for s in res.stages] == ["points"] and res.warnings == ()
+    with pytest.raises(InvalidInputError, match="fixed_points"):
+        run_pipeline([PointSetStage("rigid")], RegistrationInputs(moving_points=moving))
