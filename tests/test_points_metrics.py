@@ -226,3 +226,22 @@ def test_point_metrics_copy_their_inputs():
     metric.initialize(None, None, rf.TranslationTransform(2))
     metric.value_and_gradient()
     assert np.array_equal(metric.fixed_points, keep)
+
+
+def test_closest_points_drive_a_bspline_registration():
+    """ClosestPointDistance in RegistrationMethod with a B-spline: a circle is bent onto a wavy curve."""
+    angles = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    circle = np.c_[np.cos(angles), np.sin(angles)] * 20.0 + 32.0
+    fine = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
+    wavy = np.c_[np.cos(fine), np.sin(fine)] * (20.0 + 2.0 * np.sin(3 * fine))[:, None] + 32.0
+    domain = rf.Image(np.zeros((64, 64)))
+    t = rf.BSplineTransform.from_domain(domain, mesh_size=6)
+    metric = ClosestPointDistance(circle, wavy)
+    before = metric.initialize(domain, domain, t.copy()).value()
+    method = RegistrationMethod(
+        metric=metric, optimizer=rf.LBFGSB(n_iterations=100, scales="physical_shift"),
+        schedule=LevelSchedule((1,), (0.0,)),
+    )
+    res = method.run(domain, domain, t)
+    assert res.final_value < 0.05 * before
+    assert np.array_equal(t.parameters, np.zeros(t.n_parameters))  # the given transform is not modified
