@@ -368,7 +368,7 @@ class ImageMetric(Metric):
         samples = sampler.sample(fixed, fmask.image if fmask.present else None)
         points = samples.points
         if samples.on_grid:
-            fvals = np.ascontiguousarray(fixed.array, dtype=np.float64).reshape(-1)[samples.voxels]
+            fvals = np.ravel(fixed.array)[samples.voxels].astype(np.float64)  # (no full float64 copy)
         else:
             fpack = ImagePack.from_image(fixed)
             kmat, kvec = _index_map(fpack, np.eye(fixed.ndim), np.zeros(fixed.ndim))
