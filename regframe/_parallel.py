@@ -97,15 +97,33 @@ CHUNK_SIZE: int = 4096
 SCATTER_CHUNK_SIZE: int = 65536
 
 
+#: numba's parallel options for regframe's kernels: only explicit ``prange`` loops run in
+#: parallel.  The other conversions (numpy calls, array expressions, reductions and setitems
+#: into parfors, and parfor fusion) have nothing to act on in kernels written as chunked
+#: ``prange`` loops (they only turn the chunk-local ``np.empty``/``np.zeros`` into nested
+#: loops), but their passes over the kernels' large inlined bodies took 15-30 % of the
+#: first-run compile time.
+PARALLEL_OPTIONS: dict[str, bool] = {
+    "prange": True,
+    "fusion": False,
+    "numpy": False,
+    "comprehension": False,
+    "reduction": False,
+    "inplace_binop": False,
+    "setitem": False,
+    "stencil": False,
+}
+
+
 def parallel_kernel(py_func: Callable[..., Any]) -> Any:
-    """Decorator for parallel kernels: ``njit(parallel=True, cache=True)``, never fastmath.
+    """Decorator for parallel kernels: ``njit(parallel=PARALLEL_OPTIONS, cache=True)``, never fastmath.
 
     One place to keep the compilation policy of every ``prange`` kernel.  (A
     parallel call costs a few microseconds on an idle machine, so kernels are
     compiled once, in parallel form only: a serial twin would double the
     first-call compile time for no measurable gain.)
     """
-    return njit(parallel=True, cache=True)(py_func)
+    return njit(parallel=PARALLEL_OPTIONS, cache=True)(py_func)
 
 
 def scatter_chunk_size(n_parameters: int) -> int:

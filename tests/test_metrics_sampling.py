@@ -108,3 +108,29 @@ def test_metric_uses_sampler_and_masks():
     masked = MeanSquares().initialize(img, moving, TranslationTransform(3), moving_mask=mmask)
     masked.value()
     assert masked.n_valid == mmask.sum()  # identity transform: exactly the masked voxels
+
+
+@pytest.mark.parametrize(
+    "sampler", [RandomSampler(0.013, seed=4), RandomSampler(1.0), RegularSampler(0.3), FullSampler()]
+)
+def test_unmasked_selection_equals_selection_among_all_voxels(sampler):
+    """The built-ins choose among all voxels without building ``arange(n_voxels)``; same result."""
+    fast = sampler._select_all(12345, np.random.default_rng(3))
+    reference = sampler._select(np.arange(12345, dtype=np.int64), np.random.default_rng(3))
+    assert fast.dtype == np.int64
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_random_sampling_memory_does_not_scale_with_the_image():
+    """1 % of a 10^6-voxel image: no 8-byte-per-voxel candidate array (issue 12, memory)."""
+    import tracemalloc
+
+    img = Image(np.zeros((100, 100, 100), dtype=np.float32))
+    tracemalloc.start()
+    try:
+        samples = RandomSampler(0.01, jitter=True).sample(img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert samples.points.shape[0] > 9000
+    assert peak < 2 * img.n_voxels, f"peak {peak / img.n_voxels:.2f} bytes per voxel"

@@ -40,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import parallel_kernel
 from ._bspline_kernels import MEAN_SQUARES, _pointwise_add, _scatter
 from ._bspline_map_kernels import _bspline_axis, _bspline_index, _bspline_moving
 from ._parzen_kernels import _cache_sample, _mattes_weight, _parzen, _parzen_add
@@ -243,7 +244,7 @@ def _grid_sample(points, s, d, i, j, k, rows, ok, start, w, gy, y, data, p2i, mo
     return valid, inside, m, g0, g1, g2
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def sums_bspline_grid(kind, points, index, fixed_values, fixed_ref, moving_ref, rows, ok, start, w,
                       n_grid, grid_size, kmat, kvec, size3, data, p2i, morigin, mask, mask_size,
                       mask_p2i, mask_origin, has_mask, with_gradient, rowwise, chunk_size):
@@ -302,7 +303,7 @@ def sums_bspline_grid(kind, points, index, fixed_values, fixed_ref, moving_ref, 
     return acc, part
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mattes_bspline_grid_histogram(points, index, fixed_bins, rows, ok, start, w, grid_size, kmat,
                                   kvec, size3, data, p2i, morigin, mask, mask_size, mask_p2i,
                                   mask_origin, has_mask, m_min, m_max, bin_size, n_min, n_bins,
@@ -342,7 +343,7 @@ def mattes_bspline_grid_histogram(points, index, fixed_bins, rows, ok, start, w,
     return joint, count, used
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mattes_bspline_grid_gradient(index, fixed_bins, start, w, n_grid, grid_size, cache_t, cache_k,
                                  cache_g, n_bins, log_ratio, rowwise, chunk_size):
     """Mattes pass 2: rows ``sum_s w_s J_s^T g_s`` ``(n_chunks, d * n_grid)`` from the pass-1 caches."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import parallel_kernel
 from ._bspline_map_kernels import _bspline_locate, _bspline_map, _bspline_moving
 from ._linear_fused_kernels import _correlation_add
 from ._parzen_kernels import _cache_sample, _mattes_weight, _parzen, _parzen_add
@@ -129,7 +130,7 @@ def _pointwise_add(kind, sums, f, m, fixed_ref, moving_ref):
     return 1.0, fs, ms
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def sums_bspline(kind, points, fixed_values, fixed_ref, moving_ref, params, n_grid, origin, gp2i,
                  grid_size, max_limit, band_lo, band_hi, nudged, kmat, kvec, size3, data, p2i,
                  morigin, mask, mask_size, mask_p2i, mask_origin, has_mask, with_gradient,
@@ -170,7 +171,7 @@ def sums_bspline(kind, points, fixed_values, fixed_ref, moving_ref, params, n_gr
     return acc, part
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, grid_size,
                              max_limit, band_lo, band_hi, nudged, kmat, kvec, size3, data, p2i,
                              morigin, mask, mask_size, mask_p2i, mask_origin, has_mask,
@@ -223,7 +224,7 @@ def mattes_bspline_histogram(points, fixed_bins, params, n_grid, origin, gp2i, g
     return joint, count, used
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mattes_bspline_gradient(points, fixed_bins, n_grid, origin, gp2i, grid_size, max_limit,
                             band_lo, band_hi, nudged, cache_t, cache_k, cache_g, cache_base, cache_w,
                             n_bins, log_ratio, chunk_size):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import parallel_kernel
 from ..transforms._bspline_kernels import _b3_weights, _row_sum
 from ._sample_kernels import _in_mask, _lin3
 
@@ -125,7 +126,7 @@ def _bspline_map(x0, x1, x2, d, params, n_grid, o0, o1, o2, gp2i, gx, gxy, max_l
     return inside, base, y0, y1, y2
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def bspline_transform_points(points, params, n_grid, origin, gp2i, grid_size, max_limit, band_lo,
                              band_hi, nudged, chunk_size):
     """The fused kernels' B-spline point map (for tests: equals ``transform_points`` bit for bit)."""

@@ -4,8 +4,8 @@ Every fused kernel walks its chunk with the same prologue: the sample position
 (x0, x1, x2) (padded to 3-D), then either the fast path (continuous index from
 kmat/kvec, _lin3, index-space gradient) or the physical path (mode 2 or a
 moving mask: _physical_sample, physical gradient).  ``physical`` must be True
-for mode 2 and for a moving mask; the gradient sums are then physical, else
-in index space.
+for mode 2 and for a moving mask (the gradient sums are then physical) and None
+otherwise (index-space sums); see :mod:`._sample_kernels` for why None.
 
 Conventions (positions, fast/physical paths, gradient-sum blocks, chunking):
 :mod:`._sample_kernels`.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import parallel_kernel
 from ._parzen_kernels import _cache_sample, _mattes_weight, _parzen, _parzen_add
 from ._sample_kernels import BLOCK, _lin3, _next_position, _physical_sample, _start_position
 
@@ -23,7 +24,7 @@ from ._sample_kernels import BLOCK, _lin3, _next_position, _physical_sample, _st
 # --------------------------------------------------------------------------- MeanSquares
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mean_squares_linear(points, dense, grid_size, fixed, kmat, kvec, size3, center3,
                         a, o, data, size, p2i, origin, spacing,
                         mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode, chunk_size):
@@ -63,7 +64,7 @@ def mean_squares_linear(points, dense, grid_size, fixed, kmat, kvec, size3, cent
         v0 = v1 = v2 = 0.0
         for s in range(start, stop):
             x0, x1, x2 = _next_position(points, s, start, dense, x0, x1, x2, gs0, gs1)
-            if physical:
+            if physical is not None:
                 xs[0] = x0
                 xs[1] = x1
                 if d == 3:
@@ -136,7 +137,7 @@ def _correlation_add(sums, fs, ms):
     return fs, ms
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref,
                        kmat, kvec, size3, center3, a, o, data, size, p2i, origin, spacing,
                        mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode, chunk_size):
@@ -172,7 +173,7 @@ def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref,
         x0, x1, x2 = _start_position(start, grid_size)
         for s in range(start, stop):
             x0, x1, x2 = _next_position(points, s, start, dense, x0, x1, x2, gs0, gs1)
-            if physical:
+            if physical is not None:
                 xs[0] = x0
                 xs[1] = x1
                 if d == 3:
@@ -221,7 +222,7 @@ def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref,
 # --------------------------------------------------------------------------- Mattes
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, size3,
                             a, o, data, size, p2i, origin, spacing,
                             mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode,
@@ -261,7 +262,7 @@ def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, si
         k_used = 0.0
         for s in range(start, stop):
             x0, x1, x2 = _next_position(points, s, start, dense, x0, x1, x2, gs0, gs1)
-            if physical:
+            if physical is not None:
                 xs[0] = x0
                 xs[1] = x1
                 if d == 3:
@@ -290,7 +291,7 @@ def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, si
     return joint, count, used
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
                            cache_t, cache_k, cache_g, n_bins, log_ratio, chunk_size):
     """Fused Mattes pass 2 for a linear transform, from the caches of pass 1.

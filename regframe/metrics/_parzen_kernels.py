@@ -12,13 +12,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import parallel_kernel
 from ..transforms._bspline_kernels import _b3_weights
 from ._sample_kernels import _U
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _b3(u):
-    """Cubic B-spline (ITK ``BSplineKernelFunction<3>``)."""
+    """Cubic B-spline (ITK ``BSplineKernelFunction<3>``).
+
+    Not inlined (neither are :func:`_b3_derivative` and ``_start_position``): only the rare
+    samples outside the closed-form range reach it, and inlining its branches four times
+    into every histogram kernel made their first compile markedly slower.
+    """
     a = abs(u)
     r = 0.0
     if a < 1.0:
@@ -29,7 +35,7 @@ def _b3(u):
     return r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _b3_derivative(u):
     """Derivative of the cubic B-spline (ITK ``BSplineDerivativeKernelFunction<3>``)."""
     r = 0.0
@@ -120,7 +126,7 @@ def _mattes_weight(t, k, fixed_bin, n_bins, log_ratio):
 # --------------------------------------------------------------------------- from sampled values
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mattes_histogram(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_min,
                      n_bins, chunk_size):
     """Parzen joint histogram partials from sampled values.
@@ -193,7 +199,7 @@ def mattes_statistics(joint_part, count_part, n_bins, eps):
     return -mi, log_ratio, joint
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def mattes_weights(fixed_bins, moving_values, valid, m_min, m_max, bin_size, n_min,
                    n_bins, log_ratio, chunk_size):
     """Per-sample Mattes weights ``w_s = sum_b B3'(k_b - t_s) R[i_f(s), k_b]``.

@@ -368,16 +368,11 @@ class ImageMetric(Metric):
         samples = sampler.sample(fixed, fmask.image if fmask.present else None)
         points = samples.points
         if samples.on_grid:
-            fvals = np.ascontiguousarray(fixed.array, dtype=np.float64).reshape(-1)[samples.voxels]
+            fvals = np.ravel(fixed.array)[samples.voxels].astype(np.float64)  # (no full float64 copy)
         else:
             fpack = ImagePack.from_image(fixed)
-            none = MaskPack.none(fixed.ndim)
-            eye, zero = np.eye(fixed.ndim), np.zeros(fixed.ndim)
-            kmat, kvec = _index_map(fpack, eye, zero)
-            fvals, _, inside = _k.sample_moving(
-                points, kmat, kvec, fpack.size3, eye, zero, *fpack.args(), *none.args(), False,
-                0, CHUNK_SIZE,
-            )
+            kmat, kvec = _index_map(fpack, np.eye(fixed.ndim), np.zeros(fixed.ndim))
+            fvals, inside = _k.sample_values(points, kmat, kvec, fpack.size3, fpack.data)
             if not inside.all():  # the sampler already drops points outside; be safe
                 keep = np.flatnonzero(inside)
                 points, fvals = points[keep], fvals[keep]
@@ -535,6 +530,14 @@ class ImageMetric(Metric):
         """Kernels take the physical path (else the index-space fast path)."""
         return self.gradient == "central_difference" or st.moving_mask.present
 
+    def _path(self, st: _State) -> bool | None:
+        """The kernels' ``physical`` argument: True, or None for the fast path.
+
+        None (not False) lets numba compile only the path a call takes (see
+        :mod:`regframe.metrics._sample_kernels`).
+        """
+        return True if self._physical(st) else None
+
     def _sample_moving(
         self, st: _State, mapped: NDArray[np.float64], with_gradient: bool
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
@@ -545,7 +548,7 @@ class ImageMetric(Metric):
         if st.interpolator is None:
             return _k.sample_moving(
                 mapped, kmat, kvec, st.moving_pack.size3, eye, zero, *st.moving_pack.args(),
-                *st.moving_mask.args(), self._physical(st), self._mode(with_gradient), CHUNK_SIZE,
+                *st.moving_mask.args(), self._path(st), self._mode(with_gradient), CHUNK_SIZE,
             )
         interp = st.interpolator
         if with_gradient and self.gradient == "exact":

@@ -112,7 +112,7 @@ class NormalizedCorrelation(ImageMetric):
         part = _k.correlation_linear(
             pts, dense, gsize, st.fixed_values, self._fixed_ref, self._moving_ref,
             kmat, kvec, size3, c3, a, o, *st.moving_pack.args(), *st.moving_mask.args(),
-            phys, mode, CHUNK_SIZE,
+            self._path(st), mode, CHUNK_SIZE,
         )
         t = reduce_in_order(part)
         value, alpha, beta, fbar, mbar = self._correlation(t, st.points.shape[0])

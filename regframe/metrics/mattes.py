@@ -200,7 +200,7 @@ class MattesMutualInformation(ImageMetric):
         cache_t, cache_k, cache_g = self._sample_caches(st.points.shape[0] if with_gradient else 0)
         joint, count, used = _k.mattes_linear_histogram(
             pts, dense, gsize, self._fixed_bins, kmat, kvec, size3, a, o,
-            *st.moving_pack.args(), *st.moving_mask.args(), phys, self._mode(with_gradient),
+            *st.moving_pack.args(), *st.moving_mask.args(), self._path(st), self._mode(with_gradient),
             *self._moving_bin_args(), cache_t, cache_k, cache_g,
             HISTOGRAM_CHUNK_SIZE,
         )

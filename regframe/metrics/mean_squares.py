@@ -69,7 +69,7 @@ class MeanSquares(PointwiseMetric):
         phys = self._physical(st)
         part = _k.mean_squares_linear(
             pts, dense, gsize, st.fixed_values, kmat, kvec, size3, c3, a, o,
-            *st.moving_pack.args(), *st.moving_mask.args(), phys, mode, CHUNK_SIZE,
+            *st.moving_pack.args(), *st.moving_mask.args(), self._path(st), mode, CHUNK_SIZE,
         )
         total = reduce_in_order(part)
         n_valid = int(total[1])

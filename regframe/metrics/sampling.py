@@ -113,6 +113,15 @@ class Sampler(ABC):
         """Subclasses must implement: chosen flat voxel indices, sorted ascending."""
         raise NotImplementedError(f"{type(self).__name__}._select()")
 
+    def _select_all(self, n_voxels: int, rng: np.random.Generator) -> NDArray[np.int64]:
+        """:meth:`_select` among all ``n_voxels`` voxels (no mask).
+
+        Built-in samplers override it to choose without materialising the
+        ``arange(n_voxels)`` candidates (8 bytes per voxel of the fixed image);
+        the result must equal ``_select(arange(n_voxels), rng)``.
+        """
+        return self._select(np.arange(n_voxels, dtype=np.int64), rng)
+
     def sample(self, image: Image, mask: Image | NDArray[Any] | None = None) -> SampleSet:
         """Draw the sample set on ``image``.
 
@@ -141,16 +150,18 @@ class Sampler(ABC):
         if mpack.present:
             centres = image.voxel_points()
             candidates = np.flatnonzero(mpack.contains(centres)).astype(np.int64)
+            n_candidates = int(candidates.size)
         else:
-            centres = None
-            candidates = np.arange(n_vox, dtype=np.int64)
-        if candidates.size == 0:
+            centres = candidates = None
+            n_candidates = n_vox
+        if n_candidates == 0:
             raise EmptyMaskError(
                 f"{where}: the fixed mask contains no voxel centre of the fixed image; got a mask "
                 "that does not overlap the image. Check the mask geometry (origin, spacing, "
                 "direction) against the fixed image."
             )
-        chosen = np.asarray(self._select(candidates, rng), dtype=np.int64)
+        chosen = self._select(candidates, rng) if candidates is not None else self._select_all(n_vox, rng)
+        chosen = np.asarray(chosen, dtype=np.int64)
         if centres is not None:
             points = centres[chosen]
         else:
@@ -171,7 +182,7 @@ class Sampler(ABC):
             points=np.ascontiguousarray(points, dtype=np.float64),
             voxels=np.ascontiguousarray(chosen),
             on_grid=on_grid,
-            n_candidates=int(candidates.size),
+            n_candidates=n_candidates,
         )
 
     def __repr__(self) -> str:
@@ -190,6 +201,9 @@ class FullSampler(Sampler):
 
     def _select(self, candidates: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
         return candidates
+
+    def _select_all(self, n_voxels: int, rng: np.random.Generator) -> NDArray[np.int64]:
+        return np.arange(n_voxels, dtype=np.int64)
 
 
 class RegularSampler(Sampler):
@@ -212,6 +226,9 @@ class RegularSampler(Sampler):
 
     def _select(self, candidates: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
         return candidates[:: self.step]
+
+    def _select_all(self, n_voxels: int, rng: np.random.Generator) -> NDArray[np.int64]:
+        return np.arange(0, n_voxels, self.step, dtype=np.int64)
 
     def __repr__(self) -> str:
         return f"RegularSampler(fraction={self.fraction}, jitter={self.jitter}, seed={self.seed})"
@@ -247,6 +264,12 @@ class RandomSampler(Sampler):
             return candidates
         pick = rng.choice(candidates.size, size=count, replace=False)
         return candidates[np.sort(pick)]
+
+    def _select_all(self, n_voxels: int, rng: np.random.Generator) -> NDArray[np.int64]:
+        count = max(1, int(math.floor(self.fraction * n_voxels)))
+        if count >= n_voxels:
+            return np.arange(n_voxels, dtype=np.int64)
+        return np.sort(rng.choice(n_voxels, size=count, replace=False)).astype(np.int64)
 
     def __repr__(self) -> str:
         return f"RandomSampler(fraction={self.fraction}, seed={self.seed}, jitter={self.jitter})"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import parallel_kernel
 
 _SIXTH = 1.0 / 6.0
 
@@ -190,7 +191,7 @@ def _map_range(points, lo, hi, out, params, n_grid, origin, p2i, grid_size, max_
             out[s, i] = disp[i] + x[i]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def transform_points(points, params, n_grid, origin, p2i, grid_size, max_limit, band_lo, band_hi, nudged, chunk_size):
     """``T(x) = x + sum_k w_k(x) c_k`` (identity outside the valid region)."""
     n, d = points.shape
@@ -212,7 +213,7 @@ def transform_points_serial(points, params, n_grid, origin, p2i, grid_size, max_
     return out
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def support(points, origin, p2i, grid_size, max_limit, band_lo, band_hi, nudged, chunk_size):
     """Sparse Jacobian structure.
 
@@ -274,7 +275,7 @@ def _scatter_range(points, vectors, lo, hi, row, n_grid, origin, p2i, grid_size,
                 row[off + flat_all[m]] += wt_all[m] * vi
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def jacobian_vjp_accumulate(
     points, vectors, out, n_grid, origin, p2i, grid_size, max_limit, band_lo, band_hi, nudged, chunk_size
 ):
@@ -355,7 +356,7 @@ def _position_range(points, lo, hi, out, params, n_grid, origin, p2i, grid_size,
                 out[s, i, j] += acc
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def jacobian_position(points, params, n_grid, origin, p2i, grid_size, max_limit, band_lo, band_hi, nudged, chunk_size):
     """``dT/dx = I + (sum_k c_k (dw_k/dci)^T) @ p2i``; identity outside the valid region."""
     n, d = points.shape

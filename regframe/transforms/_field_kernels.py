@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import parallel_kernel
 
 @njit(cache=True)
 def _locate(x, origin, p2i, size, base, frac):
@@ -88,7 +89,7 @@ def _map_range(points, lo, hi, out, field, origin, p2i, size):
             out[s, i] = x[i] + disp[i]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def transform_points(points, field, origin, p2i, size, chunk_size):
     """``T(x) = x + u(x)`` with vector-linear interpolation, ``u = 0`` outside."""
     n, d = points.shape
@@ -109,7 +110,7 @@ def transform_points_serial(points, field, origin, p2i, size):
     return out
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def support(points, origin, p2i, size, chunk_size):
     """Flat voxel numbers ``(n, 2**d)``, overlaps ``(n, 2**d)`` and inside flags ``(n,)``.
 
@@ -154,7 +155,7 @@ def _scatter_range(points, vectors, lo, hi, row, origin, p2i, size):
                     row[flat * d + i] += overlap * vectors[s, i]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def jacobian_vjp_accumulate(points, vectors, out, origin, p2i, size, chunk_size):
     """Add ``sum_s J(x_s)^T v_s`` to ``out`` (length ``n_voxels * d``), in place.
 
@@ -221,7 +222,7 @@ def _position_range(points, lo, hi, out, field, origin, p2i, size):
                 out[s, i, j] += acc
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def jacobian_position(points, field, origin, p2i, size, chunk_size):
     """``I + du/dx`` of the linear interpolant (right derivative at voxel planes).
 
