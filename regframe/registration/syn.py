@@ -14,7 +14,7 @@ its inverse.  Every iteration
    them with a Gaussian (``update_sigma`` voxels), pins the grid border and
    scales them so that the largest update is ``step`` voxels,
 4. composes ``F <- F o (id + dF)``, ``M <- M o (id + dM)`` and updates each
-   inverse by the inverse of the small step, ``F^-1 <- (id + dF)^-1 o F^-1`` (to first order),
+   inverse by the inverse of the small step, ``F^-1 <- (id + dF)^-1 o F^-1``,
 5. optionally smooths the total fields (``total_sigma`` voxels),
 
 over a coarse-to-fine schedule, with ANTs' windowed convergence test.  The
@@ -68,15 +68,16 @@ class SyNResult:
 
     Attributes
     ----------
-    forward : Transform
-        Fixed -> moving (ITK convention): a :class:`CompositeTransform` of the
-        initial linear transform (when given) and a
-        :class:`DisplacementFieldTransform` on the fixed grid, so that
-        ``resample(moving, forward, reference=fixed)`` aligns moving to fixed.
-    inverse : Transform
-        Moving -> fixed: the inverse field (on the fixed grid, in the
-        prealigned moving space) after the inverse of the initial transform,
-        built from the symmetric parameterization.
+    forward : CompositeTransform
+        Fixed -> moving (ITK convention), ``A o M o F^-1``: the initial linear
+        transform ``A`` (when given), then two
+        :class:`DisplacementFieldTransform` links on the fixed grid (``M``:
+        middle -> prealigned moving, acting second; ``F^-1``: fixed -> middle,
+        acting first), so that ``resample(moving, forward, reference=fixed)``
+        aligns moving to fixed.
+    inverse : CompositeTransform
+        Moving -> fixed, ``F o M^-1 o A^-1``, built from the same half-way
+        fields (not inverted after the fact).
     final_value : float
         Metric value at the last iteration of the last level.
     iterations_per_level : tuple of int
@@ -154,6 +155,10 @@ class _Grid:
     def compose(self, a: NDArray, b: NDArray) -> NDArray:
         """Field of ``(id + b) o (id + a)``: ``a(x) + b(x + a(x))``."""
         return a + _sample(b, self.d, self.size, self.size, self.eye, self.zero, a)[0]
+
+    def invert_step(self, u: NDArray) -> NDArray:
+        """Inverse of a small step ``id + u``: one fixed-point iteration ``w = -u(y - u(y))``."""
+        return -_sample(u, self.d, self.size, self.size, self.eye, self.zero, -u)[0]
 
     def max_norm(self, u: NDArray) -> float:
         """Largest vector length of an interleaved field."""
@@ -497,7 +502,7 @@ def syn_register(
                 if norm > 0:
                     upd *= step / norm
                     s.u = grid.compose(upd, s.u)
-                    s.v = grid.compose(s.v, -upd)  # first-order inverse step; Newton-refined per level
+                    s.v = grid.compose(s.v, grid.invert_step(upd))
             if total_sigma > 0:
                 for s in sides:
                     s.u = grid.smooth(s.u, total_sigma)
@@ -530,18 +535,20 @@ def syn_register(
             residual = max(residual, res)
         grid = final
     f_side, m_side = sides
-    forward_idx = grid.compose(f_side.v, m_side.u)   # M o F^-1
-    inverse_idx = grid.compose(m_side.v, f_side.u)   # F o M^-1
     i2p = fixed.index_to_physical_matrix
-    shape = grid.shape + (d,)
-    fwd_field = DisplacementFieldTransform.from_array((forward_idx.reshape(-1, d) @ i2p.T).reshape(shape), fixed)
-    inv_field = DisplacementFieldTransform.from_array((inverse_idx.reshape(-1, d) @ i2p.T).reshape(shape), fixed)
-    if initial_transform is None:
-        forward = CompositeTransform(d, [fwd_field])
-        inverse = CompositeTransform(d, [inv_field])
-    else:
-        forward = CompositeTransform(d, [initial_transform.copy(), fwd_field])
-        inverse = CompositeTransform(d, [inv_field, initial_transform.copy().inverse()])
+
+    def physical(field_idx: NDArray) -> DisplacementFieldTransform:
+        return DisplacementFieldTransform.from_array((field_idx.reshape(-1, d) @ i2p.T).reshape(grid.shape + (d,)), fixed)
+
+    # the half-way maps stay separate links: det J of the chain is the product of two positive
+    # determinants, while one field resampled from their composition can fold between voxels
+    forward_links: list[Transform] = [physical(m_side.u), physical(f_side.v)]   # M o F^-1
+    inverse_links: list[Transform] = [physical(f_side.u), physical(m_side.v)]   # F o M^-1
+    if initial_transform is not None:
+        forward_links.insert(0, initial_transform.copy())
+        inverse_links.append(initial_transform.copy().inverse())
+    forward = CompositeTransform(d, forward_links)
+    inverse = CompositeTransform(d, inverse_links)
     del seed
     return SyNResult(
         forward=forward,
