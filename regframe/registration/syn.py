@@ -11,13 +11,15 @@ its inverse.  Every iteration
    derivatives with respect to both warped images,
 3. forms the two descent directions ``-dE/dI * grad(I o phi)`` (the gradient
    with respect to a small displacement composed on the right), smooths
-   them with a Gaussian (``update_sigma`` voxels), pins the grid border and
-   scales them so that the largest update is ``step`` voxels,
+   them with a Gaussian (``update_sigma`` voxels), ramps them to zero over
+   the outer voxels of the grid and scales them so that the largest update
+   is ``step`` voxels,
 4. composes ``F <- F o (id + dF)``, ``M <- M o (id + dM)`` and updates each
    inverse by the inverse of the small step, ``F^-1 <- (id + dF)^-1 o F^-1``,
 5. optionally smooths the total fields (``total_sigma`` voxels),
 
-over a coarse-to-fine schedule, with ANTs' windowed convergence test.  The
+over a coarse-to-fine schedule, with ANTs' windowed convergence test; at the
+end of every level the inverses are refined by damped Newton iteration.  The
 result maps fixed points to moving points, ``A o M o F^-1``, and its inverse,
 ``F o M^-1 o A^-1``, comes from the same two half-way fields, not from
 inverting the result afterwards.
