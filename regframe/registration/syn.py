@@ -28,6 +28,7 @@ inverting the result afterwards.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ from scipy import ndimage
 
 from .._parallel import CHUNK_SIZE
 from .._validation import check_choice
-from ..errors import InvalidInputError, NotInvertibleError, ShapeError
+from ..errors import InvalidInputError, NotInvertibleError, RegframeWarning, ShapeError
 from ..image import Image
 from ..metrics.dense import DenseMetric
 from ..transforms.base import Transform
@@ -60,6 +61,8 @@ _ANTS_UPDATE_SIGMA = float(np.sqrt(3.0))
 _TAPER_WIDTH = 4.0
 #: Voxels per block of the Newton refinement.
 _NEWTON_BLOCK = 1 << 15
+#: Largest inverse residual (voxels) accepted without a warning.
+_WARN_RESIDUAL = 0.01
 #: Target residual (voxels) of the refined inverse fields.
 _REFINE_TOLERANCE = 1e-4
 
@@ -536,6 +539,15 @@ def syn_register(
             s.v, res = final.newton_inverse(u, v)
             residual = max(residual, res)
         grid = final
+    if residual > _WARN_RESIDUAL:
+        warnings.warn(
+            f"syn_register(): the half-way fields could not be inverted exactly (largest residual "
+            f"{residual:.3g} voxels, expected <= {_WARN_RESIDUAL}); the deformation folds or is too "
+            "compressed for its grid, so 'inverse' is inaccurate there. Regularise it: total_sigma=0.5-1 "
+            "(voxels), a larger update_sigma or fewer iterations.",
+            RegframeWarning,
+            stacklevel=2,
+        )
     f_side, m_side = sides
     i2p = fixed.index_to_physical_matrix
 
