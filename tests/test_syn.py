@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -322,3 +323,25 @@ def _bent(image: Image) -> BSplineTransform:
     t = BSplineTransform.from_domain(image, mesh_size=2)
     t.parameters = np.linspace(-1, 1, t.n_parameters)
     return t
+
+
+def test_warns_when_the_fields_cannot_be_inverted() -> None:
+    """A disc pulled into a C (mean squares, no total smoothing) compresses beyond its grid: no silent failure."""
+    from scipy import ndimage
+
+    from regframe.errors import RegframeWarning
+
+    n = 96
+    y, x = np.mgrid[0:n, 0:n].astype(float)
+    c, r = (n - 1) / 2, 0.3 * n
+    disc = (x - c) ** 2 + (y - c) ** 2 <= r * r
+    hole = ((x - c) ** 2 + (y - c) ** 2 <= (0.55 * r) ** 2) | ((x > c) & (np.abs(y - c) < 0.25 * r))
+    fixed = Image(ndimage.gaussian_filter((disc & ~hole).astype(float), 1.0))
+    moving = Image(ndimage.gaussian_filter(disc.astype(float), 1.0))
+    with pytest.warns(RegframeWarning, match="could not be inverted"):
+        res = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100))
+    assert res.inverse_residual > 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        smooth = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100), total_sigma=1.0)
+    assert smooth.inverse_residual <= 0.01

@@ -11,13 +11,15 @@ its inverse.  Every iteration
    derivatives with respect to both warped images,
 3. forms the two descent directions ``-dE/dI * grad(I o phi)`` (the gradient
    with respect to a small displacement composed on the right), smooths
-   them with a Gaussian (``update_sigma`` voxels), pins the grid border and
-   scales them so that the largest update is ``step`` voxels,
+   them with a Gaussian (``update_sigma`` voxels), ramps them to zero over
+   the outer voxels of the grid and scales them so that the largest update
+   is ``step`` voxels,
 4. composes ``F <- F o (id + dF)``, ``M <- M o (id + dM)`` and updates each
-   inverse by the inverse of the small step, ``F^-1 <- (id + dF)^-1 o F^-1`` (to first order),
+   inverse by the inverse of the small step, ``F^-1 <- (id + dF)^-1 o F^-1``,
 5. optionally smooths the total fields (``total_sigma`` voxels),
 
-over a coarse-to-fine schedule, with ANTs' windowed convergence test.  The
+over a coarse-to-fine schedule, with ANTs' windowed convergence test; at the
+end of every level the inverses are refined by damped Newton iteration.  The
 result maps fixed points to moving points, ``A o M o F^-1``, and its inverse,
 ``F o M^-1 o A^-1``, comes from the same two half-way fields, not from
 inverting the result afterwards.
@@ -26,6 +28,7 @@ inverting the result afterwards.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +39,7 @@ from scipy import ndimage
 
 from .._parallel import CHUNK_SIZE
 from .._validation import check_choice
-from ..errors import InvalidInputError, NotInvertibleError, ShapeError
+from ..errors import InvalidInputError, NotInvertibleError, RegframeWarning, ShapeError
 from ..image import Image
 from ..metrics.dense import DenseMetric
 from ..transforms.base import Transform
@@ -58,6 +61,8 @@ _ANTS_UPDATE_SIGMA = float(np.sqrt(3.0))
 _TAPER_WIDTH = 4.0
 #: Voxels per block of the Newton refinement.
 _NEWTON_BLOCK = 1 << 15
+#: Largest inverse residual (voxels) accepted without a warning.
+_WARN_RESIDUAL = 0.01
 #: Target residual (voxels) of the refined inverse fields.
 _REFINE_TOLERANCE = 1e-4
 
@@ -68,15 +73,16 @@ class SyNResult:
 
     Attributes
     ----------
-    forward : Transform
-        Fixed -> moving (ITK convention): a :class:`CompositeTransform` of the
-        initial linear transform (when given) and a
-        :class:`DisplacementFieldTransform` on the fixed grid, so that
-        ``resample(moving, forward, reference=fixed)`` aligns moving to fixed.
-    inverse : Transform
-        Moving -> fixed: the inverse field (on the fixed grid, in the
-        prealigned moving space) after the inverse of the initial transform,
-        built from the symmetric parameterization.
+    forward : CompositeTransform
+        Fixed -> moving (ITK convention), ``A o M o F^-1``: the initial linear
+        transform ``A`` (when given), then two
+        :class:`DisplacementFieldTransform` links on the fixed grid (``M``:
+        middle -> prealigned moving, acting second; ``F^-1``: fixed -> middle,
+        acting first), so that ``resample(moving, forward, reference=fixed)``
+        aligns moving to fixed.
+    inverse : CompositeTransform
+        Moving -> fixed, ``F o M^-1 o A^-1``, built from the same half-way
+        fields (not inverted after the fact).
     final_value : float
         Metric value at the last iteration of the last level.
     iterations_per_level : tuple of int
@@ -154,6 +160,10 @@ class _Grid:
     def compose(self, a: NDArray, b: NDArray) -> NDArray:
         """Field of ``(id + b) o (id + a)``: ``a(x) + b(x + a(x))``."""
         return a + _sample(b, self.d, self.size, self.size, self.eye, self.zero, a)[0]
+
+    def invert_step(self, u: NDArray) -> NDArray:
+        """Inverse of a small step ``id + u``: one fixed-point iteration ``w = -u(y - u(y))``."""
+        return -_sample(u, self.d, self.size, self.size, self.eye, self.zero, -u)[0]
 
     def max_norm(self, u: NDArray) -> float:
         """Largest vector length of an interleaved field."""
@@ -497,7 +507,7 @@ def syn_register(
                 if norm > 0:
                     upd *= step / norm
                     s.u = grid.compose(upd, s.u)
-                    s.v = grid.compose(s.v, -upd)  # first-order inverse step; Newton-refined per level
+                    s.v = grid.compose(s.v, grid.invert_step(upd))
             if total_sigma > 0:
                 for s in sides:
                     s.u = grid.smooth(s.u, total_sigma)
@@ -529,19 +539,30 @@ def syn_register(
             s.v, res = final.newton_inverse(u, v)
             residual = max(residual, res)
         grid = final
+    if residual > _WARN_RESIDUAL:
+        warnings.warn(
+            f"syn_register(): the half-way fields could not be inverted exactly (largest residual "
+            f"{residual:.3g} voxels, expected <= {_WARN_RESIDUAL}); the deformation folds or is too "
+            "compressed for its grid, so 'inverse' is inaccurate there. Regularise it: total_sigma=0.5-1 "
+            "(voxels), a larger update_sigma or fewer iterations.",
+            RegframeWarning,
+            stacklevel=2,
+        )
     f_side, m_side = sides
-    forward_idx = grid.compose(f_side.v, m_side.u)   # M o F^-1
-    inverse_idx = grid.compose(m_side.v, f_side.u)   # F o M^-1
     i2p = fixed.index_to_physical_matrix
-    shape = grid.shape + (d,)
-    fwd_field = DisplacementFieldTransform.from_array((forward_idx.reshape(-1, d) @ i2p.T).reshape(shape), fixed)
-    inv_field = DisplacementFieldTransform.from_array((inverse_idx.reshape(-1, d) @ i2p.T).reshape(shape), fixed)
-    if initial_transform is None:
-        forward = CompositeTransform(d, [fwd_field])
-        inverse = CompositeTransform(d, [inv_field])
-    else:
-        forward = CompositeTransform(d, [initial_transform.copy(), fwd_field])
-        inverse = CompositeTransform(d, [inv_field, initial_transform.copy().inverse()])
+
+    def physical(field_idx: NDArray) -> DisplacementFieldTransform:
+        return DisplacementFieldTransform.from_array((field_idx.reshape(-1, d) @ i2p.T).reshape(grid.shape + (d,)), fixed)
+
+    # the half-way maps stay separate links: det J of the chain is the product of two positive
+    # determinants, while one field resampled from their composition can fold between voxels
+    forward_links: list[Transform] = [physical(m_side.u), physical(f_side.v)]   # M o F^-1
+    inverse_links: list[Transform] = [physical(f_side.u), physical(m_side.v)]   # F o M^-1
+    if initial_transform is not None:
+        forward_links.insert(0, initial_transform.copy())
+        inverse_links.append(initial_transform.copy().inverse())
+    forward = CompositeTransform(d, forward_links)
+    inverse = CompositeTransform(d, inverse_links)
     del seed
     return SyNResult(
         forward=forward,
