@@ -424,7 +424,10 @@ def _anchors(reference: Any, n: int) -> list[Image] | None:
 
 def _mean_aligned(stack: StackLike, transforms: list[Transform], template: Image) -> Image:
     aligned = warp_stack(stack, transforms, default_value=math.nan, dtype=np.float64).array
-    return template.with_array(np.nan_to_num(np.nanmean(aligned, axis=0)), copy=False)
+    inside = np.isfinite(aligned)
+    count = inside.sum(axis=0)
+    total = np.where(inside, aligned, 0.0).sum(axis=0)
+    return template.with_array(np.where(count > 0, total / np.maximum(count, 1), 0.0), copy=False)
 
 
 def _direct_transforms(results: Sequence[RegistrationResult | PairError], n: int,
