@@ -403,8 +403,11 @@ def align_stack(
     aligned = warp_stack(stack, transforms, interpolator=interpolator, default_value=default_value)
     values = np.full(n, np.nan)
     for (j, i), res in zip(pairs, results):
-        if not isinstance(res, PairError) and (j == EXTERNAL or j == i - 1 or mode == "first"):
+        if isinstance(res, PairError):
+            continue
+        if j == EXTERNAL or j == i - 1 or mode == "first":
             values[i] = res.final_value
+        warnings.extend(f"pair ({j}, {i}): {w}" for w in getattr(res, "warnings", ()))  # register()'s own
     fd, disp = _displacements(transforms, grid * scale + centre)
     return StackResult(aligned, tuple(transforms), values, fd, disp, tuple(pairs), tuple(results),
                        tuple(warnings), time.perf_counter() - started)
