@@ -68,7 +68,7 @@ from .registration.pipeline import RegistrationInputs, run_pipeline
 from .registration.pipeline.base import Stage as PipelineStage
 from .registration.pipeline.runner import PipelineRun
 from .registration.pyramid import LevelSchedule
-from .registration.stages import BSplineStage, LinearStage
+from .registration.stages import LinearStage
 from .transforms.base import Transform
 
 if sys.version_info >= (3, 11):
@@ -176,7 +176,11 @@ _RESERVED = {"fixed", "moving", "fixed_mask", "moving_mask", "initial_transform"
 
 
 _LINEAR_FIELDS = {f.name for f in fields(LinearStage)}
-_BSPLINE_FIELDS = {f.name for f in fields(BSplineStage)}
+
+
+def _stage_fields(kind: str) -> set[str]:
+    """Option names of the stage class that a non-linear kind's preset ends with."""
+    return {f.name for f in fields(presets.STAGE_CLASSES[kind])}
 
 
 def _coerce_stage(raw: Mapping[str, Any], where: str) -> Stage:
@@ -191,6 +195,8 @@ def _coerce_stage(raw: Mapping[str, Any], where: str) -> Stage:
     accepted = set(inspect.signature(register).parameters) - _RESERVED
     if kw.get("transform") == "bspline":
         accepted |= set(inspect.signature(register_bspline).parameters) - _RESERVED - {"linear_stage"}
+    elif kw.get("transform") in presets.STAGE_CLASSES:
+        accepted |= _stage_fields(kw["transform"])
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise InvalidInputError(
@@ -297,13 +303,14 @@ class RegistrationConfig:
                                         rotation_search=row.rotation_search, **linear)
                          if index == 0 else presets.continuation(row.transform, **linear))
             else:
-                options = {k: v for k, v in dict(row.options).items() if k in _BSPLINE_FIELDS}
+                fields_of = _stage_fields(row.transform)
+                options = {k: v for k, v in dict(row.options).items() if k in fields_of}
                 options.update({k: linear[k] for k in ("metric", "schedule", "sampling", "n_iterations",
-                                                       "optimizer") if k in linear})
+                                                       "optimizer") if k in linear and k in fields_of})
                 first = index == 0 and not has_initial
-                built = presets.bspline(linear_stage="affine" if first else None,
-                                        initialization=row.initialization, rotation_search=row.rotation_search,
-                                        **options)
+                built = presets.preset(row.transform)(
+                    linear_stage="affine" if first else None, initialization=row.initialization,
+                    rotation_search=row.rotation_search, **options)
             out += [(index, st) for st in built]
         return out
 

@@ -107,13 +107,17 @@ def _pixel_dtype(pixel_type: DTypeLike | None, dtype: DTypeLike | None) -> np.dt
     if want is None:
         return None
     try:
-        dt = np.dtype(want)
-    except TypeError:
+        if isinstance(want, (int, np.integer)) and not isinstance(want, bool):  # SimpleITK pixel ID
+            probe = _sitk().Image([1, 1], int(want))
+            dt = _sitk().GetArrayViewFromImage(probe).dtype if probe.GetNumberOfComponentsPerPixel() == 1 else None
+        else:
+            dt = np.dtype(want)
+    except (TypeError, RuntimeError, ValueError):
         dt = None
     if dt is None or not (np.issubdtype(dt, np.number) or dt == np.bool_) or np.issubdtype(dt, np.complexfloating):
         raise InvalidInputError(
             "read_image(): 'pixel_type' must be a real numeric numpy type such as 'float32', 'uint8' "
-            f"or 'int16'; got {want!r}."
+            f"or 'int16' (or a scalar SimpleITK pixel ID such as SimpleITK.sitkFloat32); got {want!r}."
         )
     return dt
 
@@ -269,8 +273,10 @@ def _natural_key(path: Path) -> list[Any]:
 
 def _read_slices(p: Path) -> Image | None:
     """A folder of 2-D pictures (same suffix) stacked in natural name order; ``None`` if there are none."""
-    files = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in _SLICE_SUFFIXES
-             and not f.name.startswith(".")]
+    everything = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+    if any(f.suffix.lower() in (".dcm", ".ima") for f in everything):
+        return None  # a DICOM folder (which may hold preview pictures too)
+    files = [f for f in everything if f.suffix.lower() in _SLICE_SUFFIXES]
     suffixes = {f.suffix.lower() for f in files}
     if len(files) < 2 or len(suffixes) != 1:
         return None
@@ -348,8 +354,9 @@ def read_image(
         image; read with tifffile when installed, keeping ImageJ's z spacing);
         or a directory holding numbered 2-D pictures of one format (stacked in
         natural name order, z spacing 1) or one DICOM series.
-    pixel_type : dtype, optional
-        Convert the pixels to this numpy type (e.g. ``"float32"``, ``np.uint8``);
+    pixel_type : dtype or SimpleITK pixel ID, optional
+        Convert the pixels to this numpy type (e.g. ``"float32"``, ``np.uint8``,
+        or ``SimpleITK.sitkFloat32`` as in ``SimpleITK.ReadImage(path, type)``);
         integers are rounded and clipped to the type's range.  Default: keep
         the file's pixel type (float32 for the luminance of colour pictures).
     dtype : dtype, optional

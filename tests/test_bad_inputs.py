@@ -45,6 +45,7 @@ class Ctx:
         self.series = rf.Image(rng.random((3, 4, 5, 6)))
         rf.write_image(self.fixed.with_array(self.fixed.array.astype(np.float32)), tmp / "f.mha")
         rf.write_transform(rf.TranslationTransform(2), tmp / "t.tfm")
+        rf.write_image(self.series, tmp / "series.mha")
 
     def truncated(self) -> Path:
         data = (self.tmp / "f.mha").read_bytes()
@@ -121,6 +122,10 @@ API_ROWS: list[Row] = [
 ]
 
 REGISTER_ROWS: list[Row] = [
+    ("register-shrink-larger-than-image",
+     lambda c: lambda: rf.register(c.fixed, c.moving, "translation", "mse",
+                                   schedule=LevelSchedule((64, 1), (0.0, 0.0))),
+     InvalidInputError, ("at least 2 voxels", "factor 64")),
     ("register-ndarray", lambda c: lambda: rf.register(c.fixed.array, c.moving.array),
      WrongTypeError, ("must be a regframe.Image", "Wrap the array")),
     ("register-4d", lambda c: lambda: rf.register(c.series, c.series, "translation", "mse"),
@@ -184,6 +189,8 @@ CLI_ROWS = [
      1, ("not writable",)),
     ("resample-truncated-input", ["resample", "{tmp}/cut.mha", "{tmp}/t.tfm", "-o", "{tmp}/o.mha"],
      1, ("truncated or corrupt",)),
+    ("register-4d-image", ["register", "{tmp}/series.mha", "{tmp}/series.mha", "-o", "{tmp}/r"],
+     1, ("'FIXED' must be a 2-D or 3-D image", "got a 4-D image", "one volume at a time")),
     ("register-sampling-above-one", ["register", "{tmp}/f.mha", "{tmp}/f.mha", "--sampling", "1.5"],
      2, ("expected a number in (0, 1]",)),
     ("transform-points-output-missing-folder-is-created-but-read-only-fails",

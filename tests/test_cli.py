@@ -363,6 +363,8 @@ def test_register_json_lists_every_stage_and_link(pair, tmp_path):
     for link, leaf in zip(links, leaves):
         np.testing.assert_allclose(link["parameters"], leaf.parameters, rtol=1e-12, atol=1e-12)
     assert "StopIteration" not in s["message"] and "callback" not in s["message"]
+    assert [r["kind"] for r in s["stage_runs"]][-1] == "bspline"
+    assert all("StopIteration" not in r["message"] for r in s["stage_runs"])
     assert {"metric_before", "metric_after", "last_level_cost", "metric_samples"} <= set(s)
     assert "final_value" not in s
 
@@ -401,21 +403,32 @@ def test_register_warnings_exit_3_and_compile_notice(pair, tmp_path, monkeypatch
     assert code == 3
     assert "compiling kernels, first run only" in err
     assert "warning: the result is worse than the start" in err
+    assert len(set(err.splitlines())) == len(err.splitlines())     # each warning once (result and Python warning)
     code, out, err = run("-q", "--json", *argv)
     summary = json.loads(out)
     assert code == 3 and len(summary["warnings"]) == 1 and "worse than the start" in summary["warnings"][0]
 
 
 def test_kernel_cache_probe(tmp_path, monkeypatch):
-    from regframe._numba_cache import _has_index
+    import importlib
 
+    import regframe._numba_cache as cache
+
+    for name in cache._MAIN_KERNELS:           # the probed modules exist and hold cached kernels
+        paths = cache._index_paths(importlib.import_module(name))
+        assert paths and all(p.endswith(".nbi") for p in paths), name   # numba's own cache index paths
+    # a cache folder without index files: not cached
+    monkeypatch.setattr(cache, "_index_paths", lambda module: [str(tmp_path / "k.f-1.py311.nbi")])
+    assert not cache.kernels_cached()
+    (tmp_path / "k.f-1.py311.nbi").write_bytes(b"")
+    assert cache.kernels_cached()
+    # fallback when numba's internals are not there: files beside the module
     module = tmp_path / "_kernels.py"
     module.write_text("")
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    assert not _has_index(module)
+    assert not cache._has_index(module)
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / "_kernels.f-12.py311.nbi").write_bytes(b"")
-    assert _has_index(module)
+    assert cache._has_index(module)
 
 
 def test_interrupt_is_one_line_and_exit_130(monkeypatch):
@@ -488,3 +501,64 @@ def test_register_without_overlap_fails_and_writes_nothing(pair, tmp_path):
     assert code == 1 and "overlap" in err
     assert list(out_dir.iterdir()) == []
 
+
+
+def test_pixel_type_and_dtype_options(pair, tmp_path):
+    d, fixed, *_ = pair
+    grey = np.clip(np.rint(fixed.array * 40), 0, 255).astype(np.uint8)
+    rf.write_image(fixed.with_array(grey), tmp_path / "grey.mha")
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "-o", tmp_path / "keep.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "keep.mha")).GetPixelID() == sitk.sitkUInt8     # the input's type
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "--pixel-type", "float32",
+                       "-o", tmp_path / "f.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "f.mha")).GetPixelID() == sitk.sitkFloat32
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "--dtype", "int16",
+                       "-o", tmp_path / "i.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "i.mha")).GetPixelID() == sitk.sitkInt16
+
+
+def test_sigint_while_an_output_is_written_leaves_no_partial_file(pair, tmp_path):
+    """The issue's case: Ctrl-C during the write used to leave a 0-byte .tfm (11 of 11 tries)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, *_ = pair
+    root = Path(__file__).resolve().parents[1]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "r.tfm").write_text("an older result\n")
+    slow_writer = (
+        "import sys, time\n"
+        "import regframe.transforms.io as tio\n"
+        "from regframe.cli import main\n"
+        "def slow(path, text, **kw):\n"
+        "    def write_slowly(p, t, **k):\n"
+        "        p.write_text(t[:10]); print('writing', flush=True); time.sleep(30)\n"
+        "    import regframe._atomic as a\n"
+        "    with a.atomic_path(path, where='write_transform()') as tmp:\n"
+        "        write_slowly(tmp, text)\n"
+        "tio.atomic_write_text = slow\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", slow_writer, "-q", "register", str(d / "fixed.mha"), str(d / "moving.mha"),
+         "-t", "translation", "-m", "mse", "--levels", "1", "--iterations", "3", "--no-qc", "-o", str(out_dir / "r")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=str(root),
+    )
+    deadline = time.monotonic() + 120
+    line = ""
+    while "writing" not in line and time.monotonic() < deadline and proc.poll() is None:
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("regframe register: interrupted")
+    assert (out_dir / "r.tfm").read_text() == "an older result\n"       # untouched, not half-written
+    assert not [f for f in out_dir.iterdir() if f.name.startswith(".~partial")]

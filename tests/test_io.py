@@ -247,6 +247,9 @@ def test_pixel_type_option(tmp_path):
     path = _pictures(tmp_path)["palette"]
     image = read_image(path, pixel_type="float32")
     assert image.dtype == np.float32
+    assert read_image(path, pixel_type=sitk.sitkFloat32).dtype == np.float32      # SimpleITK's spelling
+    with pytest.raises(InvalidInputError, match="pixel_type"):
+        read_image(path, pixel_type=sitk.sitkVectorFloat32)
     np.testing.assert_array_equal(image.array, sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32)))
     # integers: rounded and clipped, never wrapped
     src = Image(np.array([[-3.7, 0.4], [254.6, 300.0]], dtype=np.float32))
@@ -311,3 +314,20 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         write_image(image, tmp_path / "a.mha")
     assert (tmp_path / "a.mha").read_bytes() == before
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".~partial")]
+
+
+@pytest.mark.data
+def test_real_slice_folder_and_real_picture_as_palette_and_rgb(tmp_path):
+    folder = _data_file("lung_sem")
+    files = sorted(folder.glob("*.png"))
+    stack = read_image(folder)
+    assert stack.size == (*sitk.ReadImage(str(files[0])).GetSize(), len(files))
+    for k in (0, len(files) - 1):
+        np.testing.assert_array_equal(stack.array[k], sitk.GetArrayFromImage(sitk.ReadImage(str(files[k]))))
+    # the same real slice saved as a palette PNG and as an RGB PNG (how many tools export grey)
+    pil = pytest.importorskip("PIL.Image")
+    grey = sitk.GetArrayFromImage(sitk.ReadImage(str(files[0])))
+    pil.fromarray(grey).convert("P").save(tmp_path / "palette.png")
+    pil.fromarray(grey).convert("RGB").save(tmp_path / "rgb.png")
+    for name in ("palette.png", "rgb.png"):
+        np.testing.assert_array_equal(read_image(tmp_path / name).array, grey)

@@ -53,7 +53,9 @@ def test_default_dtype_and_one_transform_for_all(rng):
     assert got.dtype == np.float32
     np.testing.assert_allclose(got.array, _per_slice(stack, [t] * 5), rtol=1e-6, atol=1e-4)
     ints = stack.with_array(stack.array.astype(np.int16))
-    assert rf.warp_stack(ints, t).dtype == np.float64
+    kept = rf.warp_stack(ints, t)  # the input's pixel type, as resample() keeps it
+    assert kept.dtype == np.int16
+    np.testing.assert_array_equal(kept.array, np.clip(np.rint(_per_slice(ints, [t] * 5)), -32768, 32767))
     assert rf.warp_stack(ints, t, interpolator="nearest").dtype == np.int16
     rounded = rf.warp_stack(ints, t, dtype=np.uint8)
     np.testing.assert_array_equal(rounded.array, np.clip(np.rint(_per_slice(ints, [t] * 5)), 0, 255))

@@ -95,6 +95,7 @@ class Output:
         self.verbose = bool(args.verbose)
         self.stdout = stdout
         self.stderr = stderr
+        self._warned: set[str] = set()
 
     def info(self, text: str) -> None:
         """Human-readable result text (suppressed by --quiet and --json)."""
@@ -107,8 +108,18 @@ class Output:
             self.stderr.write(text + "\n")
             self.stderr.flush()
 
+    def compile_notice(self) -> None:
+        """Say "compiling kernels, first run only" when numba's cache lacks the main kernels."""
+        from .._numba_cache import kernels_cached
+
+        if not kernels_cached():
+            self.note("compiling kernels, first run only (numba caches them for later runs) ...")
+
     def warn(self, text: str) -> None:
-        """A warning on stderr (always shown)."""
+        """A warning on stderr (always shown; each text once)."""
+        if text in self._warned:
+            return
+        self._warned.add(text)
         self.stderr.write(f"warning: {text}\n")
 
     def summary(self, data: dict[str, Any]) -> None:
@@ -133,8 +144,6 @@ def read_image_arg(path: str | Path, what: str, pixel_type: str | None = None) -
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{what} image '{p}' does not exist.")
-    if pixel_type is None:
-        return read_image(p)
     return read_image(p, pixel_type=pixel_type)
 
 

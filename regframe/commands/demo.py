@@ -32,6 +32,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     from ..demo import format_summary, run_demo
 
+    out.compile_notice()
     reporter = out.reporter(args.iterations)
     t0 = time.perf_counter()
     cases = run_demo(args.output, n_iterations=args.iterations, cases=args.cases,

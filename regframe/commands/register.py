@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, NonFiniteError, RegframeError
+from ..image import check_image
 from ._common import Output, floats, fraction, ints, make_parent, pixel_type, read_image_arg, save_resampled
 
 ORDER = 10
 
-_OUTPUT_SUFFIXES = {"transform": ".tfm", "resampled": "_resampled.mha", "qc": "_qc.png"}
+_OUTPUT_SUFFIXES = {"transform": ".tfm", "inverse": "_inverse.tfm", "resampled": "_resampled.mha", "qc": "_qc.png"}
 
 
 def output_paths(prefix: str | Path) -> dict[str, Path]:
@@ -137,8 +138,8 @@ def default_prefix(fixed_path: str | Path, moving_path: str | Path) -> Path:
 def run(args: argparse.Namespace, out: Output) -> int:
     """Run ``regframe register``."""
     from .._atomic import atomic_path
-    from .._numba_cache import kernels_cached
     from ..config import RegistrationConfig, Stage, load_config
+    from ..registration.presets import DEFAULT_METRICS
     from ..registration import resample
     from ..transforms.io import read_transform, write_transform
 
@@ -165,8 +166,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
             return cli
         return getattr(config, key) if config is not None else None
 
-    fixed = read_image_arg(fixed_path, "fixed", args.pixel_type)
-    moving = read_image_arg(moving_path, "moving", args.pixel_type)
+    fixed = check_image(read_image_arg(fixed_path, "fixed", args.pixel_type), "FIXED", "register")
+    moving = check_image(read_image_arg(moving_path, "moving", args.pixel_type), "MOVING", "register")
     fm_path, mm_path = pick(args.fixed_mask, "fixed_mask"), pick(args.moving_mask, "moving_mask")
     fixed_mask = read_image_arg(fm_path, "fixed mask") if fm_path is not None else None
     moving_mask = read_image_arg(mm_path, "moving mask") if mm_path is not None else None
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         stages = (
             Stage(
                 transform=args.transform or "rigid",
-                metric=args.metric or "mattes",
+                metric=args.metric or DEFAULT_METRICS.get(args.transform or "rigid", "mattes"),
                 n_iterations=args.iterations,
                 levels=args.levels,
                 sigmas=args.sigmas,
@@ -198,8 +199,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         f"regframe register: {Path(moving_path).name} -> {Path(fixed_path).name}: "
         f"{' then '.join(s.transform for s in stages)}, fixed {fixed.ndim}-D size {tuple(fixed.size)}"
     )
-    if not kernels_cached():
-        out.note("compiling kernels, first run only (numba caches them for later runs) ...")
+    out.compile_notice()
     pipeline = RegistrationConfig(stages=tuple(stages))
     reporter = out.reporter()
     t0 = time.perf_counter()
@@ -223,6 +223,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
                      default_value=default)
     save_resampled(after, moving.dtype, paths["resampled"])
     written = {"transform": paths["transform"], "resampled": paths["resampled"]}
+    if result.inverse_transform is not None:  # symmetric stages: the exact inverse, moving -> fixed
+        write_transform(result.inverse_transform, paths["inverse"])
+        written["inverse"] = paths["inverse"]
     before_t = initial if initial is not None else _identity(fixed.ndim)
     if not args.no_qc:
         from ..qc import registration_report
@@ -231,7 +234,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
         with atomic_path(paths["qc"], where="register") as tmp:
             registration_report(
                 fixed, before, after, tmp,
-                values=[h.value for h in result.history], levels=[h.level for h in result.history],
+                history=result.history, transform=result.transform,
+                stage_names={i: rec.kind for i, rec in enumerate(result.stages)},
                 title=f"regframe register: {' then '.join(s.transform for s in stages)}, "
                       f"{stages[-1].metric}",
             )
@@ -247,6 +251,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
         "moving": str(moving_path),
         "requested_stages": [s.transform for s in stages],
         "stages": [_kind(t.itk_name) for t in links[n_initial:]],
+        "stage_runs": [{"kind": r.kind, "kept": r.kept, "final_value": r.final_value,
+                        "iterations_per_level": list(r.iterations_per_level), "message": r.message,
+                        "elapsed_seconds": r.elapsed} for r in getattr(result, "stages", ())],
         "metric": [s.metric for s in stages],
         "transform_type": result.transform.itk_name,
         "links": [{"role": "initial" if i < n_initial else "optimised", "kind": _kind(t.itk_name),

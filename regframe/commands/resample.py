@@ -42,6 +42,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.inverse:
         transform = transform.inverse()
     reference = read_image_arg(args.reference, "reference", args.pixel_type) if args.reference else moving
+    out.compile_notice()
     default = float(np.min(moving.array)) if args.default_value is None else args.default_value
     image = resample(moving, transform, reference=reference, interpolator=args.interpolator,
                      default_value=default)

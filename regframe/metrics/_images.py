@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from .._parallel import CHUNK_SIZE
 from ..errors import EmptyMaskError, ShapeError
 from ..image import Image, as_mask, check_image
-from . import _kernels as _k
+from . import _sample_kernels as _k
 
 __all__ = ["ImagePack", "MaskPack", "as_image"]
 

@@ -26,6 +26,7 @@ from .._validation import check_sampling
 from ..errors import InvalidInputError
 from ..interpolators import Interpolator
 from ..metrics.base import Metric
+from ..metrics.combined import landmark_objective
 from ..optimizers import Optimizer
 from ..transforms.base import Transform
 from . import presets
@@ -51,7 +52,7 @@ def register(
     fixed: Any,
     moving: Any,
     transform: str | Transform = "rigid",
-    metric: str | Metric = "mattes",
+    metric: str | Metric | None = None,
     fixed_mask: Any = None,
     moving_mask: Any = None,
     *,
@@ -66,19 +67,26 @@ def register(
     jitter: bool = True,
     seed: int = 0,
     callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
+    fixed_landmarks: Any = None,
+    moving_landmarks: Any = None,
+    landmark_weight: float | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with defaults that need no tuning.
 
     Parameters
     ----------
     fixed, moving : Image
-    transform : {"translation", "rigid", "similarity", "affine", "bspline"} or Transform
+    transform : {"translation", "rigid", "similarity", "affine", "bspline", "syn"} or Transform
         Kind of the result ("rigid" is Euler2D in 2-D and VersorRigid3D in
         3-D; "bspline" runs the affine stages and then a multi-level cubic
         B-spline stage, see :func:`~regframe.registration.deformable.register_bspline`;
+        "syn" the affine stages and then a symmetric diffeomorphic stage whose exact
+        inverse is ``result.inverse_transform``, see :func:`~regframe.registration.syn.syn_register`;
         further kinds registered with :func:`~regframe.registration.presets.register_preset`),
         or a transform instance to start from (copied; used as is, with no centring).
-    metric : {"mattes", "mse", "ncc"} or Metric
+    metric : {"mattes", "mse", "ncc"} or Metric, optional
+        Default ``"mattes"`` (``"ncc"``, local normalized correlation in the SyN stage,
+        for ``transform="syn"``).
     fixed_mask, moving_mask : Image or ndarray, optional
         Masks in the images' physical spaces; an array is taken in its image's geometry.
     initial_transform : Transform, optional
@@ -110,6 +118,15 @@ def register(
         Seed of the random sampling and jitter (results are bit-identical for a seed).
     callbacks : sequence of callables
         ``callback(RegistrationState) -> bool | None``; True stops the run.
+    fixed_landmarks, moving_landmarks : (n, ndim) array_like, optional
+        Paired physical points (ground control points), ``T(fixed_landmarks[i]) ~
+        moving_landmarks[i]``: every stage minimises ``metric + landmark_weight *
+        mean squared landmark distance`` (:func:`~regframe.metrics.landmark_objective`),
+        and their least-squares fit is one more initialization candidate.
+    landmark_weight : float, optional
+        Default: chosen from the two terms' gradients at the start so that the landmarks
+        decide the way while they are off by more than about a voxel (see
+        :func:`~regframe.metrics.landmark_objective`).
 
     Returns
     -------
@@ -117,7 +134,15 @@ def register(
         ``result.transform`` maps fixed points to moving points; ``result.warnings``
         is empty unless the never-worse guard intervened.
     """
-    inputs = RegistrationInputs.for_images(fixed, moving, fixed_mask, moving_mask)
+    inputs = RegistrationInputs.for_images(fixed, moving, fixed_mask, moving_mask,
+                                           fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks)
+    if (fixed_landmarks is None) != (moving_landmarks is None):
+        raise InvalidInputError("register(): give both 'fixed_landmarks' and 'moving_landmarks', or neither.")
+    if metric is None:
+        metric = presets.DEFAULT_METRICS.get(transform if isinstance(transform, str) else "", "mattes")
+    if fixed_landmarks is not None:
+        metric = landmark_objective(make_metric(metric), inputs.fixed_landmarks, inputs.moving_landmarks,
+                                    landmark_weight)
     sampling = check_sampling(sampling, "register()")
     if initial_transform is not None and initial_transform.ndim != inputs.ndim:
         raise InvalidInputError(

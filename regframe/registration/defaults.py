@@ -52,7 +52,7 @@ __all__ = [
 
 #: Linear kinds in order of generality: a kind can represent every kind before it.
 LINEAR_KINDS = ("translation", "rigid", "similarity", "affine")
-TRANSFORM_KINDS = ("translation", "rigid", "similarity", "affine", "bspline")
+TRANSFORM_KINDS = ("translation", "rigid", "similarity", "affine", "bspline", "syn")
 METRIC_KINDS = ("mattes", "mse", "ncc")
 OPTIMIZER_KINDS = ("lbfgs", "lbfgsb", "regular_step")
 

@@ -79,8 +79,14 @@ WORK_SIZE = {2: 96, 3: 32}
 MARGIN = 0.25
 #: Log-polar sampling of Fourier-Mellin: angles over [0, pi) and log-radii.
 FM_ANGLES, FM_RADII = 256, 96
-#: Scales searched by Fourier-Mellin (and by the scale grid).
+#: Range of the scales Fourier-Mellin may return.
 SCALE_RANGE = (0.5, 2.0)
+#: 2-D ``"auto"`` trusts its phase-correlation and Fourier-Mellin candidates when the best one
+#: correlates by ``CONFIDENT_SCORE[1]``, or by ``CONFIDENT_SCORE[0]`` with a Fourier-Mellin peak of
+#: at least ``FM_MIN_PEAK`` (measured: 0.03-0.13 for sections and brain slices that overlap fully,
+#: 0.01 for EM crops overlapping by half, whose isotropic texture tells no rotation); otherwise
+#: it also tries rotations every ``SWEEP_STEP`` degrees (the ``"grid"`` search, about 0.1 s).
+CONFIDENT_SCORE, FM_MIN_PEAK, SWEEP_STEP = (0.5, 0.8), 0.02, 6.0
 #: Scales tried on the best rotations when no Fourier-Mellin scale is available.
 SCALE_GRID = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)
 
@@ -604,12 +610,15 @@ def global_candidates(
         ``"translation"``: phase correlation on the start (its 3 best peaks).
         ``"rotation"``: rotation (+ scale for similarity and affine) candidates
         with the start's translation - Fourier-Mellin in 2-D, the rotation grid
-        in 3-D.  ``"grid"``: rotations on a grid (2-D: every 30 degrees; 3-D:
-        :func:`rotation_grid_3d` (72)), the best refined by a hill-climb of
-        20- and 10-degree steps (and a scale grid ``SCALE_GRID`` for similarity
-        and affine), each with its phase-correlation translation.
-        ``"auto"``: the phase-correlation translations plus, for rotating kinds,
-        Fourier-Mellin rotations (+ scales) with their translations in 2-D and
+        in 3-D.  ``"grid"``: rotations on a grid (2-D: every ``SWEEP_STEP``
+        degrees, hill-climb steps of 3 and 1.5 degrees; 3-D:
+        :func:`rotation_grid_3d` (72), steps of 20, 10 and 5 degrees), the best
+        three refined by a hill-climb (and a scale grid ``SCALE_GRID`` on the
+        best two for similarity and affine), each with its phase-correlation
+        translation.  ``"auto"``: the phase-correlation translations plus, for
+        rotating kinds, Fourier-Mellin rotations (+ scales) with their
+        translations in 2-D - and the ``"grid"`` search too unless a candidate
+        is convincing (see ``CONFIDENT_SCORE``; about 0.1 s more) - and
         ``"grid"`` in 3-D.  Translation kinds always get translations only.
 
     Returns
@@ -645,22 +654,33 @@ def global_candidates(
             found = _grid_candidates(s, ndim, phase, with_scale, found)
         else:
             moving_grid = s.moving_on_grid(a0, t0)
-            for angle, sc, _ in _fourier_mellin_arrays(s.corr.prepared, moving_grid, s.grid.index_to_physical_matrix,
-                                                       4, with_scale):
+            fm = _fourier_mellin_arrays(s.corr.prepared, moving_grid, s.grid.index_to_physical_matrix, 4, with_scale)
+            for angle, sc, _ in fm:
                 found += s.evaluate(a0 @ (sc * rotation_2d(angle)), t0, phase)
+            best = max((c[2] for c in found), default=-np.inf)
+            fm_peak = fm[0][2] if fm else 0.0
+            confident = best >= CONFIDENT_SCORE[1] or (fm_peak >= FM_MIN_PEAK and best >= CONFIDENT_SCORE[0])
+            if search == "auto" and not confident:
+                found = _grid_candidates(s, ndim, phase, with_scale, found)
     return _prune(found, start, s.voxel, max_candidates)
 
 
 def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds: list) -> list:
-    """Rotation grid (+ hill-climb of the best 3, + scale grid on the best 2), each with its translation."""
+    """Rotation grid (+ hill-climb of the best 3, + scale grid on the best 2), each with its translation.
+
+    2-D: every ``SWEEP_STEP`` degrees, hill-climb steps of a half and a quarter of it; 3-D:
+    :func:`rotation_grid_3d`, steps of 20, 10 and 5 degrees.
+    """
     a0, t0 = s.start.matrix, s.start.translation
-    rotations = ([rotation_2d(a) for a in np.deg2rad(np.arange(30.0, 360.0, 30.0))] if ndim == 2
-                 else list(rotation_grid_3d()))
+    if ndim == 2:
+        rotations = [rotation_2d(a) for a in np.deg2rad(np.arange(SWEEP_STEP, 360.0, SWEEP_STEP))]
+        steps = np.deg2rad([0.5 * SWEEP_STEP, 0.25 * SWEEP_STEP])
+    else:
+        rotations, steps = list(rotation_grid_3d()), np.deg2rad([20.0, 10.0, 5.0])
     scored = list(seeds)
     for r in rotations:
         scored += s.evaluate(a0 @ r, t0, phase)
-    scored.sort(key=lambda c: -c[2])
-    out = scored + _local_rotations(s, ndim, _distinct(scored, 3), phase, np.deg2rad([20.0, 10.0]))
+    out = scored + _local_rotations(s, ndim, _distinct(scored, 3), phase, steps)
     if with_scale:
         for matrix, translation, _ in _distinct(out, 2):
             for sc in SCALE_GRID:

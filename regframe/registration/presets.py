@@ -14,8 +14,9 @@ from .pipeline.base import Stage
 from .stages.bspline import BSplineStage
 from .stages.initialize import InitializeStage
 from .stages.linear import LinearStage
+from .stages.syn import SyNStage
 
-__all__ = ["linear", "bspline", "continuation", "PRESETS", "register_preset", "preset"]
+__all__ = ["linear", "bspline", "syn", "continuation", "PRESETS", "STAGE_CLASSES", "DEFAULT_METRICS", "register_preset", "preset"]
 
 #: Options of LinearStage that every linear stage of a preset shares.
 _LINEAR_OPTIONS = ("metric", "schedule", "sampling", "n_iterations", "optimizer", "interpolator", "jitter")
@@ -66,13 +67,42 @@ def bspline(*, linear_stage: str | None = "affine", initialization: str | None =
     return [*pre, BSplineStage(**options)]
 
 
+def syn(*, linear_stage: str | None = "affine", initialization: str | None = "auto",
+        rotation_search: bool | None = None, linear_options: dict[str, Any] | None = None,
+        sampling: float | None = None, optimizer: Any = "lbfgs", interpolator: Any = "linear",
+        **options: Any) -> list[Stage]:
+    """The linear stages of ``linear_stage`` (none for ``None``), then a :class:`SyNStage`.
+
+    ``sampling``, ``optimizer`` and ``interpolator`` apply to the linear stages (SyN
+    works on every voxel with its own update rule).
+    """
+    options.setdefault("metric", "ncc")
+    pre: list[Stage] = []
+    if linear_stage is not None:
+        lin = {"metric": options["metric"], "sampling": sampling, "optimizer": optimizer,
+               "interpolator": interpolator, **(linear_options or {})}
+        pre = linear(linear_stage, initialization=initialization, rotation_search=rotation_search, **lin)
+    return [*pre, SyNStage(**options)]
+
+
 #: Preset of every non-linear kind by name (``register(transform=name)``).
-PRESETS: dict[str, Callable[..., list[Stage]]] = {"bspline": bspline}
+PRESETS: dict[str, Callable[..., list[Stage]]] = {"bspline": bspline, "syn": syn}
+
+#: The stage class each non-linear kind's preset ends with (its options are the kind's options).
+STAGE_CLASSES: dict[str, type[Stage]] = {"bspline": BSplineStage, "syn": SyNStage}
+
+#: The metric a kind uses when ``register()`` is given none.
+DEFAULT_METRICS: dict[str, str] = {"syn": "ncc"}
 
 
-def register_preset(name: str, builder: Callable[..., list[Stage]]) -> None:
-    """Make ``register(transform=name)`` run ``builder(**options)`` (a list of stages)."""
+def register_preset(name: str, builder: Callable[..., list[Stage]], stage_class: type[Stage] | None = None) -> None:
+    """Make ``register(transform=name)`` run ``builder(**options)`` (a list of stages).
+
+    ``stage_class`` (the class of the kind's own stage) lets TOML stages of this kind take its options.
+    """
     PRESETS[name] = builder
+    if stage_class is not None:
+        STAGE_CLASSES[name] = stage_class
 
 
 def preset(name: str) -> Callable[..., list[Stage]]:

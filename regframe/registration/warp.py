@@ -169,9 +169,8 @@ def warp_stack(
     default_value : float
         Value of output voxels mapping outside their slice.
     dtype : dtype, optional
-        Output pixel type.  Default: the input's for ``"nearest"`` and for
-        floating-point inputs, else float64.  Integer outputs are rounded and
-        clipped.
+        Output pixel type.  Default: the input's (as :func:`~regframe.registration.resample`);
+        integer outputs are rounded and clipped.
 
     Returns
     -------
@@ -192,8 +191,7 @@ def warp_stack(
     array, template = stack_slices(stack, where="warp_stack()")
     nz = array.shape[0]
     transforms = _check_transforms(transforms, nz)
-    float_default = array.dtype if np.issubdtype(array.dtype, np.floating) else np.float64
-    out_dtype = output_dtype(array.dtype, interpolator, dtype, float_default=float_default)
+    out_dtype = output_dtype(dtype, array.dtype, where="warp_stack()")
     direct = out_dtype in (np.float32, np.float64) and interpolator != "bspline"
     out = np.empty(array.shape, dtype=out_dtype)
     parts = [linear_parts(t) for t in transforms]

@@ -3,5 +3,6 @@
 from .bspline import BSplineStage
 from .initialize import InitializeStage
 from .linear import LinearStage
+from .syn import SyNStage
 
-__all__ = ["InitializeStage", "LinearStage", "BSplineStage"]
+__all__ = ["InitializeStage", "LinearStage", "BSplineStage", "SyNStage"]

@@ -29,7 +29,7 @@ from ...optimizers.base import StopReason
 from ...transforms.base import Transform
 from ...transforms.linear import MatrixOffsetTransformBase
 from ..defaults import LINEAR_KINDS, make_transform
-from ..initializers import centered_initializer
+from ..initializers import centered_initializer, landmark_initializer
 from ..method import RegistrationMethod, RegistrationResult
 from ..pipeline.base import RegistrationInputs, Stage, StageContext, StageInfo, StageResult
 from ..pipeline.chain import TransformChain
@@ -121,8 +121,8 @@ class InitializeStage(Stage):
             return bool(self.search)
         return self.start is None and self.target in ("rigid", "similarity", "affine")
 
-    def candidates(self, ctx: StageContext, chain: TransformChain) -> list[Transform]:
-        """The generated candidates, the plain start first."""
+    def candidates(self, ctx: StageContext, chain: TransformChain) -> tuple[list[Transform], int]:
+        """The generated candidates and how many of them (first) are plain starts, always refined."""
         inputs = ctx.inputs
         fixed, moving = inputs.fixed, inputs.moving
         assert fixed is not None and moving is not None
@@ -137,6 +137,9 @@ class InitializeStage(Stage):
                 )
             ident = make_transform(self.target, fixed.ndim)
             mode = self.mode
+            plain: list[Transform] = []
+            if inputs.fixed_landmarks is not None and not chain.links:  # ground control points
+                plain = [landmark_initializer(inputs.fixed_landmarks, inputs.moving_landmarks, ident)]
             if mode == "auto" and chain.links:
                 # after a caller's initial transform: rotate about the fixed centre, no global search
                 starts = [centered_initializer(fixed, fixed, ident, mode="geometry")]
@@ -157,12 +160,14 @@ class InitializeStage(Stage):
                     f"register(): 'initialization' must be one of 'auto', 'moments', 'geometry', 'phase' or "
                     f"None; got {mode!r}."
                 )
+            starts = [*plain, *starts]
+        n_plain = min(len(starts), 2 + (inputs.fixed_landmarks is not None and self.start is None))
         first = starts[0]
         if self._searching() and not chain.links and isinstance(first, MatrixOffsetTransformBase) \
                 and hasattr(first, "set_matrix") and self.mode != "phase":
             step = 15.0 if first.ndim == 2 else 30.0
             starts += rotation_grid(first, 180.0 - step if first.ndim == 2 else 30.0, step)
-        return starts
+        return starts, n_plain
 
     # ------------------------------------------------------------------ run
     def run(self, ctx: StageContext, chain: TransformChain) -> StageResult:
@@ -173,7 +178,7 @@ class InitializeStage(Stage):
         full = run_schedule(ctx, self.schedule)
         fixed_l = ctx.cache.pyramid(fixed, full).level(0)
         moving_l = ctx.cache.pyramid(moving, full).level(0)
-        generated = self.candidates(ctx, chain)
+        generated, n_plain = self.candidates(ctx, chain)
         metric = shared_metric(ctx, self.metric, full, None)
         base = chain.base(False)
         n_vox = fixed_l.n_voxels
@@ -183,7 +188,6 @@ class InitializeStage(Stage):
         if len(generated) == 1:  # nothing to choose from: the next stage refines it anyway
             return self._result(plain, (), t0, 1, math.nan)
         # pre-rank by one evaluation; the plain starts always go on
-        n_plain = self._n_plain(generated)
         scored = _evaluate(metric, fixed_l, moving_l, generated, base, sampler, inputs)
         keep = list(range(min(n_plain, len(generated))))
         rest = sorted((i for i in range(n_plain, len(generated)) if math.isfinite(scored[i])),
@@ -205,7 +209,7 @@ class InitializeStage(Stage):
             )
             try:
                 res = method.run(fixed_l, moving_l, generated[i])
-                overlap = metric.n_valid / max(1, metric.n_samples)
+                overlap = _overlap(metric)
             except NoOverlapError:
                 continue
             if math.isfinite(res.final_value) and overlap >= _MIN_OVERLAP:
@@ -216,10 +220,6 @@ class InitializeStage(Stage):
         best = refined[0]
         return self._result(best[2], tuple(r[2] for r in refined[1:]), t0, len(keep), best[0],
                             chosen=best[1])
-
-    @staticmethod
-    def _n_plain(generated: list[Transform]) -> int:
-        return 2 if len(generated) > 1 else 1
 
     def _result(self, best: Transform, rest: tuple[Transform, ...], t0: float, n: int, value: float,
                 chosen: int = 0) -> StageResult:
@@ -252,11 +252,22 @@ def _evaluate(metric: Metric, fixed_l: Image, moving_l: Image, candidates: list[
                           moving_mask=inputs.moving_mask)
         try:
             v = metric.value()
-            ok = metric.n_valid / max(1, metric.n_samples) >= _MIN_OVERLAP
+            ok = _overlap(metric) >= _MIN_OVERLAP
         except NoOverlapError:
             v, ok = math.inf, False
         out.append(float(v) if ok else math.inf)
     return out
+
+
+def _overlap(metric: Metric) -> float:
+    """Fraction of the last evaluation's samples inside the moving image (1 without image samples)."""
+    parts = getattr(metric, "metrics", None)  # a CombinedMetric: its image terms
+    if parts is not None:
+        return min((_overlap(m) for m in parts), default=1.0)
+    n, valid = getattr(metric, "n_samples", None), getattr(metric, "n_valid", None)
+    if not isinstance(n, int) or not isinstance(valid, int) or n == 0:
+        return 1.0
+    return valid / n
 
 
 def _composed(base: Transform, t: Transform) -> Transform:
