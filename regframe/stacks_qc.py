@@ -70,20 +70,20 @@ def drift_figure(result: Any, path: str | os.PathLike[str] | None = None) -> Any
     ax = axes["drift"]
     ax.plot(k, curves["tx"], "o-", ms=3, label="x")
     ax.plot(k, curves["ty"], "s-", ms=3, label="y")
-    ax.set(xlabel="slice", ylabel="translation of the slice centre (mm)", title="drift")
+    ax.set(xlabel="slice", ylabel="translation of the slice centre (physical units)", title="drift")
     ax.legend(fontsize=8)
     ax = axes["angle"]
     ax.plot(k, curves["angle"], "o-", ms=3, color="C2")
     ax.set(xlabel="slice", ylabel="rotation (degrees)", title="rotation")
     ax = axes["fd"]
     ax.bar(k, result.framewise_displacement, color="C3")
-    ax.set(xlabel="slice", ylabel="mean displacement from slice k-1 (mm)", title="framewise displacement")
+    ax.set(xlabel="slice", ylabel="mean displacement from slice k-1 (physical units)", title="framewise displacement")
     ax = axes["reslice"]
     aligned = np.asarray(result.aligned.array, dtype=np.float64)
     row = aligned[:, aligned.shape[1] // 2, :]
-    sz, sx = (result.aligned.spacing[2] if result.aligned.ndim == 3 else 1.0), result.aligned.spacing[0]
-    ax.imshow(row, cmap="gray", aspect=sz / sx, interpolation="nearest")
-    ax.set(xlabel="x (voxels)", ylabel="slice", title="aligned stack, reslice through the centre row")
+    # stretched to the panel ("auto"): a few slices of a wide image would otherwise be a thin line
+    ax.imshow(row, cmap="gray", aspect="auto", interpolation="nearest")
+    ax.set(xlabel="x (voxels)", ylabel="slice", title="aligned stack, reslice through the centre row (stretched)")
     s = result.summary()
     fig.suptitle(f"{s['n_slices']} slices: framewise displacement mean {s['framewise_displacement_mean']:.3g}, "
                  f"max {s['framewise_displacement_max']:.3g}; {s['n_failed_pairs']} failed pairs")

@@ -36,13 +36,14 @@ def _shifted(img, shift):
 def test_align_stack_tiff(rat, tmp_path):
     shifts = [(0.0, 0.0), (1.5, -1.0), (-0.5, 2.0), (1.0, 1.0)]
     stack = np.stack([sitk.GetArrayFromImage(_shifted(rat, s)) for s in shifts])
+    stack = np.clip(np.rint(stack * (255.0 / stack.max())), 0, 255).astype(np.uint8)  # 8-bit, as microscopes write
     tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack")
     code, out, _ = run("align-stack", str(tmp_path / "s.tif"), "--transform", "translation", "--reference",
                        "previous", "--init", "geometry", "--output", str(tmp_path / "out" / "s"), "--json")
     assert code == 0
     summary = json.loads(out)
     aligned = tifffile.imread(tmp_path / "out" / "s_aligned.tif")
-    assert aligned.shape == stack.shape
+    assert aligned.shape == stack.shape and aligned.dtype == np.uint8
     tfms = sorted((tmp_path / "out" / "s_transforms").glob("slice_*.tfm"))
     assert len(tfms) == 4 and summary["n_slices"] == 4 and (tmp_path / "out" / "s_qc.png").exists()
     spacing = rf.from_sitk(rat).spacing

@@ -144,3 +144,15 @@ def test_drift_figure(moved_slices, tmp_path):
     fig = res.plot(tmp_path / "drift.png")
     assert (tmp_path / "drift.png").stat().st_size > 10_000
     assert len(fig.axes) == 4
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("kind", ["similarity", "affine", pytest.param("bspline", marks=pytest.mark.slow)])
+def test_other_kinds_recover_the_rigid_motion(moved_slices, kind):
+    moved, truth, _, _ = moved_slices
+    res = rf.align_stack(moved[:4], kind, "previous", **KW)
+    err = _errors(res.transforms, truth[:4])
+    assert err.max() < (0.5 if kind != "bspline" else 0.8), err
+    expected = {"similarity": rf.Similarity2DTransform, "affine": rf.AffineTransform,
+                "bspline": rf.CompositeTransform}[kind]
+    assert all(isinstance(t, expected) for t in res.transforms)

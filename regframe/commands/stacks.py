@@ -1,6 +1,6 @@
 """``regframe align-stack``: align the slices of a stack (multi-page TIFF, image folder or 3-D image).
 
-Writes ``PREFIX_aligned.tif`` (or ``.mha``), one ``.tfm`` per slice in
+Writes ``PREFIX_aligned.tif`` (or ``.mha``; in the input's pixel type, integers rounded), one ``.tfm`` per slice in
 ``PREFIX_transforms/`` (each maps output-frame points into its slice),
 ``PREFIX_summary.json`` and the drift QC picture ``PREFIX_qc.png``.
 """
@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .._atomic import atomic_write_text
 from ..errors import InvalidInputError
@@ -42,6 +44,13 @@ def _window(text: str) -> float | None:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number of slices > 0 or 'none'; got {text!r}")
     return value
+
+
+def _output_dtype(input_dtype: np.dtype, fmt: str) -> np.dtype:
+    """The input's pixel type (integers are rounded), float32 for float64 in TIFF (which has no float64)."""
+    if np.issubdtype(input_dtype, np.integer) or input_dtype == np.float32:
+        return np.dtype(input_dtype)
+    return np.dtype(np.float32) if fmt == "tif" else np.dtype(np.float64)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -77,6 +86,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, out: Any) -> int:
     """Run ``align-stack``; returns the exit status."""
     from ..io import write_image
+    from ..registration.resample import cast_values
     from ..registration.stacks import align_stack
     from ..transforms import write_transform
     from .batch import open_client
@@ -100,7 +110,8 @@ def run(args: argparse.Namespace, out: Any) -> int:
     make_parent(prefix, "--output")
     fmt = args.format or ("tif" if Path(args.stack).suffix.lower() in (".tif", ".tiff") else "mha")
     aligned_path = prefix.parent / f"{prefix.name}_aligned.{fmt}"
-    write_image(result.aligned, aligned_path)
+    write_image(result.aligned.with_array(cast_values(result.aligned.array, _output_dtype(stack.dtype, fmt)),
+                                          copy=False), aligned_path)
     folder = prefix.parent / f"{prefix.name}_transforms"
     folder.mkdir(parents=True, exist_ok=True)
     for k, t in enumerate(result.transforms):

@@ -403,8 +403,11 @@ def align_stack(
     aligned = warp_stack(stack, transforms, interpolator=interpolator, default_value=default_value)
     values = np.full(n, np.nan)
     for (j, i), res in zip(pairs, results):
-        if not isinstance(res, PairError) and (j == EXTERNAL or j == i - 1 or mode == "first"):
+        if isinstance(res, PairError):
+            continue
+        if j == EXTERNAL or j == i - 1 or mode == "first":
             values[i] = res.final_value
+        warnings.extend(f"pair ({j}, {i}): {w}" for w in getattr(res, "warnings", ()))  # register()'s own
     fd, disp = _displacements(transforms, grid * scale + centre)
     return StackResult(aligned, tuple(transforms), values, fd, disp, tuple(pairs), tuple(results),
                        tuple(warnings), time.perf_counter() - started)
@@ -424,7 +427,10 @@ def _anchors(reference: Any, n: int) -> list[Image] | None:
 
 def _mean_aligned(stack: StackLike, transforms: list[Transform], template: Image) -> Image:
     aligned = warp_stack(stack, transforms, default_value=math.nan, dtype=np.float64).array
-    return template.with_array(np.nan_to_num(np.nanmean(aligned, axis=0)), copy=False)
+    inside = np.isfinite(aligned)
+    count = inside.sum(axis=0)
+    total = np.where(inside, aligned, 0.0).sum(axis=0)
+    return template.with_array(np.where(count > 0, total / np.maximum(count, 1), 0.0), copy=False)
 
 
 def _direct_transforms(results: Sequence[RegistrationResult | PairError], n: int,
