@@ -50,6 +50,7 @@ from ..transforms.linear import MatrixOffsetTransformBase
 from ..transforms.versor import versor_from_axis_angle, versor_matrix
 from .initializers import _mask_inside, set_translation
 from .pyramid import Level, level_image
+from .rotation_search_3d import WORK_VOXELS, rotation_search_3d
 
 __all__ = [
     "phase_correlation",
@@ -643,8 +644,11 @@ def global_candidates(
             raise NonFiniteError(f"{where}: the {name} image holds NaN or inf values; replace them first.")
     rotating = kind != "translation" and hasattr(start, "set_matrix")
     with_scale = kind in ("similarity", "affine")
-    s = _Search(fixed, moving, start, fixed_mask, moving_mask)
     a0, t0 = start.matrix, start.translation
+    if ndim == 3 and rotating and search in ("auto", "grid"):
+        found, voxel = _search_3d(fixed, moving, start, fixed_mask, moving_mask, with_scale)
+        return _prune(found, start, voxel, max_candidates)
+    s = _Search(fixed, moving, start, fixed_mask, moving_mask)
     found: list[tuple[NDArray, NDArray, float]] = []
     if search in ("auto", "translation") or not rotating:
         found += s.evaluate(a0, t0, True, n_peaks=3)
@@ -663,6 +667,18 @@ def global_candidates(
             if search == "auto" and not confident:
                 found = _grid_candidates(s, ndim, phase, with_scale, found)
     return _prune(found, start, s.voxel, max_candidates)
+
+
+def _search_3d(fixed: Image, moving: Image, start: MatrixOffsetTransformBase, fixed_mask: Image | None,
+               moving_mask: Image | None, with_scale: bool) -> tuple[list, float]:
+    """:func:`rotation_search_3d` on working images of about ``WORK_VOXELS`` voxels along the largest extent."""
+    where = "global_candidates()"
+    voxel = float(np.max(np.asarray(fixed.size) * fixed.spacing)) / WORK_VOXELS
+    fixed_w = _shrunk(fixed, np.maximum(1, np.rint(voxel / fixed.spacing)).astype(int))
+    moving_w = _shrunk(moving, np.maximum(1, np.floor(float(np.min(fixed_w.spacing)) / moving.spacing)).astype(int))
+    return rotation_search_3d(fixed_w, _mask_array(fixed_w, fixed_mask, where), moving_w,
+                              _mask_array(moving_w, moving_mask, where), start.matrix, start.translation,
+                              start.center, SCALE_GRID if with_scale else ())
 
 
 def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds: list) -> list:
