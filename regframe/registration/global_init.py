@@ -90,6 +90,8 @@ SCALE_RANGE = (0.5, 2.0)
 CONFIDENT_SCORE, FM_MIN_PEAK, SWEEP_STEP = (0.5, 0.8), 0.02, 6.0
 #: Scales tried on the best rotations when no Fourier-Mellin scale is available.
 SCALE_GRID = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)
+#: Number of distinct rotations of the grid search the scale grid is tried on.
+N_SCALED = 4
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -682,7 +684,7 @@ def _search_3d(fixed: Image, moving: Image, start: MatrixOffsetTransformBase, fi
 
 
 def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds: list) -> list:
-    """Rotation grid (+ hill-climb of the best 3, + scale grid on the best 2), each with its translation.
+    """Rotation grid (+ hill-climb of the best 3, + scale grid on the best ``N_SCALED``), each with its translation.
 
     2-D: every ``SWEEP_STEP`` degrees, hill-climb steps of a half and a quarter of it; 3-D:
     :func:`rotation_grid_3d`, steps of 20, 10 and 5 degrees.
@@ -698,7 +700,7 @@ def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds
         scored += s.evaluate(a0 @ r, t0, phase)
     out = scored + _local_rotations(s, ndim, _distinct(scored, 3), phase, steps)
     if with_scale:
-        for matrix, translation, _ in _distinct(out, 2):
+        for matrix, translation, _ in _distinct(out, N_SCALED):
             for sc in SCALE_GRID:
                 out += s.evaluate(sc * matrix, translation, phase)
     return out
