@@ -34,6 +34,7 @@ How the FFT searches are made robust (the choices a user may want to know):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,8 +91,9 @@ SCALE_RANGE = (0.5, 2.0)
 CONFIDENT_SCORE, FM_MIN_PEAK, SWEEP_STEP = (0.5, 0.8), 0.02, 6.0
 #: Scales tried on the best rotations when no Fourier-Mellin scale is available.
 SCALE_GRID = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)
-#: Number of distinct rotations of the grid search the scale grid is tried on.
-N_SCALED = 4
+#: 2-D grid search of similarity and affine kinds: every rotation at each of these scales (a texture
+#: at the wrong scale correlates at no rotation), then ``FINE_SCALES`` on the best ``N_SCALED``.
+SCALE_SWEEP, FINE_SCALES, N_SCALED = (0.7, 0.84, 1.0, 1.19, 1.4), (0.92, 0.96, 1.04, 1.08), 4
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -696,12 +698,13 @@ def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds
     else:
         rotations, steps = list(rotation_grid_3d()), np.deg2rad([20.0, 10.0, 5.0])
     scored = list(seeds)
-    for r in rotations:
-        scored += s.evaluate(a0 @ r, t0, phase)
+    sweep, fine = (SCALE_SWEEP, FINE_SCALES) if with_scale and ndim == 2 else ((1.0,), SCALE_GRID)
+    for r, sc in itertools.product(rotations, sweep):
+        scored += s.evaluate(sc * (a0 @ r), t0, phase)
     out = scored + _local_rotations(s, ndim, _distinct(scored, 3), phase, steps)
     if with_scale:
         for matrix, translation, _ in _distinct(out, N_SCALED):
-            for sc in SCALE_GRID:
+            for sc in fine:
                 out += s.evaluate(sc * matrix, translation, phase)
     return out
 
