@@ -25,6 +25,7 @@ from regframe.registration.global_init import (  # noqa: E402
 from regframe.registration.initializers import centered_initializer  # noqa: E402
 from regframe.registration.pyramid import ImagePyramid, LevelSchedule  # noqa: E402
 from regframe.registration.resample import resample  # noqa: E402
+from regframe.registration.rotation_search_3d import cube_rotations, local_rotations  # noqa: E402
 from regframe.transforms import (  # noqa: E402
     AffineTransform,
     Euler2DTransform,
@@ -353,3 +354,72 @@ def test_rotation_grid_3d_covers_so3():
         cos = (np.einsum("kij,ij->k", grid, r) - 1) / 2
         worst = max(worst, np.degrees(np.arccos(np.clip(cos.max(), -1, 1))))
     assert worst < 60.0  # measured: 56 degrees at worst, 46 for 99 % of rotations
+
+
+# --------------------------------------------------------------------------- through register()
+def test_cube_and_local_rotation_sets():
+    cube = cube_rotations()
+    assert cube.shape == (24, 3, 3)
+    np.testing.assert_array_equal(cube[0], np.eye(3))
+    np.testing.assert_allclose(np.linalg.det(cube), 1.0)
+    assert len({tuple(m.ravel()) for m in cube}) == 24
+    local = local_rotations(50.0, 1000)  # about 1000 (0.87 - sin 0.87) / pi = 34 rotations
+    cos = (np.trace(local, axis1=1, axis2=2) - 1) / 2
+    assert 25 < len(local) < 45 and np.all(cos >= np.cos(np.deg2rad(50.0)) - 1e-12)
+
+
+def test_register_3d_oblique_45_degrees_and_quarter_fov_shift(shared_data):
+    """Lung CT rotated 45 degrees about an oblique axis, shifted by 25 % of its extent: register() defaults."""
+    from regframe.registration import register
+
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    fixed = from_sitk(ct)
+    extent = np.asarray(fixed.size) * fixed.spacing
+    axis = np.array([0.36, 0.86, 0.35]) / np.linalg.norm([0.36, 0.86, 0.35])
+    truth = sitk.VersorRigid3DTransform()
+    truth.SetCenter(tuple(fixed.physical_center()))
+    truth.SetRotation(tuple(axis), np.deg2rad(45.0))
+    truth.SetTranslation(tuple(np.array([0.25, -0.1, 0.15]) * extent))
+    moving = from_sitk(_moved(ct, truth, default=float(np.min(sitk.GetArrayViewFromImage(ct)))))
+    res = register(fixed, moving, "rigid")
+    assert not res.warnings
+    assert _rms_error(res.transform, truth, fixed) < 0.3  # mm; voxels are 2.7 x 2.7 x 5 mm
+
+
+def test_global_candidates_3d_deterministic_across_threads(shared_data):
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    truth = sitk.Euler3DTransform(tuple(from_sitk(ct).physical_center()), 0.3, -0.2, 0.4, (20.0, -15.0, 10.0))
+    fixed = _coarse(from_sitk(ct), 2)
+    moving = _coarse(from_sitk(_moved(ct, truth, default=-1024.0)), 2)
+    start = centered_initializer(fixed, moving, VersorRigid3DTransform(), mode="moments")
+    previous = numba.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            runs.append([c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
+    finally:
+        numba.set_num_threads(previous)
+    assert len(runs[0]) == len(runs[1]) > 0
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_register_affine_em_section_large_scale_rotation_and_shift(shared_data):
+    """An EM section crop moved by scale 1.4, rotation 90 degrees, a shear and a shift of 23 % of the FOV."""
+    from regframe.registration import register
+
+    section = _read(shared_data("lung_sem", "2016_12_02_0101_s00_01.png"))
+    crop = section[200:600, 200:600]
+    crop.SetOrigin((0.0, 0.0))
+    fixed = from_sitk(crop)
+    extent = np.asarray(fixed.size) * fixed.spacing
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    matrix = 1.4 * rot @ (np.eye(2) + np.array([[0.05, -0.06], [0.03, 0.02]]))
+    truth = sitk.AffineTransform(2)
+    truth.SetCenter(tuple(fixed.physical_center()))
+    truth.SetMatrix(tuple(matrix.ravel()))
+    truth.SetTranslation(tuple(np.array([0.23, -0.07]) * extent))
+    moving = from_sitk(_moved(crop, truth, default=float(np.min(sitk.GetArrayViewFromImage(crop)))))
+    res = register(fixed, moving, "affine")
+    assert _rms_error(res.transform, truth, fixed) < 0.5  # px

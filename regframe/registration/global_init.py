@@ -34,6 +34,7 @@ How the FFT searches are made robust (the choices a user may want to know):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,6 +51,7 @@ from ..transforms.linear import MatrixOffsetTransformBase
 from ..transforms.versor import versor_from_axis_angle, versor_matrix
 from .initializers import _mask_inside, set_translation
 from .pyramid import Level, level_image
+from .rotation_search_3d import WORK_VOXELS, rotation_search_3d
 
 __all__ = [
     "phase_correlation",
@@ -89,6 +91,9 @@ SCALE_RANGE = (0.5, 2.0)
 CONFIDENT_SCORE, FM_MIN_PEAK, SWEEP_STEP = (0.5, 0.8), 0.02, 6.0
 #: Scales tried on the best rotations when no Fourier-Mellin scale is available.
 SCALE_GRID = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)
+#: 2-D grid search of similarity and affine kinds: every rotation at each of these scales (a texture
+#: at the wrong scale correlates at no rotation), then ``FINE_SCALES`` on the best ``N_SCALED``.
+SCALE_SWEEP, FINE_SCALES, N_SCALED = (0.7, 0.84, 1.0, 1.19, 1.4), (0.92, 0.96, 1.04, 1.08), 4
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -643,8 +648,11 @@ def global_candidates(
             raise NonFiniteError(f"{where}: the {name} image holds NaN or inf values; replace them first.")
     rotating = kind != "translation" and hasattr(start, "set_matrix")
     with_scale = kind in ("similarity", "affine")
-    s = _Search(fixed, moving, start, fixed_mask, moving_mask)
     a0, t0 = start.matrix, start.translation
+    if ndim == 3 and rotating and search in ("auto", "grid"):
+        found, voxel = _search_3d(fixed, moving, start, fixed_mask, moving_mask, with_scale)
+        return _prune(found, start, voxel, max_candidates)
+    s = _Search(fixed, moving, start, fixed_mask, moving_mask)
     found: list[tuple[NDArray, NDArray, float]] = []
     if search in ("auto", "translation") or not rotating:
         found += s.evaluate(a0, t0, True, n_peaks=3)
@@ -665,8 +673,20 @@ def global_candidates(
     return _prune(found, start, s.voxel, max_candidates)
 
 
+def _search_3d(fixed: Image, moving: Image, start: MatrixOffsetTransformBase, fixed_mask: Image | None,
+               moving_mask: Image | None, with_scale: bool) -> tuple[list, float]:
+    """:func:`rotation_search_3d` on working images of about ``WORK_VOXELS`` voxels along the largest extent."""
+    where = "global_candidates()"
+    voxel = float(np.max(np.asarray(fixed.size) * fixed.spacing)) / WORK_VOXELS
+    fixed_w = _shrunk(fixed, np.maximum(1, np.rint(voxel / fixed.spacing)).astype(int))
+    moving_w = _shrunk(moving, np.maximum(1, np.floor(float(np.min(fixed_w.spacing)) / moving.spacing)).astype(int))
+    return rotation_search_3d(fixed_w, _mask_array(fixed_w, fixed_mask, where), moving_w,
+                              _mask_array(moving_w, moving_mask, where), start.matrix, start.translation,
+                              start.center, SCALE_GRID if with_scale else ())
+
+
 def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds: list) -> list:
-    """Rotation grid (+ hill-climb of the best 3, + scale grid on the best 2), each with its translation.
+    """Rotation grid (+ hill-climb of the best 3, + scale grid on the best ``N_SCALED``), each with its translation.
 
     2-D: every ``SWEEP_STEP`` degrees, hill-climb steps of a half and a quarter of it; 3-D:
     :func:`rotation_grid_3d`, steps of 20, 10 and 5 degrees.
@@ -678,12 +698,13 @@ def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds
     else:
         rotations, steps = list(rotation_grid_3d()), np.deg2rad([20.0, 10.0, 5.0])
     scored = list(seeds)
-    for r in rotations:
-        scored += s.evaluate(a0 @ r, t0, phase)
+    sweep, fine = (SCALE_SWEEP, FINE_SCALES) if with_scale and ndim == 2 else ((1.0,), SCALE_GRID)
+    for r, sc in itertools.product(rotations, sweep):
+        scored += s.evaluate(sc * (a0 @ r), t0, phase)
     out = scored + _local_rotations(s, ndim, _distinct(scored, 3), phase, steps)
     if with_scale:
-        for matrix, translation, _ in _distinct(out, 2):
-            for sc in SCALE_GRID:
+        for matrix, translation, _ in _distinct(out, N_SCALED):
+            for sc in fine:
                 out += s.evaluate(sc * matrix, translation, phase)
     return out
 
