@@ -61,8 +61,11 @@ class SyNStage(Stage):
             n_bins=self.n_bins, fixed_mask=inputs.fixed_mask, moving_mask=inputs.moving_mask,
             callbacks=[_tagged(cb, ctx.index) for cb in ctx.callbacks], seed=ctx.seed,
         )
-        field = res.forward[-1] if isinstance(res.forward, CompositeTransform) else res.forward
-        inverse = res.inverse[0] if isinstance(res.inverse, CompositeTransform) else res.inverse
+        # forward = [A, M, F^-1], inverse = [F, M^-1, A^-1]: the stage's part is the two half-way links
+        n_prealign = 0 if chain.base(False) is None else 1
+        field = CompositeTransform(res.forward.ndim, [t.copy() for t in res.forward.transforms[n_prealign:]])
+        inverse = CompositeTransform(res.inverse.ndim,
+                                     [t.copy() for t in res.inverse.transforms[: len(res.inverse) - n_prealign]])
         states, levels, k = [], [], 0
         reason = StopReason.CONVERGED if all(res.converged) else StopReason.MAX_ITERATIONS
         for level, n in enumerate(res.iterations_per_level):
