@@ -74,3 +74,31 @@ class Uphill:
                 return cost.transform.parameters, cost.value(), 1, StopReason.MAX_ITERATIONS, "uphill on purpose"
 
         return _Uphill()
+
+
+@pytest.fixture(scope="session")
+def rotated_multimodal_brain():
+    """The elastix example pair (T1-like fixed, PD-like moving) with the moving image rotated 70 degrees.
+
+    Made with SimpleITK. Returns ``(fixed, moving, inverse, probe, truth, fixed_landmarks,
+    moving_landmarks)``: ``inverse`` maps fixed points to the rotated moving image's points,
+    ``probe`` are fixed points inside the fixed mask and ``truth`` their true images; the four
+    landmarks are paired by ``inverse``.
+    """
+    sitk = pytest.importorskip("SimpleITK")
+    import regframe as rf
+
+    d = data_path("elastix_example")
+    fixed_s = sitk.Cast(sitk.ReadImage(str(d / "fixed.mhd")), sitk.sitkFloat32)
+    moving_s = sitk.Cast(sitk.ReadImage(str(d / "moving.mhd")), sitk.sitkFloat32)
+    centre = fixed_s.TransformContinuousIndexToPhysicalPoint([127.5, 127.5])
+    motion = sitk.Euler2DTransform(centre, np.deg2rad(70.0), (6.0, -4.0))
+    moved = sitk.Resample(moving_s, moving_s, motion, sitk.sitkLinear, 0.0)
+    fixed, moving = rf.from_sitk(fixed_s), rf.from_sitk(moved)
+    inverse = motion.GetInverse()
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "mask_fixed.mhd"))) > 0
+    probe = fixed.voxel_points()[mask.reshape(-1)][::50]
+    truth = np.array([inverse.TransformPoint(tuple(p)) for p in probe])
+    lm_f = np.array([[90.0, 90.0], [170.0, 100.0], [120.0, 180.0], [100.0, 140.0]])
+    lm_m = np.array([inverse.TransformPoint(tuple(p)) for p in lm_f])
+    return fixed, moving, inverse, probe, truth, lm_f, lm_m

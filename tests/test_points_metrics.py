@@ -159,22 +159,9 @@ def test_landmarks_alone_reproduce_least_squares_affine_fit():
     assert np.allclose(res.transform.offset, o_ls, atol=1e-4)
 
 
-def test_image_and_landmarks_rescue_a_far_start(shared_data):
+def test_image_and_landmarks_rescue_a_far_start(rotated_multimodal_brain):
     """Multi-modal pair rotated 70 degrees (SimpleITK): Mattes alone fails, four landmarks rescue it."""
-    sitk = pytest.importorskip("SimpleITK")
-    d = shared_data("elastix_example")
-    fixed_s = sitk.Cast(sitk.ReadImage(str(d / "fixed.mhd")), sitk.sitkFloat32)
-    moving_s = sitk.Cast(sitk.ReadImage(str(d / "moving.mhd")), sitk.sitkFloat32)
-    centre = fixed_s.TransformContinuousIndexToPhysicalPoint([127.5, 127.5])
-    motion = sitk.Euler2DTransform(centre, np.deg2rad(70.0), (6.0, -4.0))
-    moved = sitk.Resample(moving_s, moving_s, motion, sitk.sitkLinear, 0.0)
-    fixed, moving = rf.from_sitk(fixed_s), rf.from_sitk(moved)
-    inverse = motion.GetInverse()  # the registration maps fixed points to moved-moving points
-    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "mask_fixed.mhd"))) > 0
-    probe = fixed.voxel_points()[mask.reshape(-1)][::50]
-    truth = np.array([inverse.TransformPoint(tuple(p)) for p in probe])
-    lm_f = np.array([[90.0, 90.0], [170.0, 100.0], [120.0, 180.0], [100.0, 140.0]])
-    lm_m = np.array([inverse.TransformPoint(tuple(p)) for p in lm_f])
+    fixed, moving, _, probe, truth, lm_f, lm_m = rotated_multimodal_brain
 
     def error(metric):
         t = rf.Euler2DTransform()
