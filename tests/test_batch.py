@@ -39,7 +39,7 @@ def _broken(pairs):
 def test_local_results_in_order_and_identical_to_register(pairs):
     items = [pairs[0], _broken(pairs), {"fixed": pairs[1][0], "moving": pairs[1][1], "n_iterations": 20}]
     stream = io.StringIO()
-    results = _with_stream(items, stream)
+    results = rf.register_many(items, progress=PairProgress(3, "pairs", mode="lines", stream=stream), **KW)
     assert isinstance(results[1], PairError) and results[1].index == 1
     assert results[1].type and "Traceback" in results[1].traceback and str(results[1]).startswith("pair 1:")
     want0 = rf.register(*pairs[0], **KW)
@@ -47,17 +47,6 @@ def test_local_results_in_order_and_identical_to_register(pairs):
     assert results[0].transform.parameters.tobytes() == want0.transform.parameters.tobytes()
     assert results[2].transform.parameters.tobytes() == want2.transform.parameters.tobytes()
     assert "3/3 done, 1 failed" in stream.getvalue()
-
-
-def _with_stream(items, stream):
-    from regframe.registration import batch
-
-    original = batch.PairProgress
-    batch.PairProgress = lambda total, label, mode: original(total, label, mode="lines", stream=stream)
-    try:
-        return rf.register_many(items, **KW)
-    finally:
-        batch.PairProgress = original
 
 
 def test_bad_pairs_raise_and_errors_pickle(pairs):

@@ -171,7 +171,7 @@ def register_many(
     *,
     client: Any = None,
     numba_threads: int | None = 1,
-    progress: str = "auto",
+    progress: str | PairProgress = "auto",
     **register_kwargs: Any,
 ) -> list[RegistrationResult | PairError]:
     """Register many independent pairs; results in input order.
@@ -188,8 +188,9 @@ def register_many(
     numba_threads : int or None, default 1
         numba threads per dask task (None: leave the workers' setting).  Not
         used without a client.
-    progress : {"auto", "bar", "lines", "none"}
-        Progress over the pairs on stderr.
+    progress : {"auto", "bar", "lines", "none"} or PairProgress
+        Progress over the pairs on stderr, or a :class:`PairProgress` to
+        advance (shared by several calls; not closed here).
     **register_kwargs
         Keywords of :func:`~regframe.registration.register` (``transform``,
         ``metric``, ``seed``, ...), the same for every pair; they must
@@ -203,7 +204,8 @@ def register_many(
     """
     items = _normalise(pairs)
     tasks = [(fixed, moving, {**register_kwargs, **extra}) for fixed, moving, extra in items]
-    bar = PairProgress(len(tasks), "register_many", mode=progress)
+    own = not isinstance(progress, PairProgress)
+    bar = PairProgress(len(tasks), "register_many", mode=progress) if own else progress
     try:
         if client is None:
             results: list[RegistrationResult | PairError] = []
@@ -213,7 +215,8 @@ def register_many(
             return results
         return _run_dask(client, tasks, numba_threads, bar)
     finally:
-        bar.close()
+        if own:
+            bar.close()
 
 
 def _run_dask(client: Any, tasks: list[tuple[Image, Image, dict[str, Any]]], numba_threads: int | None,

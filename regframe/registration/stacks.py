@@ -41,7 +41,7 @@ from ..image import Image
 from ..transforms import CompositeTransform, TranslationTransform
 from ..transforms.base import Transform
 from .api import make_transform
-from .batch import PairError, register_many
+from .batch import PairError, PairProgress, register_many
 from .initializers import set_translation
 from .method import RegistrationResult
 from .warp import StackLike, linear_parts, slice_image, stack_slices, warp_stack
@@ -345,7 +345,7 @@ def align_stack(
         Run the pairwise registrations on a cluster (see
         :func:`~regframe.registration.batch.register_many`).
     progress : {"auto", "bar", "lines", "none"}
-        Progress over the pairwise registrations, on stderr.
+        One progress bar over all pairwise registrations, on stderr.
     **register_kwargs
         Further :func:`~regframe.registration.register` keywords for every
         pair (``initialization``, ``n_iterations``, ``seed``, ...).
@@ -372,12 +372,14 @@ def align_stack(
         )
     linear_kind = "affine" if transform == "bspline" else transform
     direct_kind = transform if mode in ("first", "anchor", "mean") else linear_kind
-    kw = {"metric": metric, "progress": progress, "client": client, **register_kwargs}
-    centre, scale, grid = _frame(template)
-    warnings: list[str] = []
-
     pairs = stack_pairs(n, "previous" if mode == "previous" else ("first" if mode == "first" else "mean"),
                         int(neighbours))
+    n_runs = len(pairs) * (int(mean_iterations) if mode == "mean" else 1) + \
+        (n if transform == "bspline" and mode == "previous" else 0)
+    bar = PairProgress(n_runs, "align_stack", mode=progress)  # one bar over every registration
+    kw = {"metric": metric, "progress": bar, "client": client, **register_kwargs}
+    centre, scale, grid = _frame(template)
+    warnings: list[str] = []
     if mode == "mean":
         target = _mean_image(array, template)
         for iteration in range(int(mean_iterations)):
@@ -399,6 +401,7 @@ def align_stack(
             transforms = _direct_transforms(results, n, pairs, warnings)
     if transform == "bspline" and mode == "previous":
         transforms = _refine_bspline(stack, slices, transforms, template, kw, warnings)
+    bar.close()
 
     aligned = warp_stack(stack, transforms, interpolator=interpolator, default_value=default_value)
     values = np.full(n, np.nan)
