@@ -195,7 +195,7 @@ def test_rat_lung_improves_and_inverse_is_exact(rat_pair, rat_result) -> None:
     assert err2.mean() < 0.05 and err2.max() < 0.5, (err2.mean(), err2.max())
     for t in (r.forward, r.inverse):
         assert jacobian_determinant(t, f).array.min() > 0
-    assert r.inverse_residual < 1e-3
+    assert r.inverse_residual <= 1e-3
     assert len(r.history) == r.n_iterations and r.final_value == r.history[-1]
 
 
