@@ -19,10 +19,9 @@ independence) and is a numerics-visible change.
 from __future__ import annotations
 
 import ctypes
-import importlib.metadata
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -47,15 +46,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _LIBTBB = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}.get(sys.platform, "")
 
 
-def _tbb_candidates() -> list[str]:
-    """Paths where the ``tbb`` wheel may have put its runtime (``<prefix>/lib``, or its record)."""
-    paths = [os.path.join(sys.prefix, "lib", _LIBTBB)]
+def _tbb_candidates() -> Iterator[str]:
+    """Paths where the ``tbb`` wheel may have put its runtime: ``<prefix>/lib``, then its record."""
+    yield os.path.join(sys.prefix, "lib", _LIBTBB)
+    import importlib.metadata  # (only when needed: ~0.1 s to import)
+
     try:
         files = importlib.metadata.distribution("tbb").files or []
     except importlib.metadata.PackageNotFoundError:
         files = []
-    paths += [str(f.locate()) for f in files if f.name == _LIBTBB]
-    return paths
+    for f in files:
+        if f.name == _LIBTBB:
+            yield str(f.locate())
 
 
 def load_tbb() -> str | None:
@@ -67,8 +69,9 @@ def load_tbb() -> str | None:
     by its full path with ``RTLD_GLOBAL`` registers its soname, after which
     numba's own ``CDLL("libtbb.so.12")`` and the extension's link resolve to
     it.  Nothing is done when the library is already loadable (a conda or
-    system install), when numba's threading layer is already running, on
-    platforms other than Linux and macOS, or when no ``tbb`` is installed.
+    system install), on platforms other than Linux and macOS, or when no
+    ``tbb`` is installed.  Called once when regframe is imported, before any
+    kernel starts numba's threading layer.
     """
     if not _LIBTBB:
         return None
