@@ -73,7 +73,7 @@ def main(out: Path = Path("."), iterations: int = 50, phantom: bool = False) -> 
 
         identity = resample(moving, rf.TranslationTransform(2), reference=fixed)
         registration_report(fixed, identity, warped, out / "deformable_lung_report.png",
-                            values=[h.value for h in res.history], levels=[h.level for h in res.history],
+                            history=res.history, transform=res.transform,
                             title=f"{name}: B-spline registration")
         plot_deformation(res.transform, fixed, out / "deformable_lung_grid.png", background=moving,
                          grid_step=6, title=f"{name}: deformation (fixed -> moving)")

@@ -6,7 +6,7 @@ are re-exported here; every sub-package documents its own.
 """
 
 from . import _parallel  # noqa: F401  (first: sets the OpenMP wait policy before numba starts threads)
-from . import datasets, errors, metrics, optimizers, registration, testing, transforms
+from . import datasets, errors, metrics, optimizers, points, registration, testing, transforms
 from .image import Image
 from .interpolators import (
     BSplineInterpolator,
@@ -38,6 +38,7 @@ from .optimizers import (
     Powell,
     RegularStepGradientDescent,
 )
+from .points import PointRegistrationResult, register_points
 from .quality import folding_fraction, inverse_consistency_error, jacobian_determinant
 from .registration import (
     LevelSchedule,
@@ -50,6 +51,9 @@ from .registration import (
     register_bspline,
     resample,
 )
+from .registration.batch import PairError, register_many
+from .registration.stacks import StackResult, align_stack
+from .registration.warp import warp_stack
 from .transforms import (
     AffineTransform,
     BSplineTransform,
@@ -75,6 +79,7 @@ __all__ = [
     "errors",
     "metrics",
     "optimizers",
+    "points",
     "registration",
     "testing",
     "transforms",
@@ -126,6 +131,13 @@ __all__ = [
     "LevelSchedule",
     "register",
     "register_bspline",
+    "register_points",
+    "PointRegistrationResult",
+    "register_many",
+    "PairError",
+    "align_stack",
+    "StackResult",
+    "warp_stack",
     "resample",
     "displacement_field",
     "centered_initializer",

@@ -11,6 +11,9 @@ _EXTRAS = {
     "SimpleITK": "io",
     "matplotlib": "viz",
     "tqdm": "progress",
+    "PIL.Image": "viz",
+    "tifffile": "tiff",
+    "distributed": "distributed",
 }
 
 

@@ -18,7 +18,10 @@ independence) and is a numerics-visible change.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.metadata
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,11 +36,58 @@ from numpy.typing import NDArray
 # workers spin for a long time after every parallel region (libgomp's default);
 # on machines whose cores are shared or CPU-quota'd (virtual machines,
 # containers) the spinning slowed the Python in between several-fold and a
-# whole registration 1.5-1.8x.  So OpenMP workers are told to sleep at once
-# (costing a wake-up per kernel instead).  Only a default: an OMP_WAIT_POLICY
+# whole registration 1.5-1.8x.  pip puts TBB's runtime where numba does not
+# look (<venv>/lib), so it is loaded here by path (load_tbb).  For the OpenMP
+# fallback, workers are told to sleep at once (costing a wake-up per kernel).  Only a default: an OMP_WAIT_POLICY
 # set by the user wins, and it has no effect if OpenMP was already started
 # before regframe was imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+#: File name of the TBB runtime numba's ``tbbpool`` extension links against.
+_LIBTBB = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}.get(sys.platform, "")
+
+
+def _tbb_candidates() -> list[str]:
+    """Paths where the ``tbb`` wheel may have put its runtime (``<prefix>/lib``, or its record)."""
+    paths = [os.path.join(sys.prefix, "lib", _LIBTBB)]
+    try:
+        files = importlib.metadata.distribution("tbb").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    paths += [str(f.locate()) for f in files if f.name == _LIBTBB]
+    return paths
+
+
+def load_tbb() -> str | None:
+    """Make the TBB runtime of the ``tbb`` wheel visible to numba; returns its path, or None.
+
+    pip installs ``libtbb.so.12`` into ``<venv>/lib``, which is not on the
+    dynamic loader's search path, so numba's ``tbbpool`` extension fails to
+    load it and numba silently falls back to OpenMP.  Loading the library once
+    by its full path with ``RTLD_GLOBAL`` registers its soname, after which
+    numba's own ``CDLL("libtbb.so.12")`` and the extension's link resolve to
+    it.  Nothing is done when the library is already loadable (a conda or
+    system install), when numba's threading layer is already running, on
+    platforms other than Linux and macOS, or when no ``tbb`` is installed.
+    """
+    if not _LIBTBB:
+        return None
+    try:
+        ctypes.CDLL(_LIBTBB)
+        return _LIBTBB
+    except OSError:
+        pass
+    for path in _tbb_candidates():
+        if os.path.exists(path):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            return path
+    return None
+
+
+load_tbb()
 
 #: Samples per chunk for point-wise reductions.
 CHUNK_SIZE: int = 4096

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -100,3 +102,20 @@ def check_ndim(ndim: Any, *, where: str, allowed: tuple[int, ...] = (2, 3)) -> i
             f"{where}: 'ndim' must be one of {allowed}; got {ndim!r}."
         )
     return int(ndim)
+
+
+def check_sampling(value: Any, where: str, name: str = "sampling") -> float | None:
+    """Check a sampling fraction: ``None`` (the default sampling) or a number in (0, 1].
+
+    NaN, values above 1, zero, negative numbers, booleans and strings are
+    rejected (they used to mean full sampling silently, or fail obscurely).
+    """
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if ok and math.isfinite(float(value)) and 0.0 < float(value) <= 1.0:
+        return float(value)
+    raise InvalidInputError(
+        f"{where}: '{name}' must be a fraction of the voxels in (0, 1] (e.g. 0.1 samples 10 %, 1 "
+        f"samples every voxel) or None for the default; got {value!r}."
+    )

@@ -59,11 +59,17 @@ from typing import Any
 
 from .errors import InvalidInputError
 from .image import Image
-from .registration.api import convert_transform, register
+from .registration import presets
+from .registration.api import register
+from .registration.defaults import LINEAR_KINDS
+from .registration.deformable import register_bspline
 from .registration.method import RegistrationResult, RegistrationState, combine_results
+from .registration.pipeline import RegistrationInputs, run_pipeline
+from .registration.pipeline.base import Stage as PipelineStage
+from .registration.pipeline.runner import PipelineRun
 from .registration.pyramid import LevelSchedule
+from .registration.stages import LinearStage
 from .transforms.base import Transform
-from .transforms.linear import MatrixOffsetTransformBase
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,8 +81,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = ["Stage", "RegistrationConfig", "load_config", "parse_config", "combine_results"]
 
-#: Linear kinds in order of generality: a kind can represent every kind before it.
-_LINEAR_ORDER = ("translation", "rigid", "similarity", "affine")
+_LINEAR_ORDER = LINEAR_KINDS
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,8 @@ class Stage:
         ``"lbfgs"``, ``"lbfgsb"`` or ``"gradient_descent"`` (B-spline stages);
         default: the stage kind's default (``register()``'s / ``register_bspline()``'s).
     initialization : str or None
-        ``"moments"``, ``"geometry"`` or ``"none"`` (first stage only).
+        ``"auto"``, ``"moments"``, ``"geometry"``, ``"phase"`` or ``"none"`` (first stage only;
+        see :func:`~regframe.registration.register`).
     rotation_search : bool, optional
         Coarse rotation search (first stage only; default: on for rigid kinds).
     seed : int
@@ -128,11 +134,19 @@ class Stage:
     sigmas_in_mm: bool = False
     sampling: float | None = None
     optimizer: str | None = None
-    initialization: str | None = "moments"
+    initialization: str | None = "auto"
     rotation_search: bool | None = None
     seed: int = 0
     name: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        kinds = (*_LINEAR_ORDER, *presets.PRESETS)
+        if self.transform not in kinds:
+            raise InvalidInputError(
+                f"registration stage {self.label!r}: 'transform' must be one of {', '.join(repr(k) for k in kinds)}; "
+                f"got {self.transform!r}."
+            )
 
     def schedule(self) -> LevelSchedule | None:
         """The stage's :class:`LevelSchedule` (``None``: automatic)."""
@@ -161,6 +175,14 @@ _RESERVED = {"fixed", "moving", "fixed_mask", "moving_mask", "initial_transform"
              "schedule", "transform"}
 
 
+_LINEAR_FIELDS = {f.name for f in fields(LinearStage)}
+
+
+def _stage_fields(kind: str) -> set[str]:
+    """Option names of the stage class that a non-linear kind's preset ends with."""
+    return {f.name for f in fields(presets.STAGE_CLASSES[kind])}
+
+
 def _coerce_stage(raw: Mapping[str, Any], where: str) -> Stage:
     data = dict(raw)
     options = dict(data.pop("options", {}) or {})
@@ -172,7 +194,9 @@ def _coerce_stage(raw: Mapping[str, Any], where: str) -> Stage:
         kw[key] = value
     accepted = set(inspect.signature(register).parameters) - _RESERVED
     if kw.get("transform") == "bspline":
-        accepted |= set(inspect.signature(_register_bspline()).parameters) - _RESERVED - {"linear_stage"}
+        accepted |= set(inspect.signature(register_bspline).parameters) - _RESERVED - {"linear_stage"}
+    elif kw.get("transform") in presets.STAGE_CLASSES:
+        accepted |= _stage_fields(kw["transform"])
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise InvalidInputError(
@@ -236,15 +260,12 @@ class RegistrationConfig:
         initial_transform: Transform | None = None,
         callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
     ) -> RegistrationResult:
-        """Run every stage; returns one result (histories concatenated).
+        """Run every stage; returns one result (histories concatenated, warnings of the guard).
 
         ``result.transform`` maps fixed points to moving points through all
         stages (and ``initial_transform``, when given).
         """
-        return combine_results(self.run_stages(fixed, moving, fixed_mask=fixed_mask,
-                                               moving_mask=moving_mask,
-                                               initial_transform=initial_transform,
-                                               callbacks=callbacks))
+        return self._run(fixed, moving, fixed_mask, moving_mask, initial_transform, callbacks).result
 
     def run_stages(
         self,
@@ -257,96 +278,52 @@ class RegistrationConfig:
         callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
     ) -> list[RegistrationResult]:
         """Run every stage and return the result of each (the last one holds the final mapping)."""
-        results: list[RegistrationResult] = []
-        previous_kind: str | None = None
-        current: Transform | None = None  # optimised part so far
-        base = initial_transform  # fixed initial transform of the current chain
-        for index, stage in enumerate(self.stages):
-            for cb in callbacks:
-                start = getattr(cb, "start_stage", None)
-                if start is not None:
-                    sched = stage.schedule()
-                    start(stage.label, n_levels=None if sched is None else sched.n_levels,
-                          n_iterations=stage.n_iterations)
-            if stage.transform == "bspline":
-                res = self._bspline_stage(stage, index, fixed, moving, fixed_mask, moving_mask,
-                                          base if index == 0 else results[-1].transform, callbacks)
-                results.append(res)
-                current, previous_kind = res.optimized_transform, stage.transform
-                if res.stop_reason.name == "CALLBACK":
-                    break
-                continue
-            kwargs: dict[str, Any] = dict(
-                metric=stage.metric,
-                fixed_mask=fixed_mask,
-                moving_mask=moving_mask,
-                schedule=stage.schedule(),
-                sampling=stage.sampling,
-                seed=stage.seed,
-                callbacks=callbacks,
-                **dict(stage.options),
-            )
-            if stage.optimizer is not None:
-                kwargs["optimizer"] = stage.optimizer
-            if stage.n_iterations is not None:
-                kwargs["n_iterations"] = stage.n_iterations
-            if index == 0:
-                transform: str | Transform = stage.transform
-                kwargs.update(initial_transform=base, initialization=stage.initialization,
-                              rotation_search=stage.rotation_search)
+        run = self._run(fixed, moving, fixed_mask, moving_mask, initial_transform, callbacks)
+        rows: dict[int, list[RegistrationResult]] = {}
+        for (row, stage), out in zip(self._rows(initial_transform is not None), run.stages):
+            if not stage.initializer:
+                rows.setdefault(row, []).append(out.result)
+        return [combine_results(rows[k]) for k in sorted(rows)]
+
+    def pipeline(self, has_initial: bool = False) -> list[PipelineStage]:
+        """The stages of every row (built by the same presets as ``register()``)."""
+        return [stage for _, stage in self._rows(has_initial)]
+
+    def _rows(self, has_initial: bool) -> list[tuple[int, PipelineStage]]:
+        out: list[tuple[int, PipelineStage]] = []
+        for index, row in enumerate(self.stages):
+            linear = {k: v for k, v in dict(row.options).items() if k in _LINEAR_FIELDS}
+            linear.update(metric=row.metric, schedule=row.schedule(), sampling=row.sampling)
+            if row.n_iterations is not None:
+                linear["n_iterations"] = row.n_iterations
+            if row.optimizer is not None:
+                linear["optimizer"] = row.optimizer
+            if row.transform in _LINEAR_ORDER:
+                built = (presets.linear(row.transform, initialization=row.initialization,
+                                        rotation_search=row.rotation_search, **linear)
+                         if index == 0 else presets.continuation(row.transform, **linear))
             else:
-                assert current is not None
-                converted = _convert(current, previous_kind, stage.transform)
-                if converted is not None:
-                    transform = converted
-                    kwargs.update(initial_transform=base, initialization=None, rotation_search=False)
-                else:
-                    base = results[-1].transform
-                    transform = stage.transform
-                    kwargs.update(initial_transform=base, initialization=None, rotation_search=False)
-            res = register(fixed, moving, transform, **kwargs)
-            results.append(res)
-            current = res.optimized_transform
-            previous_kind = stage.transform
-            if res.stop_reason.name == "CALLBACK":
-                break
-        for cb in callbacks:
-            if hasattr(cb, "start_stage") and hasattr(cb, "close"):
-                cb.close()
-        return results
+                fields_of = _stage_fields(row.transform)
+                options = {k: v for k, v in dict(row.options).items() if k in fields_of}
+                options.update({k: linear[k] for k in ("metric", "schedule", "sampling", "n_iterations",
+                                                       "optimizer") if k in linear and k in fields_of})
+                first = index == 0 and not has_initial
+                built = presets.preset(row.transform)(
+                    linear_stage="affine" if first else None, initialization=row.initialization,
+                    rotation_search=row.rotation_search, **options)
+            out += [(index, st) for st in built]
+        return out
 
-
-    @staticmethod
-    def _bspline_stage(stage: Stage, index: int, fixed: Image, moving: Image, fixed_mask: Image | None,
-                       moving_mask: Image | None, linear: Transform | None,
-                       callbacks: Sequence[Callable[[RegistrationState], Any]]) -> RegistrationResult:
-        """A deformable stage: the previous result (or an initial transform) is its linear part."""
-        kwargs: dict[str, Any] = dict(schedule=stage.schedule(), sampling=stage.sampling,
-                                      seed=stage.seed, callbacks=callbacks, **dict(stage.options))
-        if stage.optimizer is not None:
-            kwargs["optimizer"] = stage.optimizer
-        if stage.n_iterations is not None:
-            kwargs["n_iterations"] = stage.n_iterations
-        if linear is not None:
-            kwargs["linear_stage"] = linear
-        return _register_bspline()(fixed, moving, stage.metric, fixed_mask, moving_mask, **kwargs)
-
-
-def _register_bspline() -> Callable[..., RegistrationResult]:
-    from .registration.deformable import register_bspline
-
-    return register_bspline
-
-
-def _convert(previous: Transform, previous_kind: str | None, kind: str) -> Transform | None:
-    """``previous`` as a transform of ``kind`` when that kind can represent it exactly."""
-    if previous_kind not in _LINEAR_ORDER or kind not in _LINEAR_ORDER:
-        return None
-    if not isinstance(previous, MatrixOffsetTransformBase):
-        return None
-    if _LINEAR_ORDER.index(kind) < _LINEAR_ORDER.index(previous_kind):
-        return None
-    return convert_transform(previous, kind)
+    def _run(self, fixed: Image, moving: Image, fixed_mask: Any, moving_mask: Any,
+             initial_transform: Transform | None, callbacks: Sequence[Callable[[RegistrationState], Any]]) -> PipelineRun:
+        inputs = RegistrationInputs.for_images(fixed, moving, fixed_mask, moving_mask, where="configuration run")
+        try:
+            return run_pipeline(self.pipeline(initial_transform is not None), inputs,
+                                initial_transform=initial_transform, seed=self.stages[0].seed, callbacks=callbacks)
+        finally:
+            for cb in callbacks:
+                if hasattr(cb, "start_stage") and hasattr(cb, "close"):
+                    cb.close()
 
 
 def parse_config(data: Mapping[str, Any] | str, *, base_dir: str | os.PathLike[str] | None = None,

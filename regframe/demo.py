@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ._atomic import atomic_path, atomic_write_text
 from .datasets import brain_pair
 from .image import Image
 from .registration import make_metric, register, resample
@@ -151,13 +152,13 @@ def _run_case(
         from .qc import registration_report
 
         before = resample(moving, Euler2DTransform() if ndim == 2 else AffineTransform(3), reference=fixed)
-        files["qc"] = str(
+        files["qc"] = str(out / f"{name}_qc.png")
+        with atomic_path(files["qc"], where="run_demo()") as tmp:
             registration_report(
-                fixed, before, after, out / f"{name}_qc.png",
+                fixed, before, after, tmp,
                 values=[h.value for h in result.history], levels=[h.level for h in result.history],
                 title=f"regframe demo: {name} ({kind}, {metric}); mean error {np.mean(err):.2f} mm",
             )
-        )
     return DemoCase(
         name=name, ndim=ndim, transform=kind, metric=metric, iterations=result.n_iterations,
         seconds=round(seconds, 3), initial_error_mm=initial, mean_error_mm=float(np.mean(err)),
@@ -173,7 +174,7 @@ def format_summary(cases: Sequence[DemoCase]) -> str:
     ]
     for c in cases:
         lines.append(
-            f"{c.name:<22} {c.transform:<7} {c.metric:<7} {c.iterations:>5} {c.seconds:>7.1f} "
+            f"{c.name:<22} {c.transform:<7} {c.metric:<7} {c.iterations:>5} {c.seconds:>7.3f} "
             f"{c.initial_error_mm:>10.2f} mm {c.mean_error_mm:>8.3f} mm {c.max_error_mm:>7.3f} mm"
         )
     return "\n".join(lines)
@@ -235,7 +236,8 @@ def run_demo(
     for cb in callbacks:
         if hasattr(cb, "start_stage") and hasattr(cb, "close"):
             cb.close()
-    (out / "summary.json").write_text(json.dumps([asdict(c) for c in results], indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps([asdict(c) for c in results], indent=2) + "\n",
+                      where="run_demo()")
     if stream is not None:
         stream.write(format_summary(results) + "\n")
         stream.write(f"outputs in {out.resolve()}\n")

@@ -12,6 +12,7 @@ __all__ = [
     "RegframeError",
     "InvalidInputError",
     "ShapeError",
+    "WrongTypeError",
     "NonFiniteError",
     "EmptyMaskError",
     "NoOverlapError",
@@ -20,7 +21,10 @@ __all__ = [
     "NotInitializedError",
     "TransformFileError",
     "MissingDependencyError",
+    "OutputError",
     "RegframeWarning",
+    "RegistrationWarning",
+    "ImageConversionWarning",
 ]
 
 
@@ -34,6 +38,10 @@ class InvalidInputError(RegframeError, ValueError):
 
 class ShapeError(InvalidInputError):
     """An array argument has the wrong shape."""
+
+
+class WrongTypeError(InvalidInputError, TypeError):
+    """An argument has the wrong type (e.g. a numpy array where an :class:`~regframe.Image` is needed)."""
 
 
 class NonFiniteError(InvalidInputError):
@@ -86,5 +94,21 @@ class MissingDependencyError(RegframeError, ImportError):
     """An optional dependency is needed for this feature."""
 
 
+class OutputError(RegframeError, OSError):
+    """An output file cannot be written (missing or read-only folder, disk full, ...)."""
+
+
 class RegframeWarning(UserWarning):
     """Warnings issued by regframe."""
+
+
+class RegistrationWarning(RegframeWarning):
+    """A registration ended worse than it started (or a stage was dropped for making it worse).
+
+    The result then carries the same text in ``result.warnings``; the command line
+    prints it and exits with status 3.
+    """
+
+
+class ImageConversionWarning(RegframeWarning):
+    """An image was converted on reading (e.g. colour to luminance); the message says how."""

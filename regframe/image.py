@@ -23,9 +23,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._validation import _describe, as_float_vector, as_points
-from .errors import InvalidInputError, NonFiniteError, ShapeError
+from .errors import InvalidInputError, NonFiniteError, ShapeError, WrongTypeError
 
-__all__ = ["Image"]
+__all__ = ["Image", "cast_pixels", "as_mask", "check_image"]
 
 #: Spatial dimensions an :class:`Image` may have.
 SUPPORTED_NDIM: tuple[int, ...] = (2, 3, 4)
@@ -404,3 +404,111 @@ def _as_direction(direction: ArrayLike | None, ndim: int, *, where: str) -> NDAr
             f"world coordinates); got {d.tolist()} with condition number {cond:.3g}."
         )
     return d
+
+
+def cast_pixels(array: ArrayLike, dtype: Any) -> NDArray[Any]:
+    """``array`` converted to ``dtype``; values rounded and clipped for integer types.
+
+    Floating-point values cast to an integer type are rounded to the nearest
+    integer and clipped to the type's range (no wrap-around); booleans are
+    ``value > 0.5``.  A new array is returned; the input is not modified.
+    """
+    arr = np.asarray(array)
+    dt = np.dtype(dtype)
+    if dt == np.bool_ and arr.dtype != np.bool_:
+        return arr > 0.5
+    if np.issubdtype(dt, np.integer) and not np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(dt)
+        return np.clip(np.rint(arr), info.min, info.max).astype(dt)
+    if np.issubdtype(dt, np.integer) and np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(dt)
+        return np.clip(arr, info.min, info.max).astype(dt)
+    return arr.astype(dt)
+
+
+def as_mask(mask: Any, reference: Image, name: str = "mask", where: str = "as_mask()") -> Image | None:
+    """``mask`` as an :class:`Image`: arrays are taken in ``reference``'s geometry.
+
+    Parameters
+    ----------
+    mask : Image, array_like or None
+        An :class:`Image` is returned unchanged (its own geometry is used);
+        an array (boolean or numbers, non-zero = inside) must have the shape of
+        ``reference.array`` (numpy order) and gets ``reference``'s spacing,
+        origin and direction; ``None`` gives ``None``.
+    reference : Image
+        The image the mask belongs to (fixed mask: the fixed image).
+    name, where : str
+        Name the argument and the caller in error messages.
+
+    Returns
+    -------
+    Image or None
+
+    Raises
+    ------
+    ShapeError
+        An array of another shape than ``reference.array``.
+    InvalidInputError
+        Neither an Image nor an array of numbers or booleans.
+    """
+    if mask is None or isinstance(mask, Image):
+        return mask
+    try:
+        arr = np.asarray(mask)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - ragged input
+        raise InvalidInputError(
+            f"{where}: '{name}' must be a regframe.Image or an array of shape {reference.shape}; "
+            f"got {type(mask).__name__}."
+        ) from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise InvalidInputError(
+            f"{where}: '{name}' must be a regframe.Image or an array of booleans or numbers "
+            f"(non-zero = inside); got {_describe(arr) if arr.dtype != object else type(mask).__name__}."
+        )
+    if arr.shape != reference.shape:
+        hint = (" It looks like ITK (x, y, z) order; numpy arrays are (z, y, x): transpose it."
+                if arr.shape == reference.shape[::-1] and arr.ndim > 1 else "")
+        raise ShapeError(
+            f"{where}: '{name}' as an array must have the shape of its image, {reference.shape} "
+            f"(numpy order), to take that image's geometry; got {_describe(arr)}.{hint} Or pass a "
+            "regframe.Image with its own geometry."
+        )
+    return reference.with_array(arr)
+
+
+def check_image(obj: Any, name: str, where: str, ndims: tuple[int, ...] = (2, 3), *,
+                expected: str = "a regframe.Image") -> Image:
+    """Check that ``obj`` is an :class:`Image` of an allowed dimension; return it.
+
+    ``expected`` words the accepted types in the message (e.g. ``"a regframe.Image or
+    ImagePyramid"`` for callers that take both).
+
+    Raises
+    ------
+    WrongTypeError
+        ``obj`` is not an :class:`Image` (a numpy array gets a hint how to wrap it).
+    ShapeError
+        The image's dimension is not in ``ndims`` (e.g. a 4-D series given to a
+        registration, which works on 2-D and 3-D images).
+    """
+    if not isinstance(obj, Image):
+        if isinstance(obj, np.ndarray):
+            hint = (
+                f" Wrap the array with its geometry: regframe.Image(array, spacing=..., origin=...) "
+                f"(array in numpy order, e.g. (nz, ny, nx)), or read the file with regframe.read_image()."
+            )
+            got = _describe(obj)
+        else:
+            hint = " Read files with regframe.read_image(); convert SimpleITK images with regframe.from_sitk()."
+            got = f"a {type(obj).__module__}.{type(obj).__qualname__}"
+        raise WrongTypeError(f"{where}: '{name}' must be {expected}; got {got}.{hint}")
+    if obj.ndim not in ndims:
+        dims = " or ".join(f"{d}-D" for d in ndims)
+        hint = ""
+        if obj.ndim == 4:
+            hint = (" A 4-D image is a series of volumes: register one volume at a time, e.g. "
+                    "regframe.Image(image.array[t], spacing=image.spacing[:3], origin=image.origin[:3]).")
+        raise ShapeError(f"{where}: '{name}' must be a {dims} image; got a {obj.ndim}-D image of size "
+                         f"{obj.size}.{hint}")
+    return obj

@@ -7,8 +7,14 @@ the output stream it draws one bar per resolution level showing the iteration
 and the metric value; otherwise (no tqdm, output redirected to a file or a
 pipe, CI logs) it degrades to plain, grep-friendly lines::
 
-    [stage 1 level 1/3] iteration   10  metric -0.412345
-    [stage 1 level 1/3] done: 17 iterations, metric -0.431120
+    [rigid level 1/3] iteration   10  metric -0.412345
+    [rigid level 1/3] done: 17 iterations, metric -0.431120
+    [bspline level 2/2] iteration    0  metric -0.52
+
+Every line is labelled ``[<stage kind> level i/n]``: the kind announced by
+:meth:`ProgressReporter.start_stage`, the level counted from 1 within the stage
+and ``n`` the stage's own level count (the QC metric curve's legend counts the
+same way).  A stage nobody announced is called ``stage k``.
 
 The reporter never stops a run (it always returns ``None``) and never touches
 the state it is given.
@@ -72,15 +78,17 @@ class ProgressReporter:
     Attributes
     ----------
     levels : list of dict
-        One record per finished level: ``stage``, ``level``, ``iterations``,
+        One record per finished level: ``stage`` (1-based count of stages
+        seen), ``kind``, ``part``, ``level`` (0-based), ``iterations``,
         ``first_value``, ``last_value``.
 
     Notes
     -----
-    Stages are announced with :meth:`start_stage` (a TOML configuration and
-    the demo do so).  When the level number goes back without an
-    announcement (``register(..., "affine")`` runs a rigid, then an affine
-    part), the lines are labelled ``part 2``, ``part 3``, ...
+    Stages are announced with :meth:`start_stage` (the pipeline runner, a
+    TOML configuration and the demo do so).  A change of
+    ``RegistrationState.stage`` without an announcement starts a ``stage k``;
+    when the level number goes back within one stage without an
+    announcement, the lines are labelled ``part 2``, ``part 3``, ...
     """
 
     def __init__(
@@ -98,6 +106,7 @@ class ProgressReporter:
             raise InvalidInputError(f"ProgressReporter(): 'every' must be >= 1; got {every}.")
         self.n_iterations = None if n_iterations is None else int(n_iterations)
         self.n_levels = None if n_levels is None else int(n_levels)
+        self._default_levels = self.n_levels
         self.stream = stream if stream is not None else sys.stderr
         self.every = int(every)
         self.verbose = bool(verbose)
@@ -112,6 +121,9 @@ class ProgressReporter:
         self._stage = 0
         self._part = 0
         self._stage_name: str | None = None
+        self._stage_index: int | None = None
+        self._announced = False
+        self._state_stage: int | None = None
         self._level: int | None = None
         self._count = 0
         self._first = math.nan
@@ -120,16 +132,38 @@ class ProgressReporter:
         self.levels: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------- public
-    def start_stage(self, name: str | None = None, *, n_levels: int | None = None,
-                    n_iterations: int | None = None) -> None:
-        """Announce a new stage (closes the current level's bar)."""
+    def start_stage(self, index: int | str | None = None, kind: str | None = None,
+                    n_levels: int | None = None, n_iterations: int | None = None) -> None:
+        """Announce a new stage (closes the current level's bar).
+
+        The pipeline runner calls ``callback.start_stage(index, kind, n_levels,
+        n_iterations)`` before each stage.
+
+        Parameters
+        ----------
+        index : int, optional
+            The stage's index in the pipeline (0-based; informational).  A
+            string here is taken as ``kind`` (the older ``start_stage(label,
+            n_levels=..., n_iterations=...)`` form).
+        kind : str, optional
+            What the stage does: ``"rigid"``, ``"affine"``, ``"bspline"``, ...;
+            the label of its lines.  Without it the stage is ``stage k``.
+        n_levels : int, optional
+            The stage's number of resolution levels (the ``n`` of ``level i/n``;
+            default: the reporter's ``n_levels``).
+        n_iterations : int, optional
+            Maximum iterations per level (the length of the bars).
+        """
+        if isinstance(index, str):
+            index, kind = None, index if kind is None else kind
         self._finish_level()
         self._stage += 1
         self._part = 1
-        self._stage_name = name
+        self._stage_name = kind
+        self._stage_index = None if index is None else int(index)
+        self._announced = True
         self._level = None
-        if n_levels is not None:
-            self.n_levels = int(n_levels)
+        self.n_levels = self._default_levels if n_levels is None else int(n_levels)
         if n_iterations is not None:
             self.n_iterations = int(n_iterations)
 
@@ -137,14 +171,24 @@ class ProgressReporter:
         """Record one :class:`~regframe.registration.RegistrationState`."""
         level = int(state.level)
         iteration = int(state.iteration)
+        stage = getattr(state, "stage", None)
+        if self._announced:  # the first state of an announced stage tells its index
+            self._announced = False
+            self._state_stage = stage
+        elif stage is not None and self._state_stage is not None and stage != self._state_stage:
+            self.start_stage(None, None)  # a stage nobody announced: "stage k"
+            self._announced = False
+            self._state_stage = stage
+        elif self._state_stage is None:
+            self._state_stage = stage
         if self._level is None or level != self._level or iteration < self._last_iteration:
-            new_stage = self._level is not None and (level < self._level or
-                                                     (level == self._level and iteration < self._last_iteration))
+            new_part = self._level is not None and (level < self._level or
+                                                    (level == self._level and iteration < self._last_iteration))
             self._finish_level()
             if self._stage == 0:
                 self._stage, self._part = 1, 1
-            elif new_stage:
-                self._part += 1  # e.g. register("affine") runs rigid, then affine
+            elif new_part:
+                self._part += 1  # e.g. register("affine") without stage announcements: rigid, then affine
             self._start_level(level)
         self._count += 1
         self._last_iteration = iteration
@@ -185,7 +229,9 @@ class ProgressReporter:
     # ---------------------------------------------------------------- helpers
     def _prefix(self) -> str:
         lv = "?" if self._level is None else str(self._level + 1)
-        of = f"/{self.n_levels}" if self.n_levels else ""
+        # a level beyond the announced count means the announcement does not describe it: no "/n"
+        fits = self.n_levels and (self._level is None or self._level < self.n_levels)
+        of = f"/{self.n_levels}" if fits else ""
         stage = self._stage_name if self._stage_name else f"stage {self._stage}"
         part = f" part {self._part}" if self._part > 1 else ""
         return f"[{stage}{part} level {lv}{of}]"
@@ -217,6 +263,7 @@ class ProgressReporter:
         self.levels.append(
             {
                 "stage": self._stage,
+                "kind": self._stage_name,
                 "part": self._part,
                 "level": self._level,
                 "iterations": self._count,

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._optional import require
+from ._views import View, draw_view, plane_views
 from .errors import InvalidInputError, ShapeError
 from .image import Image
 from .transforms.base import Transform
@@ -26,6 +27,7 @@ __all__ = [
     "inverse_consistency_error",
     "InverseConsistency",
     "plot_deformation",
+    "draw_deformation",
 ]
 
 #: Points evaluated per block (bounds the ``(n, d, d)`` Jacobian temporaries).
@@ -95,10 +97,7 @@ def jacobian_determinant(transform: Transform, reference: Image) -> Image:
     where = "jacobian_determinant()"
     _check(transform, reference, where)
     points = reference.voxel_points()
-    out = np.empty(points.shape[0])
-    for start in range(0, points.shape[0], _BLOCK):
-        block = np.ascontiguousarray(points[start : start + _BLOCK])
-        out[start : start + _BLOCK] = _det(transform.jacobian_position(block))
+    out = _det_at(transform, points)
     return reference.with_array(out.reshape(reference.shape), copy=False)
 
 
@@ -222,23 +221,86 @@ def inverse_consistency_error(
     )
 
 
+def _det_at(transform: Transform, points: NDArray[np.float64]) -> NDArray[np.float64]:
+    out = np.empty(points.shape[0])
+    for start in range(0, points.shape[0], _BLOCK):
+        block = np.ascontiguousarray(points[start : start + _BLOCK])
+        out[start : start + _BLOCK] = _det(transform.jacobian_position(block))
+    return out
+
+
+def draw_deformation(
+    ax_grid: Any,
+    ax_det: Any,
+    transform: Transform,
+    reference: Image,
+    view: View,
+    *,
+    background: NDArray[Any] | None = None,
+    grid_lines: int = 14,
+) -> None:
+    """Draw one plane's deformed grid and Jacobian-determinant map on two matplotlib axes.
+
+    Parameters
+    ----------
+    ax_grid, ax_det : matplotlib axes
+    transform : Transform
+        Fixed-to-moving transform.
+    reference : Image
+        The fixed image (the grid the view indexes).
+    view : View
+        The plane (from :func:`regframe._views.plane_views`).
+    background : 2-D array, optional
+        The plane's picture of the fixed image, shown faintly under the grid.
+    grid_lines : int
+        Grid lines along the longer side of the plane (square cells in mm).
+    """
+    rows, cols = view.index.shape[:2]
+    pts = view.points(reference)
+    h, v = view.axes
+    if background is not None:
+        draw_view(ax_grid, view, background, alpha=0.35)
+    else:
+        draw_view(ax_grid, view, np.ones((rows, cols)), vmin=0.0, vmax=1.0)
+    left, right, bottom, top = view.extent
+    cell = max(abs(right - left), abs(top - bottom)) / grid_lines  # mm
+    step_r = max(1, int(round(cell / (abs(top - bottom) / rows))))
+    step_c = max(1, int(round(cell / (abs(right - left) / cols))))
+    grid = pts.reshape(rows, cols, -1)
+    lines = [grid[r] for r in range(0, rows, step_r)] + [grid[:, c] for c in range(0, cols, step_c)]
+    for line in lines:
+        mapped = transform.transform_points(np.ascontiguousarray(line))
+        ax_grid.plot(mapped[:, h], mapped[:, v], color="tab:orange", linewidth=0.6)
+    ax_grid.set_title(f"{view.title}\ndeformed grid: fixed grid mapped by T (mm)", fontsize=7)
+    det = _det_at(transform, pts).reshape(rows, cols)
+    spread = max(float(np.max(np.abs(det - 1.0))), 1e-6)
+    im = draw_view(ax_det, view, det, cmap="RdBu_r", vmin=1.0 - spread, vmax=1.0 + spread)
+    if np.any(det <= 0):
+        ax_det.contour(det <= 0, levels=[0.5], colors="k", linewidths=0.8, origin="upper", extent=view.extent)
+    ax_det.figure.colorbar(im, ax=ax_det, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    ax_det.set_title(f"{view.title}\ndet(dT/dx) in [{det.min():.3f}, {det.max():.3f}]\n"
+                     "red: expansion, blue: compression, black: folding", fontsize=7)
+
+
 def plot_deformation(
     transform: Transform,
     reference: Image,
     path: str | Path,
     *,
     background: Image | None = None,
-    grid_step: int = 8,
+    grid_lines: int = 14,
+    grid_step: int | None = None,
     title: str = "deformation",
 ) -> Path:
-    """PNG with the deformed grid and the Jacobian-determinant map.
+    """PNG with the deformed grid and the Jacobian-determinant map, per plane.
 
-    Left: the lines of a regular grid on ``reference`` (every ``grid_step``
-    voxels) mapped by the transform into moving space, over ``background``
-    (e.g. the moving image) when given.  Right: ``det(dT/dx)`` on
-    ``reference`` (diverging colour map centred on 1; folding, ``<= 0``,
-    outlined in black).  3-D transforms are shown on the central axial slice
-    (in-plane components).
+    Left: the lines of a regular grid on ``reference`` mapped by the transform
+    (fixed to moving space), over ``background`` (an image on the reference
+    grid, e.g. the fixed image) when given.  Right: ``det(dT/dx)`` on the
+    plane (diverging colour map centred on 1; folding, ``<= 0``, outlined in
+    black).  3-D references give the axial, coronal and sagittal planes
+    through the centre, in physical aspect and radiological orientation (see
+    :mod:`regframe.qc`); the grid shows the in-plane components.
 
     Parameters
     ----------
@@ -247,58 +309,36 @@ def plot_deformation(
     path : path-like
         Output PNG.
     background : Image, optional
-        2-D image (or 3-D, central slice) shown under the deformed grid, in
-        its own physical extent.
-    grid_step : int
+        Image on the reference grid shown faintly under the deformed grid.
+    grid_lines : int
+        Grid lines along the longer side of each plane.
+    grid_step : int, optional
+        Grid line every ``grid_step`` voxels of the longest axis instead
+        (overrides ``grid_lines``).
     title : str
 
     Returns
     -------
     Path
     """
-    _check(transform, reference, "plot_deformation()")
+    where = "plot_deformation()"
+    _check(transform, reference, where)
+    if background is not None and (not isinstance(background, Image) or background.shape != reference.shape):
+        raise ShapeError(
+            f"{where}: 'background' must be an Image on the reference grid (shape {reference.shape}); got "
+            f"{getattr(background, 'shape', type(background).__name__)}. Resample it onto the reference first."
+        )
     mpl = require("matplotlib", "deformation pictures")
     mpl.use("Agg", force=False)
     plt = require("matplotlib.pyplot", "deformation pictures")
-    det = jacobian_determinant(transform, reference).array
-    size = reference.size
-    d = reference.ndim
-    k_mid = size[2] // 2 if d == 3 else 0
-    det2 = det[k_mid] if d == 3 else det
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
-    ax = axes[0]
-    if background is not None:
-        bg = np.asarray(background.array, dtype=np.float64)
-        if bg.ndim == 3:
-            bg = bg[bg.shape[0] // 2]
-        lo = background.index_to_physical(np.zeros((1, background.ndim)))[0]
-        hi = background.index_to_physical(np.array([background.size], dtype=np.float64) - 1.0)[0]
-        ax.imshow(bg, cmap="gray", origin="lower", extent=(lo[0], hi[0], lo[1], hi[1]), interpolation="nearest")
-    fine = np.linspace(0.0, 1.0, 200)
-    for axis in range(2):
-        other = 1 - axis
-        for line in range(0, size[other], max(1, grid_step)):
-            ci = np.zeros((fine.size, d))
-            ci[:, axis] = fine * (size[axis] - 1)
-            ci[:, other] = line
-            if d == 3:
-                ci[:, 2] = k_mid
-            pts = transform.transform_points(reference.index_to_physical(ci))
-            ax.plot(pts[:, 0], pts[:, 1], color="tab:orange", linewidth=0.7)
-    ax.set_aspect("equal")
-    ax.set_title("deformed grid (fixed grid mapped to moving space)", fontsize=9)
-    ax = axes[1]
-    lo = reference.index_to_physical(np.zeros((1, d)))[0]
-    hi = reference.index_to_physical(np.array([size], dtype=np.float64) - 1.0)[0]
-    spread = max(float(np.max(np.abs(det2 - 1.0))), 1e-6)
-    im = ax.imshow(det2, cmap="RdBu_r", vmin=1.0 - spread, vmax=1.0 + spread, origin="lower",
-                   extent=(lo[0], hi[0], lo[1], hi[1]), interpolation="nearest")
-    if np.any(det2 <= 0):
-        ax.contour(det2 <= 0, levels=[0.5], colors="k", linewidths=0.8, origin="lower",
-                   extent=(lo[0], hi[0], lo[1], hi[1]))
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title(f"det(dT/dx): min {float(det.min()):.3f}, max {float(det.max()):.3f}", fontsize=9)
+    if grid_step is not None:
+        grid_lines = max(1, int(round(max(reference.size) / max(1, int(grid_step)))))
+    views = plane_views(reference)
+    fig, axes = plt.subplots(len(views), 2, figsize=(9.5, 4.2 * len(views)), squeeze=False)
+    bg = None if background is None else np.asarray(background.array, dtype=np.float64)
+    for r, view in enumerate(views):
+        draw_deformation(axes[r, 0], axes[r, 1], transform, reference, view,
+                         background=None if bg is None else view.take(bg), grid_lines=grid_lines)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path = Path(path)

@@ -48,3 +48,29 @@ def rng() -> np.random.Generator:
 def shared_data():
     """Callable returning paths in ../shared/data, skipping when absent."""
     return data_path
+
+
+class Uphill:
+    """Factory of an optimizer that certainly makes a registration worse (one big uphill step).
+
+    ``Uphill.make(step)`` returns a :class:`regframe.optimizers.Optimizer`; tests of the
+    never-worse guard use it where failure must be certain.
+    """
+
+    @staticmethod
+    def make(step: float = 8.0):
+        from regframe.optimizers import Optimizer
+        from regframe.optimizers.base import StopReason
+
+        class _Uphill(Optimizer):
+            def __init__(self) -> None:
+                super().__init__(scales="physical_shift")
+
+            def _run(self, cost, scales, recorder):
+                _, grad = cost.value_and_gradient()
+                direction = grad / scales
+                direction = direction / max(float(np.linalg.norm(direction)), 1e-300)
+                cost.transform.update_parameters(direction * step)
+                return cost.transform.parameters, cost.value(), 1, StopReason.MAX_ITERATIONS, "uphill on purpose"
+
+        return _Uphill()

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import regframe as rf
+
+from conftest import Uphill
 from regframe import cli
 from regframe.datasets import brain_pair
 from regframe.progress import ProgressReporter
@@ -306,3 +308,257 @@ def test_register_lung_ct_recovers_known_affine(shared_data, tmp_path):
     assert err_mm.mean() < 0.1 * before.mean()
     assert sitk.ReadImage(str(tmp_path / "lung_resampled.mha")).GetSize() == tuple(fixed.size)
     assert sitk.ReadImage(str(tmp_path / "lung_qc.png")).GetSize()[0] > 400
+
+
+# ------------------------------------------------------------- first-contact papercuts
+def test_transform_points_accepts_negative_coordinates(pair):
+    d, *_ = pair
+    st = sitk.ReadTransform(str(d / "truth.tfm"))
+    for argv in (["-p", "-75,-43"], ["--point", "-1.5e1,-2"], ["-p=-7,3"]):
+        code, out, err = run("transform-points", d / "truth.tfm", *argv)
+        assert code == 0, err
+        value = argv[-1].split("=")[-1]
+        point = tuple(float(v) for v in value.split(","))
+        np.testing.assert_allclose(np.loadtxt(io.StringIO(out)), st.TransformPoint(point), atol=1e-8)
+
+
+def test_index_points_outside_the_reference_warn(pair, tmp_path):
+    d, fixed, *_ = pair
+    (tmp_path / "idx.txt").write_text("index\n2\n3 4\n100 -20\n")
+    code, out, err = run("transform-points", d / "truth.tfm", tmp_path / "idx.txt", "-r", d / "fixed.mha",
+                         "-o", tmp_path / "mapped.txt")
+    assert code == 0, err
+    assert "warning:" in err and "1 of 2 index points" in err and "outside the reference image" in err
+    assert len(np.loadtxt(tmp_path / "mapped.txt")) == 2
+    code, out, err = run("transform-points", d / "truth.tfm", "-p", "1,2")   # physical points: no warning
+    assert code == 0 and "warning" not in err
+
+
+def test_register_without_output_writes_next_to_the_moving_image(pair, tmp_path):
+    d, *_ = pair
+    for name in ("fixed.mha", "moving.mha"):
+        (tmp_path / name).write_bytes((d / name).read_bytes())
+    code, out, err = run("-q", "register", tmp_path / "fixed.mha", tmp_path / "moving.mha", "-t", "translation",
+                         "-m", "mse", "--levels", "1", "--iterations", "3", "--no-qc")
+    assert code == 0, err
+    assert (tmp_path / "moving_to_fixed.tfm").is_file() and (tmp_path / "moving_to_fixed_resampled.mha").is_file()
+    # inputs are checked before anything else: a missing input is reported, not the output
+    code, _, err = run("register", tmp_path / "nope.mha", tmp_path / "moving.mha")
+    assert code == 1 and "fixed image" in err and "does not exist" in err
+
+
+def test_register_json_lists_every_stage_and_link(pair, tmp_path):
+    d, *_ = pair
+    code, out, err = run("--json", "register", d / "fixed.mha", d / "moving.mha", "-t", "bspline", "-m", "mse",
+                         "--iterations", "4", "--no-qc", "-o", tmp_path / "bs")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["requested_stages"] == ["bspline"]
+    assert s["stages"][-1] == "bspline" and len(s["stages"]) >= 2      # the linear part is listed too
+    links = s["links"]
+    assert [link["kind"] for link in links] == s["stages"]
+    written = rf.read_transform(tmp_path / "bs.tfm")
+    leaves = [t for t in written.transforms] if hasattr(written, "transforms") else [written]
+    assert [link["transform_type"] for link in links] == [t.itk_name for t in leaves]
+    for link, leaf in zip(links, leaves):
+        np.testing.assert_allclose(link["parameters"], leaf.parameters, rtol=1e-12, atol=1e-12)
+    assert "StopIteration" not in s["message"] and "callback" not in s["message"]
+    assert [r["kind"] for r in s["stage_runs"]][-1] == "bspline"
+    assert all("StopIteration" not in r["message"] for r in s["stage_runs"])
+    assert {"metric_before", "metric_after", "last_level_cost", "metric_samples"} <= set(s)
+    assert "final_value" not in s
+
+
+def test_full_resolution_metric_uses_a_bounded_seeded_sample(pair, tmp_path, monkeypatch):
+    from regframe.commands import register as register_command
+
+    d, fixed, *_ = pair
+    argv = ("--json", "register", d / "fixed.mha", d / "moving.mha", "-t", "translation", "-m", "mse",
+            "--levels", "1", "--iterations", "20", "--no-qc", "-o", tmp_path / "b")
+    full = json.loads(run(*argv)[1])
+    assert full["metric_samples"] == fixed.n_voxels
+    monkeypatch.setattr(register_command, "SUMMARY_SAMPLES", 500)
+    small = json.loads(run(*argv)[1])
+    again = json.loads(run(*argv)[1])
+    assert small["metric_samples"] == 500
+    assert small["metric_after"] == again["metric_after"]                 # seeded: reproducible
+    assert small["metric_after"] < 0.5 * small["metric_before"]
+    assert small["metric_after"] == pytest.approx(full["metric_after"], rel=0.3)
+
+
+def test_register_warnings_exit_3_and_compile_notice(pair, tmp_path, monkeypatch):
+    """A registration that certainly ends worse (an uphill optimizer) warns and exits with 3."""
+    import regframe._numba_cache as cache
+    import regframe.registration.stages.linear as linear
+
+    d, *_ = pair
+    argv = ("register", d / "fixed.mha", d / "moving.mha", "-t", "translation", "-m", "mse", "--levels", "1",
+            "--iterations", "3", "--init", "none", "--no-qc", "-o", tmp_path / "w")
+    monkeypatch.setattr(cache, "kernels_cached", lambda: True)
+    code, _, err = run(*argv)
+    assert code == 0 and "compiling kernels" not in err
+    monkeypatch.setattr(cache, "kernels_cached", lambda: False)
+    monkeypatch.setattr(linear, "make_optimizer", lambda *a, **k: Uphill.make(30.0))
+    code, out, err = run(*argv)
+    assert code == 3
+    assert "compiling kernels, first run only" in err
+    assert "warning: the result is worse than the start" in err
+    assert len(set(err.splitlines())) == len(err.splitlines())     # each warning once (result and Python warning)
+    code, out, err = run("-q", "--json", *argv)
+    summary = json.loads(out)
+    assert code == 3 and len(summary["warnings"]) == 1 and "worse than the start" in summary["warnings"][0]
+
+
+def test_kernel_cache_probe(tmp_path, monkeypatch):
+    import importlib
+
+    import regframe._numba_cache as cache
+
+    for name in cache._MAIN_KERNELS:           # the probed modules exist and hold cached kernels
+        paths = cache._index_paths(importlib.import_module(name))
+        assert paths and all(p.endswith(".nbi") for p in paths), name   # numba's own cache index paths
+    # a cache folder without index files: not cached
+    monkeypatch.setattr(cache, "_index_paths", lambda module: [str(tmp_path / "k.f-1.py311.nbi")])
+    assert not cache.kernels_cached()
+    (tmp_path / "k.f-1.py311.nbi").write_bytes(b"")
+    assert cache.kernels_cached()
+    # fallback when numba's internals are not there: files beside the module
+    module = tmp_path / "_kernels.py"
+    module.write_text("")
+    assert not cache._has_index(module)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "_kernels.f-12.py311.nbi").write_bytes(b"")
+    assert cache._has_index(module)
+
+
+def test_interrupt_is_one_line_and_exit_130(monkeypatch):
+    from regframe.commands import demo as demo_command
+
+    def numba_interrupted(args, out):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemError("CPUDispatcher(<function k>) returned a result with an exception set")
+
+    monkeypatch.setattr(demo_command, "run", numba_interrupted)
+    code, out, err = run("demo")
+    assert code == 130 and err.count("\n") == 1 and "interrupted" in err
+    monkeypatch.setattr(demo_command, "run", lambda args, out: (_ for _ in ()).throw(SystemError("other")))
+    with pytest.raises(SystemError):     # a SystemError that is not an interrupt is not hidden
+        run("demo")
+
+
+def test_sigint_during_register_leaves_no_partial_files(pair, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, *_ = pair
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as errfile:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "regframe.cli", "register", str(d / "fixed.mha"), str(d / "moving.mha"),
+             "-t", "affine", "-m", "mse", "--levels", "1", "--iterations", "100000", "--optimizer", "regular_step",
+             "-o", str(tmp_path / "out" / "r")],
+            stdout=subprocess.DEVNULL, stderr=errfile, env=env, cwd=str(root),
+        )
+        deadline = time.monotonic() + 120
+        while "iteration" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    text = log.read_text()
+    assert code == 130, text
+    assert text.rstrip().splitlines()[-1].startswith("regframe register: interrupted")
+    assert "Traceback" not in text
+    leftovers = list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
+    assert not [f for f in leftovers if f.name.startswith(".~partial") or f.stat().st_size == 0], leftovers
+
+
+def test_check_gradient_bspline_alias_and_demo_time_precision():
+    code, out, err = run("check-gradient", "-t", "bspline")
+    assert code == 0, err
+    assert "check_transform(BSplineTransform): PASSED" in out
+    from regframe.demo import DemoCase, format_summary
+
+    case = DemoCase("2d_rigid_mono", 2, "rigid", "mse", 12, 0.0123, 5.0, 0.01, 0.02, {})
+    assert " 0.012 " in format_summary([case])
+
+
+def test_register_without_overlap_fails_and_writes_nothing(pair, tmp_path):
+    """A far-away moving image with --init none ended as an identity with an infinite cost, exit 0."""
+    d, fixed, moving, _ = pair
+    far = rf.Image(moving.array, spacing=moving.spacing, origin=moving.origin + 5000.0)
+    rf.write_image(far, tmp_path / "far.mha")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = run("register", d / "fixed.mha", tmp_path / "far.mha", "-t", "translation", "-m", "mse",
+                         "--levels", "1", "--iterations", "2", "--init", "none", "-o", out_dir / "inf")
+    assert code == 1 and "overlap" in err
+    assert list(out_dir.iterdir()) == []
+
+
+
+def test_pixel_type_and_dtype_options(pair, tmp_path):
+    d, fixed, *_ = pair
+    grey = np.clip(np.rint(fixed.array * 40), 0, 255).astype(np.uint8)
+    rf.write_image(fixed.with_array(grey), tmp_path / "grey.mha")
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "-o", tmp_path / "keep.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "keep.mha")).GetPixelID() == sitk.sitkUInt8     # the input's type
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "--pixel-type", "float32",
+                       "-o", tmp_path / "f.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "f.mha")).GetPixelID() == sitk.sitkFloat32
+    code, _, err = run("resample", tmp_path / "grey.mha", d / "truth.tfm", "--dtype", "int16",
+                       "-o", tmp_path / "i.mha")
+    assert code == 0, err
+    assert sitk.ReadImage(str(tmp_path / "i.mha")).GetPixelID() == sitk.sitkInt16
+
+
+def test_sigint_while_an_output_is_written_leaves_no_partial_file(pair, tmp_path):
+    """The issue's case: Ctrl-C during the write used to leave a 0-byte .tfm (11 of 11 tries)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, *_ = pair
+    root = Path(__file__).resolve().parents[1]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "r.tfm").write_text("an older result\n")
+    slow_writer = (
+        "import sys, time\n"
+        "import regframe.transforms.io as tio\n"
+        "from regframe.cli import main\n"
+        "def slow(path, text, **kw):\n"
+        "    def write_slowly(p, t, **k):\n"
+        "        p.write_text(t[:10]); print('writing', flush=True); time.sleep(30)\n"
+        "    import regframe._atomic as a\n"
+        "    with a.atomic_path(path, where='write_transform()') as tmp:\n"
+        "        write_slowly(tmp, text)\n"
+        "tio.atomic_write_text = slow\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", slow_writer, "-q", "register", str(d / "fixed.mha"), str(d / "moving.mha"),
+         "-t", "translation", "-m", "mse", "--levels", "1", "--iterations", "3", "--no-qc", "-o", str(out_dir / "r")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=str(root),
+    )
+    deadline = time.monotonic() + 120
+    line = ""
+    while "writing" not in line and time.monotonic() < deadline and proc.poll() is None:
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("regframe register: interrupted")
+    assert (out_dir / "r.tfm").read_text() == "an older result\n"       # untouched, not half-written
+    assert not [f for f in out_dir.iterdir() if f.name.startswith(".~partial")]

@@ -8,11 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import regframe as rf
-from regframe.config import RegistrationConfig, Stage, _convert, combine_results, load_config, parse_config
+from regframe.config import RegistrationConfig, Stage, combine_results, load_config, parse_config
 from regframe.datasets import brain_pair
 from regframe.errors import InvalidInputError
 from regframe.progress import ProgressReporter
 from regframe.registration import make_transform, resample
+from regframe.registration.pipeline import Link, TransformChain
 
 TOML = """
 [input]
@@ -108,7 +109,7 @@ def test_linear_chaining_preserves_the_mapping_2d(theta, t, c):
     rigid.parameters = [theta, *t]
     pts = np.array([[0.0, 0.0], [30.0, -20.0], [-45.0, 12.0]])
     for kind in ("similarity", "affine"):
-        conv = _convert(rigid, "rigid", kind)
+        conv = _absorb(rigid, kind)
         assert conv.itk_name == make_transform(kind, 2).itk_name
         np.testing.assert_allclose(conv.transform_points(pts), rigid.transform_points(pts), atol=1e-9)
 
@@ -120,13 +121,23 @@ def test_linear_chaining_preserves_the_mapping_3d(v, t):
     rigid.fixed_parameters = [5.0, -3.0, 2.0]
     rigid.update_parameters(np.array([*v, *t]) * np.array([0.5, 0.5, 0.5, 1, 1, 1]))
     pts = np.array([[0.0, 0.0, 0.0], [30.0, -20.0, 10.0], [-45.0, 12.0, -7.0]])
-    conv = _convert(rigid, "rigid", "affine")
+    conv = _absorb(rigid, "affine")
     np.testing.assert_allclose(conv.transform_points(pts), rigid.transform_points(pts), atol=1e-9)
 
 
 def test_no_conversion_to_a_less_general_kind():
-    assert _convert(make_transform("affine", 2), "affine", "rigid") is None
-    assert _convert(make_transform("affine", 2), "affine", "bspline") is None
+    assert _absorb(make_transform("affine", 2), "rigid") is None
+    assert _absorb(make_transform("affine", 2), "similarity") is None
+
+
+def _absorb(previous, kind):
+    """What a linear stage of ``kind`` starts from after a stage that produced ``previous``."""
+    return TransformChain((Link("previous", previous),)).absorbable(kind)
+
+
+def test_frozen_initial_transform_is_never_absorbed():
+    chain = TransformChain.start(make_transform("rigid", 2))
+    assert chain.absorbable("affine") is None
 
 
 @pytest.fixture(scope="module")

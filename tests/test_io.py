@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from regframe import Image, from_sitk, read_image, to_sitk, write_image
-from regframe.errors import InvalidInputError
+from regframe.errors import ImageConversionWarning, InvalidInputError
 
 sitk = pytest.importorskip("SimpleITK", reason="image I/O needs SimpleITK (extra 'io')")
 
@@ -180,13 +180,154 @@ def test_errors(tmp_path):
     bad.write_text("not an image")
     with pytest.raises(InvalidInputError, match="cannot read"):
         read_image(bad)
-    rgb = sitk.Compose([sitk.Image([4, 3], sitk.sitkUInt8)] * 3)
-    sitk.WriteImage(rgb, str(tmp_path / "rgb.png"))
-    with pytest.raises(InvalidInputError, match="scalar"):
-        read_image(tmp_path / "rgb.png")
+    field = sitk.Compose([sitk.Image([4, 3], sitk.sitkFloat32)] * 2)   # a vector image, not a picture
+    sitk.WriteImage(field, str(tmp_path / "field.mha"))
+    with pytest.raises(InvalidInputError, match="scalar image or a grey/colour picture"):
+        read_image(tmp_path / "field.mha")
     with pytest.raises(InvalidInputError, match="cannot write"):
         write_image(Image(np.zeros((3, 4, 5), dtype=np.float64)), tmp_path / "volume.png")
     with pytest.raises(TypeError):
         to_sitk(np.zeros((3, 3)))
     with pytest.raises(TypeError):
         from_sitk(np.zeros((3, 3)))
+
+
+# ------------------------------------------------------------- pictures users have
+def _grey(h: int = 24, w: int = 32) -> np.ndarray:
+    return ((np.arange(h * w).reshape(h, w) * 7) % 251).astype(np.uint8)
+
+
+def _pictures(tmp_path: Path) -> dict[str, Path]:
+    pil = pytest.importorskip("PIL.Image")
+    g = _grey()
+    files = {}
+    for name, picture in {
+        "palette": pil.fromarray(g).convert("P"),
+        "rgb_equal": pil.fromarray(np.stack([g] * 3, -1)),
+        "rgb_colour": pil.fromarray(np.stack([g, 255 - g, g // 2], -1)),
+        "la_opaque": pil.fromarray(np.stack([g, np.full_like(g, 255)], -1), mode="LA"),
+        "la_transparent": pil.fromarray(np.stack([g, g], -1), mode="LA"),
+    }.items():
+        files[name] = tmp_path / f"{name}.png"
+        picture.save(files[name])
+    return files
+
+
+@pytest.mark.parametrize("name", ["palette", "rgb_equal", "la_opaque"])
+def test_grey_pictures_read_as_their_grey_values_silently(tmp_path, name, recwarn):
+    path = _pictures(tmp_path)[name]
+    image = read_image(path)
+    assert image.dtype == np.uint8 and image.ndim == 2
+    np.testing.assert_array_equal(image.array, _grey())
+    assert not [w for w in recwarn if issubclass(w.category, ImageConversionWarning)]
+    if name != "la_opaque":   # SimpleITK cannot read grey+alpha; for the others it is the reference
+        np.testing.assert_array_equal(image.array,
+                                      sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkUInt8)))
+
+
+def test_colour_picture_reads_as_luminance_with_a_warning(tmp_path):
+    path = _pictures(tmp_path)["rgb_colour"]
+    with pytest.warns(ImageConversionWarning, match="luminance"):
+        image = read_image(path)
+    assert image.dtype == np.float32
+    want = sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32))   # ITK's luminance
+    np.testing.assert_allclose(image.array, want, rtol=1e-6, atol=1e-4)
+
+
+def test_grey_alpha_picture_drops_the_alpha_with_a_warning(tmp_path):
+    path = _pictures(tmp_path)["la_transparent"]
+    with pytest.raises(RuntimeError, match="Unknown PixelType"):
+        sitk.ReadImage(str(path))                       # what read_image() used to pass on
+    with pytest.warns(ImageConversionWarning, match="alpha"):
+        image = read_image(path)
+    np.testing.assert_array_equal(image.array, _grey())
+
+
+def test_pixel_type_option(tmp_path):
+    path = _pictures(tmp_path)["palette"]
+    image = read_image(path, pixel_type="float32")
+    assert image.dtype == np.float32
+    assert read_image(path, pixel_type=sitk.sitkFloat32).dtype == np.float32      # SimpleITK's spelling
+    with pytest.raises(InvalidInputError, match="pixel_type"):
+        read_image(path, pixel_type=sitk.sitkVectorFloat32)
+    np.testing.assert_array_equal(image.array, sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32)))
+    # integers: rounded and clipped, never wrapped
+    src = Image(np.array([[-3.7, 0.4], [254.6, 300.0]], dtype=np.float32))
+    write_image(src, tmp_path / "f.mha")
+    np.testing.assert_array_equal(read_image(tmp_path / "f.mha", pixel_type=np.uint8).array, [[0, 0], [255, 255]])
+    with pytest.raises(InvalidInputError, match="pixel_type"):
+        read_image(path, pixel_type="banana")
+
+
+def test_multipage_tiff_reads_as_3d_with_imagej_spacing(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    volume = (np.arange(5 * 24 * 32).reshape(5, 24, 32) % 1000).astype(np.uint16)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 0.5, 1 / 0.25),
+                     metadata={"spacing": 2.0, "unit": "um", "axes": "ZYX"})
+    image = read_image(path)
+    assert image.size == (32, 24, 5)
+    np.testing.assert_array_equal(image.array, volume)
+    np.testing.assert_array_equal(image.array, sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
+    np.testing.assert_allclose(image.spacing, [0.5, 0.25, 2.0])
+    # a plain multi-page TIFF (no metadata): spacing 1
+    tifffile.imwrite(tmp_path / "plain.tif", volume)
+    plain = read_image(tmp_path / "plain.tif")
+    np.testing.assert_array_equal(plain.array, volume)
+    np.testing.assert_allclose(plain.spacing, [1.0, 1.0, 1.0])
+
+
+def test_folder_of_slices_reads_as_a_stack_in_natural_order(tmp_path):
+    g = _grey()
+    for k in (1, 2, 10):   # lexicographic order would put 10 before 2
+        sitk.WriteImage(sitk.GetImageFromArray((g + k).astype(np.uint8)), str(tmp_path / f"slice{k}.png"))
+    image = read_image(tmp_path)
+    assert image.size == (32, 24, 3)
+    np.testing.assert_array_equal(image.array, np.stack([g + 1, g + 2, g + 10]).astype(np.uint8))
+
+
+def test_truncated_file_says_truncated(tmp_path):
+    write_image(Image(np.random.default_rng(0).random((20, 30, 40)).astype(np.float32)), tmp_path / "v.mha")
+    data = (tmp_path / "v.mha").read_bytes()
+    (tmp_path / "t.mha").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidInputError, match="truncated") as info:
+        read_image(tmp_path / "t.mha")
+    assert "No such file" not in str(info.value)
+
+
+def test_writes_are_atomic(tmp_path, monkeypatch):
+    image = Image(np.arange(12, dtype=np.uint16).reshape(3, 4), spacing=(0.5, 2.0))
+    for name in ("a.mha", "b.mhd", "c.nii.gz", "d.png"):
+        write_image(image, tmp_path / name)
+        np.testing.assert_array_equal(read_image(tmp_path / name).array, image.array)
+    assert (tmp_path / "b.raw").is_file() or (tmp_path / "b.zraw").is_file()
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".~partial")]
+    # a writer that fails half-way leaves neither a partial file nor a changed old one
+    before = (tmp_path / "a.mha").read_bytes()
+
+    def fail(img, path, *args):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sitk, "WriteImage", fail)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(image, tmp_path / "a.mha")
+    assert (tmp_path / "a.mha").read_bytes() == before
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".~partial")]
+
+
+@pytest.mark.data
+def test_real_slice_folder_and_real_picture_as_palette_and_rgb(tmp_path):
+    folder = _data_file("lung_sem")
+    files = sorted(folder.glob("*.png"))
+    stack = read_image(folder)
+    assert stack.size == (*sitk.ReadImage(str(files[0])).GetSize(), len(files))
+    for k in (0, len(files) - 1):
+        np.testing.assert_array_equal(stack.array[k], sitk.GetArrayFromImage(sitk.ReadImage(str(files[k]))))
+    # the same real slice saved as a palette PNG and as an RGB PNG (how many tools export grey)
+    pil = pytest.importorskip("PIL.Image")
+    grey = sitk.GetArrayFromImage(sitk.ReadImage(str(files[0])))
+    pil.fromarray(grey).convert("P").save(tmp_path / "palette.png")
+    pil.fromarray(grey).convert("RGB").save(tmp_path / "rgb.png")
+    for name in ("palette.png", "rgb.png"):
+        np.testing.assert_array_equal(read_image(tmp_path / name).array, grey)

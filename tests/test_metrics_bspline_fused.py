@@ -28,7 +28,7 @@ from regframe.metrics import (
     NormalizedCorrelation,
     RandomSampler,
 )
-from regframe.metrics import _kernels as _k
+from regframe.metrics import _bspline_map_kernels as _k
 from regframe.testing.strategies import smooth_arrays
 from regframe.transforms.bspline import BSplineTransform
 

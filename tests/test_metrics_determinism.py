@@ -94,6 +94,35 @@ def test_openmp_workers_sleep_between_kernels_unless_the_user_says_otherwise():
     assert out.stdout.strip() == "ACTIVE"
 
 
+def test_numba_runs_on_tbb_when_the_tbb_wheel_is_installed():
+    """pip puts libtbb.so.12 in <venv>/lib, where numba does not look; regframe loads it (issue 12)."""
+    import importlib.metadata
+
+    import pytest
+
+    try:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the tbb wheel is not installed (not a dependency on this platform)")
+    if sys.platform not in ("linux", "darwin"):
+        pytest.skip("regframe loads TBB by path on Linux and macOS only")
+    code = textwrap.dedent(
+        """
+        import numba, numpy as np
+        from regframe import Image, TranslationTransform
+        from regframe.metrics import MeanSquares
+        a = np.random.default_rng(0).random((40, 50))
+        m = MeanSquares()
+        m.initialize(Image(a), Image(a), TranslationTransform(2))
+        m.value_and_gradient()
+        print(numba.threading_layer())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "tbb"
+
+
 def test_register_compiles_each_fused_kernel_once():
     """Sample arrays of every kind (dense, jittered, cached across stages) share one specialisation.
 
@@ -103,7 +132,7 @@ def test_register_compiles_each_fused_kernel_once():
     code = textwrap.dedent(
         """
         import numba
-        import regframe.metrics._kernels as k
+        from regframe.metrics import _linear_fused_kernels, _parzen_kernels, _sample_kernels
         from regframe.datasets import phantom
         from regframe.registration import register
         f = phantom(2, 48, seed=1)
@@ -112,7 +141,8 @@ def test_register_compiles_each_fused_kernel_once():
         register(f, m, "rigid", "mse")
         f3 = phantom(3, 24, seed=2)
         register(f3, f3, "affine", "mattes")
-        print(max(len(getattr(k, n).signatures) for n in dir(k)
+        mods = (_linear_fused_kernels, _parzen_kernels, _sample_kernels)
+        print(max(len(getattr(k, n).signatures) for k in mods for n in dir(k)
                   if isinstance(getattr(k, n), numba.core.registry.CPUDispatcher)))
         """
     )

@@ -175,3 +175,51 @@ def test_image_pyramid_computes_each_level_once_and_methods_check_its_schedule()
         other.run(pyramid, img, rf.TranslationTransform(2))
     with pytest.raises(InvalidInputError, match="ImagePyramid"):
         other.run(img.array, img, rf.TranslationTransform(2))
+
+
+def test_resample_keeps_the_input_pixel_type_rounding_and_clipping(shared_data):
+    ct = rf.read_image(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    assert ct.dtype == np.int16
+    t = rf.Euler3DTransform()
+    t.fixed_parameters = ct.physical_center()
+    t.parameters = [0.05, -0.03, 0.1, 2.3, -1.7, 0.9]
+    exact = resample(ct, t, interpolator="bspline", default_value=-1024.0, dtype=np.float64)
+    out = resample(ct, t, interpolator="bspline", default_value=-1024.0)
+    assert out.dtype == np.int16
+    assert not np.array_equal(exact.array, np.rint(exact.array))  # the rounding is exercised
+    np.testing.assert_array_equal(out.array, np.clip(np.rint(exact.array), -32768, 32767))
+    # B-spline overshoot at a 0/255 step must be clipped, not wrapped, in uint8
+    step = rf.Image(np.where(np.arange(24)[None, :] < 12, 0, 255).repeat(20, axis=0).astype(np.uint8))
+    shift = rf.TranslationTransform(2)
+    shift.parameters = [0.37, 0.0]
+    wide = resample(step, shift, interpolator="bspline", dtype=np.float64).array
+    assert wide.min() < -0.5 and wide.max() > 255.5
+    narrow = resample(step, shift, interpolator="bspline")
+    assert narrow.dtype == np.uint8
+    np.testing.assert_array_equal(narrow.array, np.clip(np.rint(wide), 0, 255))
+    assert resample(_image(2).with_array(_image(2).array.astype(np.float32)), shift).dtype == np.float32
+
+
+@pytest.mark.parametrize("bad", ["banana", np.complex128, "U4", object])
+def test_resample_rejects_an_unknown_dtype_naming_the_choices(bad):
+    with pytest.raises(InvalidInputError, match=r"dtype must be one of .*float32"):
+        resample(_image(2), rf.TranslationTransform(2), dtype=bad)
+
+
+def test_resample_memory_is_bounded_by_a_few_output_copies():
+    """Peak numpy memory <= 4 float32 copies of the output (issue 12: was 12.6x-18x)."""
+    import tracemalloc
+
+    from regframe.datasets import phantom
+
+    img = phantom(3, 128, seed=1)  # 128 x 115 x 90 float32, 5.1 MiB
+    t = _affine(3, img.physical_center())
+    resample(_image(3), t)  # warm-up
+    tracemalloc.start()
+    try:
+        out = resample(img, t, reference=img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.float32
+    assert peak <= 4 * 4 * img.array.size, f"peak {peak / (4 * img.array.size):.2f} float32 copies"

@@ -8,9 +8,11 @@ Every metric is *minimised* and returns the **true** gradient
 from __future__ import annotations
 
 from .base import ImageMetric, Metric, PointwiseMetric, SampleBatch
+from .combined import CombinedMetric, landmark_objective
 from .correlation import NormalizedCorrelation
 from .mattes import MattesMutualInformation
 from .mean_squares import MeanSquares
+from .pointset import ClosestPointDistance, LandmarkDistance, PointSetMetric
 from .sampling import FullSampler, RandomSampler, RegularSampler, Sampler, SampleSet
 
 __all__ = [
@@ -21,6 +23,11 @@ __all__ = [
     "MeanSquares",
     "NormalizedCorrelation",
     "MattesMutualInformation",
+    "PointSetMetric",
+    "LandmarkDistance",
+    "ClosestPointDistance",
+    "CombinedMetric",
+    "landmark_objective",
     "Sampler",
     "SampleSet",
     "FullSampler",

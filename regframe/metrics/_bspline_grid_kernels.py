@@ -41,17 +41,9 @@ import numpy as np
 from numba import njit, prange
 
 from ._bspline_kernels import MEAN_SQUARES, _pointwise_add, _scatter
-from ._kernels import (
-    _U,
-    _bspline_axis,
-    _bspline_index,
-    _bspline_moving,
-    _cache_sample,
-    _mattes_weight,
-    _moving_frame,
-    _parzen,
-    _parzen_add,
-)
+from ._bspline_map_kernels import _bspline_axis, _bspline_index, _bspline_moving
+from ._parzen_kernels import _cache_sample, _mattes_weight, _parzen, _parzen_add
+from ._sample_kernels import _U, _moving_frame
 from ..transforms._bspline_kernels import _row_sum
 
 
@@ -129,7 +121,7 @@ def _grid_inside(ok, i, j, k, d):
 def _grid_map(x0, x1, x2, d, i, j, k, rows, ok, start, w, gy):
     """B-spline image of an on-grid sample: ``(inside, y0, y1, y2)`` (as ``_bspline_map``).
 
-    (Unsigned indices: see :data:`._kernels._U`.)
+    (Unsigned indices: see :data:`._sample_kernels._U`.)
     """
     inside = _grid_inside(ok, i, j, k, d)
     y0 = x0

@@ -17,10 +17,10 @@ Argument conventions (``points`` first):
   max_limit, band_lo, band_hi, nudged``;
 * moving image: ``kmat, kvec, size3, data, p2i, morigin`` and the moving mask
   ``mask, mask_size, mask_p2i, mask_origin, has_mask`` (see
-  :mod:`regframe.metrics._kernels`).
+  :mod:`regframe.metrics._sample_kernels`).
 
 The point map and interpolation are the helpers of
-:mod:`regframe.metrics._kernels`, so mapped points are bit-identical to
+:mod:`regframe.metrics._bspline_map_kernels`, so mapped points are bit-identical to
 ``BSplineTransform.transform_points``.
 """
 
@@ -29,18 +29,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import (
-    _U,
-    _correlation_add,
-    _bspline_locate,
-    _bspline_map,
-    _bspline_moving,
-    _moving_frame,
-    _cache_sample,
-    _mattes_weight,
-    _parzen,
-    _parzen_add,
-)
+from ._bspline_map_kernels import _bspline_locate, _bspline_map, _bspline_moving
+from ._linear_fused_kernels import _correlation_add
+from ._parzen_kernels import _cache_sample, _mattes_weight, _parzen, _parzen_add
+from ._sample_kernels import _U, _moving_frame
 
 
 @njit(cache=True, inline="always")
@@ -49,7 +41,7 @@ def _scatter(part, c, base, wa, wb, wc, v0, v1, v2, d, n_grid, gx, gxy):
 
     The vector is scaled by the outer weights first (``w2``, then ``w1``), so
     each node costs one multiply per component.  (Unsigned indices: see
-    :data:`._kernels._U`.)
+    :data:`._sample_kernels._U`.)
     """
     nz = 4 if d == 3 else 1
     row = part[c]
@@ -124,7 +116,7 @@ def _pointwise_add(kind, sums, f, m, fixed_ref, moving_ref):
     """Add a valid sample to the sums of ``kind``; its gradient weights ``(u0, u1, u2)``.
 
     MeanSquares: ``sums = (sum r^2, count)`` with ``r = m - f``, one gradient
-    row of weight ``2 r``.  Correlation: :func:`._kernels._correlation_add` of
+    row of weight ``2 r``.  Correlation: :func:`._linear_fused_kernels._correlation_add` of
     ``f' = f - fixed_ref`` and ``m' = m - moving_ref``, three rows of
     weights ``1, f', m'``.
     """

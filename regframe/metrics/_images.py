@@ -9,21 +9,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._parallel import CHUNK_SIZE
-from ..errors import EmptyMaskError, InvalidInputError, ShapeError
-from ..image import Image
-from . import _kernels as _k
+from ..errors import EmptyMaskError, ShapeError
+from ..image import Image, as_mask, check_image
+from . import _sample_kernels as _k
 
 __all__ = ["ImagePack", "MaskPack", "as_image"]
 
 
 def as_image(image: Any, *, where: str, name: str) -> Image:
-    """Check that ``image`` is a :class:`~regframe.Image`."""
-    if not isinstance(image, Image):
-        raise TypeError(
-            f"{where}: '{name}' must be a regframe.Image; got {type(image).__name__}. Wrap "
-            "arrays with regframe.Image(array, spacing, origin, direction)."
-        )
-    return image
+    """Check that ``image`` is a 2-D or 3-D :class:`~regframe.Image` (see :func:`regframe.image.check_image`)."""
+    return check_image(image, name, where)
 
 
 @dataclass(frozen=True)
@@ -87,22 +82,7 @@ class MaskPack:
         """
         if mask is None:
             return cls.none(reference.ndim)
-        if isinstance(mask, Image):
-            image = mask
-        else:
-            try:
-                arr = np.asarray(mask)
-            except Exception as exc:  # pragma: no cover - exotic inputs
-                raise InvalidInputError(
-                    f"{where}: '{name}' must be a regframe.Image or an array; got {type(mask).__name__}."
-                ) from exc
-            if arr.shape != reference.shape:
-                raise ShapeError(
-                    f"{where}: '{name}' as an array must have the shape of the image it masks "
-                    f"{reference.shape} (numpy order); got {arr.shape}. Pass a regframe.Image "
-                    "to give the mask its own geometry."
-                )
-            image = reference.with_array(arr != 0)
+        image = as_mask(mask, reference, name, where)
         if image.ndim != reference.ndim:
             raise ShapeError(
                 f"{where}: '{name}' must be {reference.ndim}-D like the image it masks; got a "

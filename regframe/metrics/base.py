@@ -44,7 +44,7 @@ from ..interpolators import (
 from ..transforms.base import Transform
 from ..transforms.bspline import BSplineTransform
 from ..transforms.linear import MatrixOffsetTransformBase
-from . import _kernels as _k
+from . import _sample_kernels as _k
 from ._bspline_grid import GridSupport, grid_support
 from ._images import ImagePack, MaskPack, as_image
 from .sampling import FullSampler, Sampler, SampleSet
@@ -696,7 +696,7 @@ class ImageMetric(Metric):
         """Position and map arguments of the fused kernels for a linear transform.
 
         Returns ``(points, dense, grid_size, kmat, kvec, size3, center3, a, o)``
-        in the kernels' conventions (:mod:`regframe.metrics._kernels`).  For a
+        in the kernels' conventions (:mod:`regframe.metrics._sample_kernels`).  For a
         dense sample set the positions are implicit grid indices: the fixed
         grid geometry is folded into the maps (``A F``, ``A O_f + o``) and the
         centre is 0; :meth:`_linear_gradient` converts the sums back.

@@ -10,7 +10,8 @@ from numpy.typing import NDArray
 from .._parallel import CHUNK_SIZE, reduce_in_order
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
-from . import _kernels as _k
+from . import _linear_fused_kernels as _k
+from . import _sample_kernels as _sk
 from .base import ImageMetric, SampleBatch, _State
 
 __all__ = ["NormalizedCorrelation"]
@@ -119,7 +120,7 @@ class NormalizedCorrelation(ImageMetric):
             return value, None
         if alpha == 0.0 and beta == 0.0:
             return value, np.zeros(st.transform.n_parameters)
-        blk = _k.BLOCK
+        blk = _sk.BLOCK
         g0 = t[6 : 6 + blk]
         gf = t[6 + blk : 6 + 2 * blk]
         gm = t[6 + 2 * blk : 6 + 3 * blk]

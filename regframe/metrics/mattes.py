@@ -11,7 +11,8 @@ from .._parallel import CHUNK_SIZE, reduce_in_order
 from .._validation import check_positive_int
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
-from . import _kernels as _k
+from . import _linear_fused_kernels as _k
+from . import _parzen_kernels as _pk
 from ._bspline_grid import GridSupport
 from .base import GradientMode, ImageMetric, SampleBatch, _State
 
@@ -143,7 +144,7 @@ class MattesMutualInformation(ImageMetric):
         b = self.n_bins
         n_used = int(round(float(np.sum(used_part))))  # integer counts: exact in any order
         self._check_overlap(n_used, n_samples)
-        value, log_ratio, joint = _k.mattes_statistics(
+        value, log_ratio, joint = _pk.mattes_statistics(
             np.ascontiguousarray(joint_part), np.ascontiguousarray(count_part), b, _EPS
         )
         joint = joint.reshape(b, b)
@@ -154,7 +155,7 @@ class MattesMutualInformation(ImageMetric):
     def accumulate(self, batch: SampleBatch) -> _MattesStats:
         fbins = self._fixed_bins[batch.indices]
         valid = np.ones(batch.n_valid, dtype=np.bool_)
-        joint, count, used = _k.mattes_histogram(
+        joint, count, used = _pk.mattes_histogram(
             fbins, batch.moving_values, valid, *self._moving_bin_args(), HISTOGRAM_CHUNK_SIZE
         )
         return self._stats(joint, count, used, batch.n_samples)
@@ -166,7 +167,7 @@ class MattesMutualInformation(ImageMetric):
             return stats.value, None
         fbins = self._fixed_bins[batch.indices]
         valid = np.ones(batch.n_valid, dtype=np.bool_)
-        w = _k.mattes_weights(
+        w = _pk.mattes_weights(
             fbins, batch.moving_values, valid, *self._moving_bin_args(), stats.log_ratio, CHUNK_SIZE
         )
         return stats.value, w / (self._moving_bin_size * stats.n_used)

@@ -8,7 +8,7 @@ from numpy.typing import NDArray
 from .._parallel import CHUNK_SIZE, reduce_in_order
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
-from . import _kernels as _k
+from . import _linear_fused_kernels as _k
 from .base import PointwiseMetric, _State
 
 __all__ = ["MeanSquares"]

@@ -220,9 +220,11 @@ class _ScipyOptimizer(Optimizer):
         if flags["small_step"]:
             return (params, last_value, n_iter, StopReason.STEP_TOO_SMALL,
                     f"two consecutive steps shorter than step_tolerance={step_tol:g} (scaled units)")
-        if n_iter >= self.n_iterations or res.status in self._budget_statuses:
+        if n_iter >= self.n_iterations:  # our callback stopped SciPy: its message would name the mechanism
+            reason, message = StopReason.MAX_ITERATIONS, f"maximum number of iterations ({self.n_iterations}) reached"
+        elif res.status in self._budget_statuses:
             reason = StopReason.MAX_ITERATIONS
-            message = f"maximum number of iterations or evaluations reached ({res.message})"
+            message = f"maximum number of function evaluations reached ({res.message})"
         elif res.success:
             reason, message = StopReason.SOLVER_CONVERGED, str(res.message)
         else:

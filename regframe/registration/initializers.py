@@ -5,12 +5,14 @@ Both return a configured *copy* of the transform they are given.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._validation import as_points, check_choice
 from ..errors import EmptyMaskError, InvalidInputError, ShapeError
-from ..image import Image
+from ..image import Image, as_mask
 from ..transforms.base import Transform
 from ..transforms.linear import MatrixOffsetTransformBase
 
@@ -25,8 +27,12 @@ __all__ = [
 ]
 
 
-def _mask_inside(image: Image, mask: Image | None) -> NDArray[np.bool_] | None:
-    """Voxels of ``image`` (numpy order) whose centre lies in ``mask`` (nearest neighbour)."""
+def _mask_inside(image: Image, mask: Any) -> NDArray[np.bool_] | None:
+    """Voxels of ``image`` (numpy order) whose centre lies in ``mask`` (nearest neighbour).
+
+    ``mask`` is an :class:`Image` or an array in ``image``'s geometry (see :func:`as_mask`).
+    """
+    mask = as_mask(mask, image, "mask", "centered_initializer()")
     if mask is None:
         return None
     if mask.same_geometry(image):
@@ -154,48 +160,88 @@ def centered_initializer(
     return t
 
 
-def _centered(fixed_points: NDArray, moving_points: NDArray):
-    cf = fixed_points.mean(axis=0)
-    cm = moving_points.mean(axis=0)
+def _centered(fixed_points: NDArray, moving_points: NDArray, weights: NDArray | None = None):
+    """Centroids and centred points (weighted centroids when ``weights`` is given)."""
+    if weights is None:
+        cf = fixed_points.mean(axis=0)
+        cm = moving_points.mean(axis=0)
+    else:
+        total = weights.sum()
+        cf = np.einsum("n,ni->i", weights, fixed_points) / total
+        cm = np.einsum("n,ni->i", weights, moving_points) / total
     return cf, cm, fixed_points - cf, moving_points - cm
 
 
-def rigid_from_points(fixed_points: ArrayLike, moving_points: ArrayLike) -> tuple[NDArray, NDArray]:
-    """Least-squares rotation (Kabsch, reflections excluded): ``y ~ R x + o``."""
-    f, m = _check_pairs(fixed_points, moving_points)
-    cf, cm, fc, mc = _centered(f, m)
-    u, _, vt = np.linalg.svd(mc.T @ fc)
-    s = np.ones(f.shape[1])
+def _cross(a: NDArray, b: NDArray, weights: NDArray | None) -> NDArray:
+    """``sum_n w_n a_n b_n^T`` (einsum: a fixed summation order, no threaded BLAS)."""
+    if weights is None:
+        return np.einsum("ni,nj->ij", a, b)
+    return np.einsum("n,ni,nj->ij", weights, a, b)
+
+
+def _check_weights(weights: ArrayLike | None, n: int, where: str) -> NDArray | None:
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise InvalidInputError(
+            f"{where}: 'weights' must be {n} finite non-negative numbers with a positive sum; got "
+            f"shape {w.shape}{'' if w.shape != (n,) else ' with negative, non-finite or all-zero values'}."
+        )
+    return w
+
+
+def _rotation(h: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+    """Proper rotation maximising ``trace(R^T h)`` (Kabsch), the singular values and signs."""
+    u, sv, vt = np.linalg.svd(h)
+    s = np.ones(h.shape[0])
     s[-1] = np.sign(np.linalg.det(u @ vt)) or 1.0
-    r = u @ np.diag(s) @ vt
+    return u @ np.diag(s) @ vt, sv, s
+
+
+def rigid_from_points(
+    fixed_points: ArrayLike, moving_points: ArrayLike, *, weights: ArrayLike | None = None
+) -> tuple[NDArray, NDArray]:
+    """Least-squares rotation (Kabsch, reflections excluded): ``y ~ R x + o``.
+
+    ``weights`` (optional, one non-negative number per pair) weigh the squared
+    residuals.
+    """
+    f, m = _check_pairs(fixed_points, moving_points)
+    w = _check_weights(weights, f.shape[0], "rigid_from_points()")
+    cf, cm, fc, mc = _centered(f, m, w)
+    r, _, _ = _rotation(_cross(mc, fc, w))
     return r, cm - r @ cf
 
 
-def similarity_from_points(fixed_points: ArrayLike, moving_points: ArrayLike) -> tuple[NDArray, NDArray]:
-    """Least-squares similarity (Umeyama): ``y ~ s R x + o``."""
+def similarity_from_points(
+    fixed_points: ArrayLike, moving_points: ArrayLike, *, weights: ArrayLike | None = None
+) -> tuple[NDArray, NDArray]:
+    """Least-squares similarity (Umeyama): ``y ~ s R x + o`` (optionally weighted)."""
     f, m = _check_pairs(fixed_points, moving_points)
-    cf, cm, fc, mc = _centered(f, m)
-    u, sv, vt = np.linalg.svd(mc.T @ fc)
-    s = np.ones(f.shape[1])
-    s[-1] = np.sign(np.linalg.det(u @ vt)) or 1.0
-    r = u @ np.diag(s) @ vt
-    scale = float((sv * s).sum() / (fc**2).sum())
+    w = _check_weights(weights, f.shape[0], "similarity_from_points()")
+    cf, cm, fc, mc = _centered(f, m, w)
+    r, sv, s = _rotation(_cross(mc, fc, w))
+    scale = float((sv * s).sum() / np.trace(_cross(fc, fc, w)))
     a = scale * r
     return a, cm - a @ cf
 
 
-def affine_from_points(fixed_points: ArrayLike, moving_points: ArrayLike) -> tuple[NDArray, NDArray]:
-    """Least-squares affine map ``y ~ A x + o`` (needs ``ndim + 1`` points)."""
+def affine_from_points(
+    fixed_points: ArrayLike, moving_points: ArrayLike, *, weights: ArrayLike | None = None
+) -> tuple[NDArray, NDArray]:
+    """Least-squares affine map ``y ~ A x + o`` (needs ``ndim + 1`` points; optionally weighted)."""
     f, m = _check_pairs(fixed_points, moving_points)
+    w = _check_weights(weights, f.shape[0], "affine_from_points()")
     d = f.shape[1]
     if f.shape[0] < d + 1:
         raise InvalidInputError(
             f"affine_from_points(): an affine fit in {d}-D needs at least {d + 1} point pairs; "
             f"got {f.shape[0]}."
         )
-    h = np.hstack([f, np.ones((f.shape[0], 1))])
-    sol = np.linalg.lstsq(h, m, rcond=None)[0]
-    return sol[:d].T, sol[d]
+    cf, cm, fc, mc = _centered(f, m, w)
+    a = np.linalg.lstsq(_cross(fc, fc, w), _cross(fc, mc, w), rcond=None)[0].T
+    return a, cm - a @ cf
 
 
 def _check_pairs(fixed_points: ArrayLike, moving_points: ArrayLike) -> tuple[NDArray, NDArray]:

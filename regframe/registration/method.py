@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
-from ..image import Image
+from ..image import Image, as_mask, check_image
 from ..interpolators import Interpolator
 from ..metrics.base import Metric
 from ..metrics.sampling import FullSampler, Sampler
@@ -25,7 +25,8 @@ from ..transforms.base import Transform
 from ..transforms.composite import CompositeTransform
 from .pyramid import ImagePyramid, LevelSchedule
 
-__all__ = ["RegistrationMethod", "RegistrationResult", "RegistrationState", "LevelResult", "combine_results"]
+__all__ = ["RegistrationMethod", "RegistrationResult", "RegistrationState", "LevelResult", "StageRecord",
+           "combine_results"]
 
 TransformAdaptor = Callable[[Transform, int, Image], Transform]
 
@@ -47,6 +48,7 @@ class RegistrationState:
     learning_rate: float = float("nan")
     step_norm: float = float("nan")
     convergence_value: float = float("nan")
+    stage: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,24 @@ class LevelResult:
     message: str
     elapsed: float
     n_samples: int
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """Summary of one stage of a run (``RegistrationResult.stages``).
+
+    ``transform`` is the stage's own part; ``kept`` is False when the never-worse
+    guard dropped the stage's result because it made the data term worse.
+    """
+
+    kind: str
+    transform: Transform = field(repr=False)
+    final_value: float
+    iterations_per_level: tuple[int, ...]
+    stop_reason: StopReason | None
+    message: str
+    elapsed: float
+    kept: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,13 @@ class RegistrationResult:
     history : tuple of RegistrationState
     elapsed : float
         Wall time in seconds.
+    warnings : tuple of str
+        What the never-worse guard (or a stage) found wrong; empty when all is well.
+    inverse_transform : Transform, optional
+        The exact inverse of ``transform`` (moving -> fixed) when every stage built one
+        (symmetric diffeomorphic stages); ``None`` otherwise.
+    stages : tuple of StageRecord
+        One record per stage run (kind, own transform, value, iterations, time, kept).
     """
 
     transform: Transform
@@ -96,6 +123,9 @@ class RegistrationResult:
     levels: tuple[LevelResult, ...]
     history: tuple[RegistrationState, ...] = field(repr=False)
     elapsed: float = 0.0
+    warnings: tuple[str, ...] = ()
+    inverse_transform: Transform | None = field(default=None, repr=False)
+    stages: tuple[StageRecord, ...] = field(default=(), repr=False)
 
     @property
     def n_iterations(self) -> int:
@@ -123,8 +153,9 @@ class RegistrationMethod:
     schedule : LevelSchedule, optional
         Shrink factors and smoothing sigmas, coarse to fine (default
         ``LevelSchedule((4, 2, 1), (2, 1, 0))`` in voxels).
-    fixed_mask, moving_mask : Image, optional
-        Binary masks in the physical space of the fixed / moving image.
+    fixed_mask, moving_mask : Image or array, optional
+        Binary masks in the physical space of the fixed / moving image (an
+        array is taken in the geometry of the full-resolution image it masks).
     initial_transform : Transform, optional
         A fixed moving-initial transform ``T0``; the result maps
         ``x -> T0(T(x))`` and only ``T`` is optimised (ITK's
@@ -135,6 +166,8 @@ class RegistrationMethod:
     callbacks : sequence of callables
         ``callback(state: RegistrationState) -> bool | None``; returning True
         stops the whole run after the current iteration.
+    stage : int, default 0
+        Index of the stage this method runs in a pipeline (``RegistrationState.stage``).
     """
 
     def __init__(
@@ -150,7 +183,9 @@ class RegistrationMethod:
         initial_transform: Transform | None = None,
         transform_adaptors: Sequence[TransformAdaptor] | None = None,
         callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
+        stage: int = 0,
     ) -> None:
+        self.stage = int(stage)
         self.metric = metric
         self.optimizer = optimizer
         self.schedule = schedule if schedule is not None else LevelSchedule((4, 2, 1), (2.0, 1.0, 0.0))
@@ -204,11 +239,7 @@ class RegistrationMethod:
                     f"method's levels ({self.schedule}); got {image.schedule}."
                 )
             return image
-        if not isinstance(image, Image):
-            raise InvalidInputError(
-                f"RegistrationMethod.run(): '{name}' must be a regframe Image or ImagePyramid; got "
-                f"{type(image).__name__}."
-            )
+        image = check_image(image, name, "RegistrationMethod.run()", expected="a regframe Image or ImagePyramid")
         return ImagePyramid(image, self.schedule)
 
     def _compose(self, transform: Transform) -> Transform:
@@ -244,6 +275,9 @@ class RegistrationMethod:
                 f"RegistrationMethod.run(): fixed ({fixed.ndim}-D), moving ({moving.ndim}-D) and "
                 f"transform ({transform.ndim}-D) must have the same dimension."
             )
+        # array masks are taken in the geometry of the full-resolution image they mask
+        fixed_mask = as_mask(self.fixed_mask, fixed, "fixed_mask", "RegistrationMethod.run()")
+        moving_mask = as_mask(self.moving_mask, moving, "moving_mask", "RegistrationMethod.run()")
         t0 = time.perf_counter()
         current = transform.copy()
         history: list[RegistrationState] = []
@@ -263,8 +297,8 @@ class RegistrationMethod:
                 mapping,
                 interpolator=self.interpolators[index],
                 sampler=self.samplers[index],
-                fixed_mask=self.fixed_mask,
-                moving_mask=self.moving_mask,
+                fixed_mask=fixed_mask,
+                moving_mask=moving_mask,
             )
 
             def on_iteration(state: IterationState, _level: int = index) -> bool:
@@ -277,6 +311,7 @@ class RegistrationMethod:
                     learning_rate=state.learning_rate,
                     step_norm=state.step_norm,
                     convergence_value=state.convergence_value,
+                    stage=self.stage,
                 )
                 history.append(rs)
                 stop = False

@@ -21,7 +21,8 @@ from .._validation import as_float_vector
 from ..errors import InvalidInputError
 from ..image import Image
 
-__all__ = ["Level", "LevelSchedule", "ImagePyramid", "level_image", "smooth_image", "shrink_geometry", "shrink_image"]
+__all__ = ["Level", "LevelSchedule", "ImagePyramid", "level_image", "smooth_image", "shrink_geometry", "shrink_image",
+           "check_schedule_fits"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,35 @@ def level_image(image: Image, level: Level) -> Image:
     return grid.with_array(np.ascontiguousarray(values), copy=False)
 
 
+def check_schedule_fits(schedule: LevelSchedule, image: Image, where: str = "check_schedule_fits()") -> None:
+    """Check that every level of ``schedule`` leaves at least 2 voxels along each axis of ``image``.
+
+    A shrink factor larger than half the image along an axis leaves a single
+    voxel there, and the level registers nothing but noise (axes that have a
+    single voxel anyway are exempt).
+
+    Raises
+    ------
+    InvalidInputError
+        A level shrinks an axis to one voxel; the message names the level, the
+        axis and the largest factor that fits.
+    """
+    size = np.asarray(image.size)
+    names = "xyzt"
+    for index in range(schedule.n_levels):
+        factors = np.asarray(schedule.level(index, image.ndim).shrink_factors)
+        bad = [d for d in range(image.ndim) if size[d] >= 2 and size[d] // factors[d] < 2]
+        if bad:
+            d = bad[0]
+            raise InvalidInputError(
+                f"{where}: the shrink factors must leave at least 2 voxels along every axis; got "
+                f"factor {int(factors[d])} at level {index + 1} of {schedule.n_levels} on axis "
+                f"{names[d]}, where the image has {int(size[d])} voxels (size {tuple(image.size)}). "
+                f"Use factors <= {int(size[d]) // 2} on that axis (per-axis factors such as "
+                f"{tuple(min(int(f), max(1, int(n) // 2)) for f, n in zip(factors, size))}) or fewer levels."
+            )
+
+
 class ImagePyramid:
     """The level images of one image under a schedule, computed once, on demand.
 
@@ -216,6 +246,7 @@ class ImagePyramid:
             raise InvalidInputError(
                 f"ImagePyramid(): 'schedule' must be a LevelSchedule; got {type(schedule).__name__}."
             )
+        check_schedule_fits(schedule, image, "ImagePyramid()")
         self.image = image
         self.schedule = schedule
         self._levels: dict[int, Image] = {}

@@ -89,6 +89,7 @@ def check_metric(
     rtol: float = 1e-6,
     floor_fraction: float = 1e-3,
     seed: int = 0,
+    extrapolate: bool = True,
     raise_on_failure: bool = False,
 ) -> MetricCheckReport:
     """Compare ``metric.value_and_gradient()`` with central differences of ``metric.value()``.
@@ -123,6 +124,10 @@ def check_metric(
         floor_fraction * |gradient|)``.
     seed : int, default 0
         Seed of the random directions.
+    extrapolate : bool, default True
+        Richardson-extrapolated differences (steps ``h`` and ``h/2``): Mattes
+        MI on a 20-voxel phantom is curved enough that a plain central
+        difference at 1e-4 mm is off by 1e-5 relative.
     raise_on_failure : bool, default False
         Raise ``AssertionError`` with the report when a check fails.
 
@@ -137,6 +142,14 @@ def check_metric(
     Use smooth images or B-spline interpolation: linear interpolation is
     piecewise linear, and a difference step that crosses a voxel boundary is
     not a derivative.
+
+    The value jumps where a sample point enters or leaves the moving image
+    (by about ``value / n_samples``); the gradient is the derivative between
+    the jumps.  A difference whose end points have another number of valid
+    samples than the checked point is therefore retaken with a 10x smaller
+    step (up to 4 times; ``used_steps`` in the report shows the steps
+    taken).  Without this, a 3-D rigid check on a 48-voxel phantom reported
+    relative errors up to 1.4 for a correct gradient.
     """
     mode = check_choice(mode, ("coordinate", "random", "both"), where="check_metric()", name="mode")
     transform = metric.transform
@@ -169,6 +182,10 @@ def check_metric(
         at(delta)
         return metric.value_and_gradient()
 
+    def valid_samples(delta: NDArray[np.float64]) -> int | None:
+        # the smooth piece: samples entering or leaving the moving image make the value jump
+        return getattr(metric, "n_valid", None)
+
     try:
         value0, _ = value_and_gradient(np.zeros(n))
         idx = (np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64))
@@ -176,7 +193,8 @@ def check_metric(
             idx = np.zeros(0, dtype=np.int64)
         report = check_gradient(
             value_and_gradient, np.zeros(n), steps=h, indices=idx, rtol=rtol,
-            floor_fraction=floor_fraction, random_direction=False, value=value,
+            floor_fraction=floor_fraction, random_direction=False, value=value, branch=valid_samples,
+            extrapolate=extrapolate,
         )
         direction_errors: list[float] = []
         failures = list(report.failures)
@@ -184,7 +202,8 @@ def check_metric(
             for j in range(int(n_directions)):
                 r = check_gradient(
                     value_and_gradient, np.zeros(n), steps=h, indices=np.zeros(0, dtype=np.int64),
-                    rtol=rtol, random_direction=True, seed=seed + j, value=value,
+                    rtol=rtol, random_direction=True, seed=seed + j, value=value, branch=valid_samples,
+                    extrapolate=extrapolate,
                 )
                 direction_errors.append(float(r.direction_error))
                 failures += r.failures

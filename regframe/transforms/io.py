@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_path, atomic_write_text
 from .._optional import require
 from ..errors import RegframeError, RegframeWarning, TransformFileError
 from .base import Transform
@@ -248,14 +249,23 @@ def write_transform(transform: Transform, path: PathLike) -> None:
     ------
     TransformFileError
         For an unsupported extension.
+    OutputError
+        The folder is missing or not writable.
+
+    Notes
+    -----
+    The file is written under a temporary name in the same folder and renamed
+    when complete, so an interrupted write never leaves a partial file.
     """
     p = Path(path)
     suffix = _suffix(p)
     if suffix in _TEXT_SUFFIXES:
-        p.write_text(format_transform(transform), encoding="ascii")
+        atomic_write_text(p, format_transform(transform), where="write_transform()", encoding="ascii")
     elif suffix in _HDF5_SUFFIXES:
         sitk = require("SimpleITK", "Writing HDF5 transform files")
-        sitk.WriteTransform(to_sitk_transform(transform), str(p))
+        st = to_sitk_transform(transform)
+        with atomic_path(p, where="write_transform()") as tmp:
+            sitk.WriteTransform(st, str(tmp))
     else:
         raise TransformFileError(
             f"write_transform(): the file extension must be one of "

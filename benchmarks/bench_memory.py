@@ -1,0 +1,140 @@
+"""Peak memory of resample() and of a 3-D B-spline register(), against image size (issue 12).
+
+Each case runs in its own process.  The process first warms up (imports, numba
+kernels loaded or compiled on a small image), then resets the kernel's resident-set
+high-water mark (``/proc/self/clear_refs``) and runs the case; the peak is
+``VmHWM - VmRSS before``, so compilation, imports and the inputs themselves do not
+count, and arrays allocated inside numba kernels do (tracemalloc does not see
+those).  tracemalloc's peak of numpy allocations is printed beside it, with the
+largest allocation sites at the peak when ``--top`` is given.  Ratios are to one
+float32 copy of the output (resample) or of the fixed image (register).
+
+Usage::
+
+    python benchmarks/bench_memory.py [--sizes 64 128 256] [--register-sizes 64 128] [--top 8]
+
+Goals (issue 12): resample <= 4x, 3-D B-spline registration <= 15x one float32
+copy.  The issue's CLI run was 256x256x128 (``--register-sizes 256``: minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+CHILD = r"""
+import gc, json, sys, tracemalloc
+import numpy as np
+import regframe as rf
+from regframe.datasets import phantom
+from regframe.registration import register, resample
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+case, size, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def make(n):
+    fixed = phantom(3, n, seed=1)
+    t = rf.AffineTransform(3)
+    t.fixed_parameters = fixed.physical_center()
+    t.parameters = np.r_[(np.eye(3) + 0.01 * np.array([[1, 2, 0], [-1, 0, 1], [0, 1, -2]])).ravel(), 1.5, -2.0, 1.0]
+    return fixed, t
+
+if case == "resample":
+    img, t = make(size)
+    run = lambda: resample(img, t, reference=img)
+    resample(*make(12), interpolator="linear")  # warm-up (kernels)
+    n_out = img.array.size
+else:
+    fixed, t = make(size)
+    moving = resample(fixed, t.inverse(), reference=fixed)
+    run = lambda: register(fixed, moving, "bspline", "mattes")
+    f12, t12 = make(16)
+    register(f12, resample(f12, t12.inverse(), reference=f12), "bspline", "mattes")  # warm-up
+    n_out = fixed.array.size
+gc.collect()
+base = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+tracemalloc.start(1)
+run()
+peak_np = tracemalloc.get_traced_memory()[1]
+peak_rss = status("VmHWM") - base
+out = {"case": case, "size": size, "shape": list(img.shape if case == "resample" else fixed.shape),
+       "float32_copy": 4 * n_out, "peak_rss": peak_rss, "peak_numpy": peak_np}
+print(json.dumps(out))
+"""
+
+def run_case(case: str, size: int) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, case, str(size), "0"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def top_allocations(case: str, size: int, top: int) -> str:
+    """Largest numpy allocation sites live at tracemalloc's peak (approximated by a peak-tracking hook)."""
+    code = CHILD.split("gc.collect()")[0] + PEAK_SITES
+    proc = subprocess.run([sys.executable, "-c", code, case, str(size), str(top)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return proc.stdout
+
+
+# Snapshot the live numpy allocations each time the traced total reaches a new maximum
+# (checked from a profiler hook on every Python call/return: slow, for diagnosis only).
+PEAK_SITES = r"""
+import tracemalloc
+tracemalloc.start(12)
+best = [0, None]
+def hook(frame, event, arg):
+    if event in ("call", "return"):
+        cur = tracemalloc.get_traced_memory()[0]
+        if cur > best[0] * 1.02 + (1 << 20):
+            best[0] = cur
+            best[1] = tracemalloc.take_snapshot()
+sys.setprofile(hook)
+run()
+sys.setprofile(None)
+snap = best[1]
+print(f"numpy peak ~{best[0] / 2**20:.1f} MiB ({best[0] / (4 * n_out):.2f}x float32); largest live sites:")
+for st in snap.statistics("traceback")[:top]:
+    frames = [f for f in st.traceback if "regframe" in f.filename] or list(st.traceback)
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-3:][::-1])
+    print(f"  {st.size / 2**20:8.1f} MiB  {where}")
+""".replace("Path(", "__import__('pathlib').Path(")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256],
+                    help="phantom sizes along x for resample (y = 0.9x, z = 0.7x)")
+    ap.add_argument("--register-sizes", type=int, nargs="*", default=[48, 96],
+                    help="phantom sizes along x for the 3-D B-spline register()")
+    ap.add_argument("--top", type=int, default=0, help="also list the N largest numpy allocation sites")
+    args = ap.parse_args(argv)
+    print(f"{'case':<18}{'shape (z,y,x)':<18}{'float32 MiB':>12}{'peak RSS MiB':>14}{'ratio':>8}"
+          f"{'numpy MiB':>11}{'ratio':>8}")
+    cases = [("resample", s) for s in args.sizes] + [("register bspline", s) for s in args.register_sizes]
+    for case, size in cases:
+        key = "resample" if case == "resample" else "register"
+        r = run_case(key, size)
+        f32 = r["float32_copy"]
+        print(f"{case:<18}{'x'.join(map(str, r['shape'])):<18}{f32 / 2**20:12.1f}{r['peak_rss'] / 2**20:14.1f}"
+              f"{r['peak_rss'] / f32:8.2f}{r['peak_numpy'] / 2**20:11.1f}{r['peak_numpy'] / f32:8.2f}")
+        if args.top:
+            print(top_allocations(key, size, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

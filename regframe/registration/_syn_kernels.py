@@ -1,0 +1,253 @@
+"""Private numba kernels for dense displacement fields on a voxel grid (SyN).
+
+Conventions
+-----------
+* Grids are described by ``size`` (int64, ITK order ``(nx, ny[, nz])``);
+  flat arrays walk voxels in raster order (x fastest).
+* A field with ``d`` components is flat ``(n_voxels * d,)`` voxel-major with
+  interleaved components (the layout of ``DisplacementFieldTransform``
+  parameters), in *index units* of its grid.
+* Interpolation is multi-linear with edge clamping (constant extrapolation
+  beyond the outermost voxel centres, zero derivative there).
+* Kernels are parallel over fixed-size chunks of output voxels; every output
+  element is computed by one iteration, so results do not depend on the
+  number of threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .._parallel import parallel_kernel
+
+
+@njit(cache=True)
+def _interp(src, nch, size, q, base, frac, vals, grad, want_grad):
+    """Interpolate ``nch`` interleaved channels of ``src`` at continuous index ``q``.
+
+    Fills ``vals`` (nch,) and, when ``want_grad``, ``grad`` (d,) with the
+    derivative of channel 0 with respect to ``q``.
+    """
+    d = size.shape[0]
+    for a in range(d):
+        qa = q[a]
+        hi = size[a] - 1
+        if qa <= 0.0:
+            base[a] = 0
+            frac[a] = -1.0  # marks a clamped axis (zero derivative)
+        elif qa >= hi:
+            base[a] = hi
+            frac[a] = -1.0
+        else:
+            b = np.floor(qa)
+            base[a] = np.int64(b)
+            frac[a] = qa - b
+    for ch in range(nch):
+        vals[ch] = 0.0
+    if want_grad:
+        for a in range(d):
+            grad[a] = 0.0
+    for mm in range(1 << d):
+        flat = 0
+        stride = 1
+        w = 1.0
+        skip = False
+        for a in range(d):
+            up = (mm >> a) & 1
+            fa = frac[a]
+            if fa < 0.0:  # clamped: only the lower corner, weight 1
+                if up:
+                    skip = True
+                    break
+                idx = base[a]
+            elif up:
+                idx = base[a] + 1
+                w *= fa
+            else:
+                idx = base[a]
+                w *= 1.0 - fa
+            flat += idx * stride
+            stride *= size[a]
+        if skip:
+            continue
+        if w != 0.0:
+            for ch in range(nch):
+                vals[ch] += w * src[flat * nch + ch]
+        if want_grad:
+            v0 = src[flat * nch]
+            for a in range(d):
+                fa = frac[a]
+                if fa < 0.0:
+                    continue
+                prod = 1.0 if (mm >> a) & 1 else -1.0
+                for b2 in range(d):
+                    if b2 == a:
+                        continue
+                    fb = frac[b2]
+                    if fb < 0.0:
+                        continue
+                    prod *= fb if (mm >> b2) & 1 else 1.0 - fb
+                grad[a] += prod * v0
+
+
+@parallel_kernel
+def map_interp(src, nch, src_size, field, grid_size, mat, off, out, grad, want_grad, chunk_size):
+    """Sample ``src`` at ``q = mat @ (x + u(x)) + off`` for every voxel ``x`` of a grid.
+
+    Parameters
+    ----------
+    src : (n_src * nch,) float64
+        Interleaved channels on the grid ``src_size``.
+    field : (n_grid * d,) float64
+        Displacement ``u`` in grid index units (empty: ``u = 0``).
+    mat, off : (d, d), (d,)
+        Grid index -> source continuous index (affine).
+    out : (n_grid * nch,) float64
+        Interpolated channels (written).
+    grad : (n_grid * d,) float64
+        When ``want_grad``: derivative of channel 0 with respect to ``u(x)``,
+        ``mat^T dsrc/dq``.
+    """
+    d = grid_size.shape[0]
+    nv = 1
+    for a in range(d):
+        nv *= grid_size[a]
+    has_field = field.shape[0] > 0
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        idx = np.zeros(d, dtype=np.int64)
+        x = np.empty(d)
+        q = np.empty(d)
+        base = np.empty(d, dtype=np.int64)
+        frac = np.empty(d)
+        vals = np.empty(nch)
+        g = np.empty(d)
+        lo = c * chunk_size
+        hi = min(lo + chunk_size, nv)
+        rest = lo
+        for a in range(d):
+            idx[a] = rest % grid_size[a]
+            rest //= grid_size[a]
+        for v in range(lo, hi):
+            for a in range(d):
+                x[a] = idx[a] + (field[v * d + a] if has_field else 0.0)
+            for a in range(d):
+                acc = off[a]
+                for b in range(d):
+                    acc += mat[a, b] * x[b]
+                q[a] = acc
+            _interp(src, nch, src_size, q, base, frac, vals, g, want_grad)
+            for ch in range(nch):
+                out[v * nch + ch] = vals[ch]
+            if want_grad:
+                for b in range(d):
+                    acc = 0.0
+                    for a in range(d):
+                        acc += mat[a, b] * g[a]
+                    grad[v * d + b] = acc
+            # next voxel index (raster order)
+            for a in range(d):
+                idx[a] += 1
+                if idx[a] < grid_size[a]:
+                    break
+                idx[a] = 0
+
+
+# ---------------------------------------------------------------------------
+# 2-D and 3-D fast paths of map_interp (no gradient): unrolled corners, about
+# 4x faster than the n-D loop, which stays the reference (tested equal).
+# ---------------------------------------------------------------------------
+@njit(cache=True)
+def _axis(q, n):
+    """Lower index, upper index and upper weight along one axis (edge-clamped)."""
+    if q <= 0.0:
+        return 0, 0, 0.0
+    if q >= n - 1:
+        return n - 1, n - 1, 0.0
+    b = np.int64(np.floor(q))
+    return b, b + 1, q - b
+
+
+@parallel_kernel
+def map_interp_2d(src, nch, src_size, field, grid_size, mat, off, out, chunk_size):
+    """:func:`map_interp` for 2-D grids, values only (same values, tested)."""
+    nx = grid_size[0]
+    nv = nx * grid_size[1]
+    sx = src_size[0]
+    sy = src_size[1]
+    has_field = field.shape[0] > 0
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        for v in range(lo, min(lo + chunk_size, nv)):
+            x0 = np.float64(v % nx)
+            x1 = np.float64(v // nx)
+            if has_field:
+                x0 += field[2 * v]
+                x1 += field[2 * v + 1]
+            q0 = off[0] + mat[0, 0] * x0 + mat[0, 1] * x1
+            q1 = off[1] + mat[1, 0] * x0 + mat[1, 1] * x1
+            i0, i1, fx = _axis(q0, sx)
+            j0, j1, fy = _axis(q1, sy)
+            w00 = (1.0 - fx) * (1.0 - fy)
+            w10 = fx * (1.0 - fy)
+            w01 = (1.0 - fx) * fy
+            w11 = fx * fy
+            a00 = (i0 + sx * j0) * nch
+            a10 = (i1 + sx * j0) * nch
+            a01 = (i0 + sx * j1) * nch
+            a11 = (i1 + sx * j1) * nch
+            for ch in range(nch):
+                out[v * nch + ch] = (w00 * src[a00 + ch] + w10 * src[a10 + ch]
+                                     + w01 * src[a01 + ch] + w11 * src[a11 + ch])
+
+
+@parallel_kernel
+def map_interp_3d(src, nch, src_size, field, grid_size, mat, off, out, chunk_size):
+    """:func:`map_interp` for 3-D grids, values only (same values, tested)."""
+    nx = grid_size[0]
+    ny = grid_size[1]
+    nv = nx * ny * grid_size[2]
+    sx = src_size[0]
+    sxy = sx * src_size[1]
+    has_field = field.shape[0] > 0
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        for v in range(lo, min(lo + chunk_size, nv)):
+            x0 = np.float64(v % nx)
+            x1 = np.float64((v // nx) % ny)
+            x2 = np.float64(v // (nx * ny))
+            if has_field:
+                x0 += field[3 * v]
+                x1 += field[3 * v + 1]
+                x2 += field[3 * v + 2]
+            q0 = off[0] + mat[0, 0] * x0 + mat[0, 1] * x1 + mat[0, 2] * x2
+            q1 = off[1] + mat[1, 0] * x0 + mat[1, 1] * x1 + mat[1, 2] * x2
+            q2 = off[2] + mat[2, 0] * x0 + mat[2, 1] * x1 + mat[2, 2] * x2
+            i0, i1, fx = _axis(q0, sx)
+            j0, j1, fy = _axis(q1, src_size[1])
+            k0, k1, fz = _axis(q2, src_size[2])
+            gx = 1.0 - fx
+            gy = 1.0 - fy
+            gz = 1.0 - fz
+            w000 = gx * gy * gz
+            w100 = fx * gy * gz
+            w010 = gx * fy * gz
+            w110 = fx * fy * gz
+            w001 = gx * gy * fz
+            w101 = fx * gy * fz
+            w011 = gx * fy * fz
+            w111 = fx * fy * fz
+            b00 = sx * j0 + sxy * k0
+            b10 = sx * j1 + sxy * k0
+            b01 = sx * j0 + sxy * k1
+            b11 = sx * j1 + sxy * k1
+            for ch in range(nch):
+                out[v * nch + ch] = (
+                    w000 * src[(i0 + b00) * nch + ch] + w100 * src[(i1 + b00) * nch + ch]
+                    + w010 * src[(i0 + b10) * nch + ch] + w110 * src[(i1 + b10) * nch + ch]
+                    + w001 * src[(i0 + b01) * nch + ch] + w101 * src[(i1 + b01) * nch + ch]
+                    + w011 * src[(i0 + b11) * nch + ch] + w111 * src[(i1 + b11) * nch + ch]
+                )

@@ -1,0 +1,555 @@
+"""Symmetric diffeomorphic registration (SyN, Avants et al. 2008), greedy variant of ANTs.
+
+Both images are pulled to a *middle* space sampled on the fixed grid (the
+virtual domain): ``F`` maps the virtual grid to the fixed image, ``M`` to the
+(prealigned) moving image, each kept as a displacement field together with
+its inverse.  Every iteration
+
+1. warps the fixed image by ``F`` and the moving image by ``A o M`` (``A`` the
+   linear prealignment),
+2. evaluates a :class:`~regframe.metrics.dense.DenseMetric` and its exact
+   derivatives with respect to both warped images,
+3. forms the two descent directions ``-dE/dI * grad(I o phi)`` (the gradient
+   with respect to a small displacement composed on the right), smooths
+   them with a Gaussian (``update_sigma`` voxels), pins the grid border and
+   scales them so that the largest update is ``step`` voxels,
+4. composes ``F <- F o (id + dF)``, ``M <- M o (id + dM)`` and updates each
+   inverse by the inverse of the small step, ``F^-1 <- (id + dF)^-1 o F^-1`` (to first order),
+5. optionally smooths the total fields (``total_sigma`` voxels),
+
+over a coarse-to-fine schedule, with ANTs' windowed convergence test.  The
+result maps fixed points to moving points, ``A o M o F^-1``, and its inverse,
+``F o M^-1 o A^-1``, comes from the same two half-way fields, not from
+inverting the result afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from .._parallel import CHUNK_SIZE
+from .._validation import check_choice
+from ..errors import InvalidInputError, NotInvertibleError, ShapeError
+from ..image import Image
+from ..metrics.dense import DenseMetric
+from ..transforms.base import Transform
+from ..transforms.composite import CompositeTransform
+from ..transforms.displacement import DisplacementFieldTransform, newton_invert
+from . import _syn_kernels as _k
+from .method import RegistrationState
+from .pyramid import LevelSchedule, level_image
+
+__all__ = ["syn_register", "SyNResult", "default_syn_schedule"]
+
+#: Newton iterations that refine the tracked inverse fields at the end of a level.
+_REFINE_ITERATIONS = 20
+#: Iterations per level, coarse to fine, of the default three-level schedule.
+_DEFAULT_ITERATIONS = (40, 20, 10)
+#: ANTs' ``SyN[0.25, 3, 0]`` smooths the update with a Gaussian of *variance* 3 voxels^2.
+_ANTS_UPDATE_SIGMA = float(np.sqrt(3.0))
+#: Width (voxels) of the ramp that brings updates to zero at the grid border.
+_TAPER_WIDTH = 4.0
+#: Voxels per block of the Newton refinement.
+_NEWTON_BLOCK = 1 << 15
+#: Target residual (voxels) of the refined inverse fields.
+_REFINE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class SyNResult:
+    """Frozen result of :func:`syn_register`.
+
+    Attributes
+    ----------
+    forward : Transform
+        Fixed -> moving (ITK convention): a :class:`CompositeTransform` of the
+        initial linear transform (when given) and a
+        :class:`DisplacementFieldTransform` on the fixed grid, so that
+        ``resample(moving, forward, reference=fixed)`` aligns moving to fixed.
+    inverse : Transform
+        Moving -> fixed: the inverse field (on the fixed grid, in the
+        prealigned moving space) after the inverse of the initial transform,
+        built from the symmetric parameterization.
+    final_value : float
+        Metric value at the last iteration of the last level.
+    iterations_per_level : tuple of int
+    history : tuple of float
+        Metric value of every iteration, all levels in order.
+    converged : tuple of bool
+        Per level: whether the windowed convergence test stopped it.
+    elapsed : float
+        Wall time in seconds.
+    inverse_residual : float
+        Largest ``|F(F^-1(y)) - y|`` and ``|M(M^-1(y)) - y|`` over the fixed
+        grid after the last refinement, in voxels of the fixed grid.
+    """
+
+    forward: Transform
+    inverse: Transform
+    final_value: float
+    iterations_per_level: tuple[int, ...]
+    history: tuple[float, ...] = field(repr=False)
+    converged: tuple[bool, ...] = ()
+    elapsed: float = 0.0
+    inverse_residual: float = 0.0
+
+    @property
+    def n_iterations(self) -> int:
+        """Total number of iterations over all levels."""
+        return int(sum(self.iterations_per_level))
+
+
+def default_syn_schedule(image: Image) -> LevelSchedule:
+    """ANTs' ``4x2x1`` shrink factors with ``2x1x0`` voxel smoothing, fewer levels for small images.
+
+    The coarsest level keeps at least 16 voxels along the shortest axis.
+    """
+    shortest = min(image.size)
+    factors: list[int] = [1]
+    while len(factors) < 3 and shortest // (2 * factors[0]) >= 16:
+        factors.insert(0, 2 * factors[0])
+    sigmas = tuple(float(f) / 2.0 if f > 1 else 0.0 for f in factors)
+    return LevelSchedule(tuple(factors), sigmas, sigmas_in_physical_units=False)
+
+
+# ---------------------------------------------------------------------------
+# field helpers (all fields flat, interleaved, in index units of their grid)
+# ---------------------------------------------------------------------------
+def _sample(src: NDArray, nch: int, src_size: NDArray, grid_size: NDArray, mat: NDArray, off: NDArray,
+            disp: NDArray | None = None, want_grad: bool = False) -> tuple[NDArray, NDArray | None]:
+    """Channels of ``src`` at ``mat @ (x + disp(x)) + off`` for every grid voxel ``x``."""
+    nv = int(np.prod(grid_size))
+    d = grid_size.shape[0]
+    out = np.empty(nv * nch)
+    disp = np.empty(0) if disp is None else disp
+    if not want_grad and d in (2, 3):
+        fast = _k.map_interp_2d if d == 2 else _k.map_interp_3d
+        fast(src, nch, src_size, disp, grid_size, mat, off, out, CHUNK_SIZE)
+        return out, None
+    grad = np.empty(nv * d if want_grad else 0)
+    _k.map_interp(src, nch, src_size, disp, grid_size, mat, off, out, grad, want_grad, CHUNK_SIZE)
+    return out, (grad if want_grad else None)
+
+
+class _Grid:
+    """A voxel grid with identity maps, the helpers of field arithmetic on it."""
+
+    def __init__(self, image: Image) -> None:
+        self.image = image
+        self.size = np.asarray(image.size, dtype=np.int64)
+        self.d = image.ndim
+        self.nv = int(np.prod(self.size))
+        self.eye = np.eye(self.d)
+        self.zero = np.zeros(self.d)
+        self.shape = tuple(int(v) for v in self.size[::-1])
+        self.index_space = Image(np.zeros(self.shape))
+
+    def compose(self, a: NDArray, b: NDArray) -> NDArray:
+        """Field of ``(id + b) o (id + a)``: ``a(x) + b(x + a(x))``."""
+        return a + _sample(b, self.d, self.size, self.size, self.eye, self.zero, a)[0]
+
+    def max_norm(self, u: NDArray) -> float:
+        """Largest vector length of an interleaved field."""
+        sq = u[0 :: self.d] * u[0 :: self.d]
+        for a in range(1, self.d):
+            sq += u[a :: self.d] * u[a :: self.d]
+        return float(np.sqrt(np.max(sq, initial=0.0)))
+
+    def newton_inverse(self, u: NDArray, v: NDArray) -> tuple[NDArray, float]:
+        """Refine ``v ~ inverse(u)`` by damped Newton iteration per voxel (robust where ``u`` compresses).
+
+        Reuses :func:`~regframe.transforms.displacement.newton_invert` on the
+        field in index units; returns the field and the largest residual.
+        """
+        d = self.d
+        t = DisplacementFieldTransform.from_array(u.reshape(self.shape + (d,)), self.index_space)
+        y = t.grid_points()
+        out = np.empty(self.nv * d)
+        worst = 0.0
+        for lo in range(0, self.nv, _NEWTON_BLOCK):  # blocks bound the (n, d, d) Jacobian temporaries
+            hi = min(lo + _NEWTON_BLOCK, self.nv)
+            x, res = newton_invert(t, y[lo:hi], initial=y[lo:hi] + v[lo * d : hi * d].reshape(-1, d),
+                                   tolerance=_REFINE_TOLERANCE, max_iterations=_REFINE_ITERATIONS)
+            out[lo * d : hi * d] = (x - y[lo:hi]).reshape(-1)
+            worst = max(worst, float(np.max(res, initial=0.0)))
+        return out, worst
+
+    def smooth(self, u: NDArray, sigma: float) -> NDArray:
+        """Gaussian smoothing of every component (sigma in voxels), edge-replicating."""
+        if sigma <= 0:
+            return u
+        arr = u.reshape(self.shape + (self.d,))
+        out = ndimage.gaussian_filter(arr, sigma=[sigma] * self.d + [0.0], mode="nearest")
+        return np.ascontiguousarray(out).reshape(-1)
+
+    def border_weights(self, width: float) -> NDArray:
+        """Per-component weights ramping from 0 on the grid border to 1 at ``width`` voxels inside.
+
+        Multiplying updates by them keeps the domain boundary fixed (the field
+        continues as zero outside the grid, as a ``DisplacementFieldTransform``
+        does) without a steep step at the border.
+        """
+        w = np.ones(self.shape)
+        for ax in range(self.d):
+            n = self.shape[ax]
+            i = np.arange(n, dtype=np.float64)
+            ramp = np.clip(np.minimum(i, n - 1 - i) / max(width, 1.0), 0.0, 1.0)
+            shape = [1] * self.d
+            shape[ax] = n
+            w = w * ramp.reshape(shape)
+        return np.repeat(w.reshape(-1), self.d)
+
+    def image_gradient(self, values: NDArray) -> NDArray:
+        """Central-difference gradient (index units) of a scalar image, interleaved ``(nv*d,)``."""
+        arr = values.reshape(self.shape)
+        grads = np.gradient(arr) if self.d > 1 else [np.gradient(arr)]
+        out = np.empty((self.nv, self.d))
+        for a in range(self.d):  # numpy axis d-1-a is ITK axis a
+            out[:, a] = grads[self.d - 1 - a].reshape(-1)
+        return out.reshape(-1)
+
+    def resample_field(self, u: NDArray, coarse: _Grid) -> NDArray:
+        """A field of ``coarse`` (index units) sampled on this grid, in this grid's index units."""
+        p2i_c = coarse.image.physical_to_index_matrix
+        i2p_f = self.image.index_to_physical_matrix
+        mat = p2i_c @ i2p_f
+        off = p2i_c @ (self.image.origin - coarse.image.origin)
+        vals = _sample(u, self.d, coarse.size, self.size, mat, off)[0].reshape(-1, self.d)
+        to_fine = self.image.physical_to_index_matrix @ coarse.image.index_to_physical_matrix
+        return np.ascontiguousarray(vals @ to_fine.T).reshape(-1)
+
+
+@dataclass
+class _Side:
+    """One image pulled to the middle: its level image, index map and the two fields."""
+
+    image: NDArray
+    size: NDArray
+    mat: NDArray
+    off: NDArray
+    mask: NDArray | None
+    u: NDArray
+    v: NDArray
+
+    def warp(self, grid_size: NDArray, source: NDArray | None = None) -> NDArray:
+        """``source`` (default: the image) on its grid, pulled to the middle grid through ``A o (id + u)``."""
+        src = self.image if source is None else source
+        return _sample(src, 1, self.size, grid_size, self.mat, self.off, self.u)[0]
+
+
+# ---------------------------------------------------------------------------
+# input handling
+# ---------------------------------------------------------------------------
+def _affine_of(transform: Transform | None, d: int, scale: float, where: str) -> tuple[NDArray, NDArray]:
+    """``(matrix, offset)`` of a linear transform (probed at ``d + 1`` points, checked at more)."""
+    if transform is None:
+        return np.eye(d), np.zeros(d)
+    if not isinstance(transform, Transform):
+        raise InvalidInputError(
+            f"{where}: 'initial_transform' must be a regframe Transform or None; got {type(transform).__name__}."
+        )
+    if transform.ndim != d:
+        raise ShapeError(f"{where}: 'initial_transform' must be {d}-D like the images; got {transform.ndim}-D.")
+    probe = np.vstack([np.zeros(d), scale * np.eye(d)])
+    mapped = transform.transform_points(probe)
+    off = mapped[0]
+    mat = (mapped[1:] - off).T / scale
+    check = np.random.default_rng(0).uniform(-scale, scale, (8, d))
+    err = np.max(np.abs(transform.transform_points(check) - (check @ mat.T + off)))
+    if err > 1e-6 * max(scale, 1.0):
+        raise InvalidInputError(
+            f"{where}: 'initial_transform' must be linear (affine, rigid, ... or a composite of them); "
+            f"got a {type(transform).__name__} that is not affine (deviation {err:.3g}). Pass the "
+            "linear prealignment and run deformable stages after SyN, not before."
+        )
+    if abs(np.linalg.det(mat)) < 1e-12:
+        raise NotInvertibleError(f"{where}: the initial transform is singular (det {np.linalg.det(mat):.3g}).")
+    return mat, off
+
+
+def _normalise(image: Image, lo: float, hi: float) -> Image:
+    arr = np.asarray(image.array, dtype=np.float64)
+    return image.with_array(np.clip((arr - lo) / (hi - lo), 0.0, 1.0), copy=False)
+
+
+def _robust_range(image: Image, where: str, name: str) -> tuple[float, float]:
+    arr = np.asarray(image.array, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise InvalidInputError(f"{where}: '{name}' must be finite; got NaN or infinite values. Fill them first.")
+    lo, hi = np.percentile(arr, [0.5, 99.5])
+    if not hi > lo:
+        lo, hi = float(arr.min()), float(arr.max())
+    if not hi > lo:
+        raise InvalidInputError(f"{where}: '{name}' is constant; a registration needs image structure.")
+    return float(lo), float(hi)
+
+
+def _check_mask(mask: Image | None, image: Image, where: str, name: str) -> Image | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, Image):
+        raise InvalidInputError(f"{where}: '{name}' must be a regframe Image or None; got {type(mask).__name__}.")
+    if mask.ndim != image.ndim:
+        raise ShapeError(f"{where}: '{name}' must be {image.ndim}-D; got {mask.ndim}-D.")
+    if not np.any(np.asarray(mask.array) != 0):
+        raise InvalidInputError(f"{where}: '{name}' is empty (all zero); pass None to use the whole image.")
+    return mask
+
+
+def _check_iterations(n_iterations: Sequence[int] | int, n_levels: int, where: str) -> tuple[int, ...]:
+    its = (n_iterations,) * n_levels if isinstance(n_iterations, (int, np.integer)) else tuple(n_iterations)
+    if len(its) != n_levels or any(isinstance(i, bool) or int(i) != i or i < 0 for i in its):
+        raise InvalidInputError(
+            f"{where}: 'n_iterations' must be one non-negative integer per level ({n_levels} levels); "
+            f"got {n_iterations!r}."
+        )
+    return tuple(int(i) for i in its)
+
+
+def _converged(values: list[float], window: int, threshold: float) -> bool:
+    """ANTs-style windowed test: relative slope of the last ``window`` values above ``-threshold``."""
+    if len(values) < window:
+        return False
+    y = np.asarray(values[-window:])
+    x = np.arange(window, dtype=np.float64) - (window - 1) / 2.0
+    slope = float(np.dot(x, y - y.mean()) / np.dot(x, x))
+    scale = max(abs(float(y.mean())), 1e-12)
+    return slope / scale > -threshold
+
+
+# ---------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------
+def syn_register(
+    fixed: Image,
+    moving: Image,
+    *,
+    initial_transform: Transform | None = None,
+    metric: str = "ncc",
+    radius: int = 2,
+    step: float = 0.25,
+    update_sigma: float = _ANTS_UPDATE_SIGMA,
+    total_sigma: float = 0.0,
+    schedule: LevelSchedule | None = None,
+    n_iterations: Sequence[int] | int | None = None,
+    convergence_threshold: float = 1e-6,
+    convergence_window: int = 10,
+    n_bins: int = 32,
+    fixed_mask: Image | None = None,
+    moving_mask: Image | None = None,
+    callbacks: Sequence[Callable[[RegistrationState], Any]] = (),
+    seed: int = 0,
+) -> SyNResult:
+    """Symmetric diffeomorphic registration of ``moving`` to ``fixed`` (ANTs' ``SyN[step, update, total]``).
+
+    Parameters
+    ----------
+    fixed, moving : Image
+        2-D or 3-D images (any geometry; the middle space is sampled on the
+        fixed grid).
+    initial_transform : Transform, optional
+        Linear prealignment, fixed -> moving (e.g. the result of
+        ``register(..., transform="affine")``); copied, never modified.
+    metric : {"ncc", "mse", "mattes"}
+        Dense metric (:class:`~regframe.metrics.dense.DenseMetric`): local
+        normalized correlation (ANTs' CC), mean squares or Mattes mutual
+        information (32 bins).  Intensities are scaled to ``[0, 1]`` by their
+        0.5 and 99.5 percentiles (one common range for ``"mse"``).
+    radius : int
+        Window radius of ``"ncc"`` in voxels.
+    step : float
+        Largest update per iteration, in voxels of the current level.
+    update_sigma, total_sigma : float
+        Gaussian sigmas (voxels of the current level) of the update and
+        total fields (0: none).  ANTs' ``SyN[0.25, 3, 0]`` gives *variances*
+        (voxels^2), so the default ``update_sigma`` is ``sqrt(3) = 1.732``.
+    schedule : LevelSchedule, optional
+        Shrink factors and smoothing; default :func:`default_syn_schedule`.
+    n_iterations : int or sequence of int, optional
+        Iterations per level (a single int for every level).  Default
+        ``(40, 20, 10)`` (ANTs' ``SyN`` preset runs ``40x20x0``), keeping the
+        last entries when the schedule has fewer levels (40 per level beyond 3).
+    convergence_threshold, convergence_window : float, int
+        A level stops when the least-squares slope of its last
+        ``convergence_window`` values, relative to their mean, is above
+        ``-convergence_threshold`` (ANTs' ``1e-6, 10``).
+    n_bins : int
+        Histogram bins of ``"mattes"``.
+    fixed_mask, moving_mask : Image, optional
+        Binary masks in the images' spaces; voxels where either warped mask is
+        zero are ignored (for ``"ncc"``, windows centred there).
+    callbacks : sequence of callables
+        ``callback(state: RegistrationState) -> bool | None`` after every
+        iteration (``parameters`` is empty); returning True stops the run.
+    seed : int
+        Accepted for interface symmetry with :func:`register` (the method is
+        deterministic and draws no random numbers).
+
+    Returns
+    -------
+    SyNResult
+
+    Raises
+    ------
+    InvalidInputError
+        For bad images, masks, a non-linear ``initial_transform`` or bad options.
+    """
+    where = "syn_register()"
+    t0 = time.perf_counter()
+    for name, im in (("fixed", fixed), ("moving", moving)):
+        if not isinstance(im, Image):
+            raise InvalidInputError(f"{where}: '{name}' must be a regframe Image; got {type(im).__name__}.")
+    if fixed.ndim != moving.ndim:
+        raise ShapeError(f"{where}: fixed ({fixed.ndim}-D) and moving ({moving.ndim}-D) must have the same dimension.")
+    check_choice(metric, ("ncc", "mse", "mattes"), where=where, name="metric")
+    for name, val in (("step", step), ("update_sigma", update_sigma), ("total_sigma", total_sigma)):
+        if not np.isfinite(val) or val < 0 or (name == "step" and val == 0):
+            raise InvalidInputError(f"{where}: '{name}' must be finite and {'> 0' if name == 'step' else '>= 0'}; got {val!r}.")
+    if convergence_window < 2:
+        raise InvalidInputError(f"{where}: 'convergence_window' must be >= 2; got {convergence_window!r}.")
+    d = fixed.ndim
+    fixed_mask = _check_mask(fixed_mask, fixed, where, "fixed_mask")
+    moving_mask = _check_mask(moving_mask, moving, where, "moving_mask")
+    extent = float(max(np.max(np.abs(fixed.origin)), np.max(fixed.spacing * np.asarray(fixed.size)), 1.0))
+    a_mat, a_off = _affine_of(initial_transform, d, extent, where)
+    if schedule is None:
+        schedule = default_syn_schedule(fixed)
+    elif not isinstance(schedule, LevelSchedule):
+        raise InvalidInputError(f"{where}: 'schedule' must be a LevelSchedule; got {type(schedule).__name__}.")
+    if n_iterations is None:
+        n_iterations = _DEFAULT_ITERATIONS[-schedule.n_levels :] if schedule.n_levels <= 3 else _DEFAULT_ITERATIONS[0]
+    iterations = _check_iterations(n_iterations, schedule.n_levels, where)
+
+    f_lo, f_hi = _robust_range(fixed, where, "fixed")
+    m_lo, m_hi = _robust_range(moving, where, "moving")
+    if metric == "mse":
+        f_lo = m_lo = min(f_lo, m_lo)
+        f_hi = m_hi = max(f_hi, m_hi)
+    fixed_n = _normalise(fixed, f_lo, f_hi)
+    moving_n = _normalise(moving, m_lo, m_hi)
+    dense = DenseMetric(metric, radius=int(radius), n_bins=int(n_bins))
+
+    grid: _Grid | None = None
+    sides: list[_Side] = []
+    history: list[float] = []
+    per_level: list[int] = []
+    converged: list[bool] = []
+    stopped = False
+    value = float("nan")
+    for li in range(schedule.n_levels):
+        level = schedule.level(li, d)
+        fl = level_image(fixed_n, level)
+        ml = level_image(moving_n, level)
+        new_grid = _Grid(fl)
+        if grid is None:
+            zero = np.zeros(new_grid.nv * d)
+            fields = [(zero, zero), (zero.copy(), zero.copy())]
+        else:
+            fields = [(new_grid.resample_field(s.u, grid), new_grid.resample_field(s.v, grid)) for s in sides]
+        grid = new_grid
+        i2p_v = fl.index_to_physical_matrix
+        mats = [
+            (np.eye(d), np.zeros(d)),
+            (ml.physical_to_index_matrix @ a_mat @ i2p_v,
+             ml.physical_to_index_matrix @ (a_mat @ fl.origin + a_off - ml.origin)),
+        ]
+        sides = []
+        for (img, mask), (mat, off), (u, v) in zip(((fl, fixed_mask), (ml, moving_mask)), mats, fields):
+            mask_flat = None
+            if mask is not None:
+                # mask in its own space -> continuous index of the level image's grid
+                p2i = mask.physical_to_index_matrix
+                mmat = p2i @ img.index_to_physical_matrix
+                moff = p2i @ (img.origin - mask.origin)
+                src = np.ascontiguousarray((np.asarray(mask.array) != 0).astype(np.float64).reshape(-1))
+                mask_flat = _sample(src, 1, np.asarray(mask.size, dtype=np.int64),
+                                    np.asarray(img.size, dtype=np.int64), mmat, moff)[0]
+            sides.append(_Side(np.ascontiguousarray(img.array, dtype=np.float64).reshape(-1),
+                               np.asarray(img.size, dtype=np.int64), mat, off, mask_flat, u, v))
+        border = grid.border_weights(_TAPER_WIDTH)
+        values: list[float] = []
+        n_done = 0
+        level_converged = False
+        for it in range(iterations[li]):
+            warped = [s.warp(grid.size) for s in sides]
+            weights = None
+            for s in sides:
+                if s.mask is not None:
+                    wm = (s.warp(grid.size, s.mask) >= 0.5).astype(np.float64)
+                    weights = wm if weights is None else weights * wm
+            ev = dense.evaluate(warped[0], warped[1], tuple(grid.size), weights)
+            value = ev.value
+            values.append(value)
+            history.append(value)
+            n_done = it + 1
+            for s, img_w, dE in zip(sides, warped, (ev.d_fixed, ev.d_moving)):
+                upd = -np.repeat(dE, d) * grid.image_gradient(img_w)
+                upd = grid.smooth(upd, update_sigma)
+                upd *= border
+                norm = grid.max_norm(upd)
+                if norm > 0:
+                    upd *= step / norm
+                    s.u = grid.compose(upd, s.u)
+                    s.v = grid.compose(s.v, -upd)  # first-order inverse step; Newton-refined per level
+            if total_sigma > 0:
+                for s in sides:
+                    s.u = grid.smooth(s.u, total_sigma)
+                    s.u *= border
+            state = RegistrationState(level=li, iteration=it, value=value, gradient_norm=float("nan"),
+                                      parameters=np.zeros(0))
+            if any(cb(state) is True for cb in callbacks):
+                stopped = True
+                break
+            if _converged(values, convergence_window, convergence_threshold):
+                level_converged = True
+                break
+        residual = 0.0
+        for s in sides:
+            s.v, res = grid.newton_inverse(s.u, s.v)
+            residual = max(residual, res)
+        per_level.append(n_done)
+        converged.append(level_converged)
+        if stopped:
+            break
+    assert grid is not None
+    # the result on the finest grid reached (the full-resolution fixed grid unless stopped early)
+    if grid.image.size != fixed.size:
+        final = _Grid(fixed)
+        fields = [(final.resample_field(s.u, grid), final.resample_field(s.v, grid)) for s in sides]
+        residual = 0.0
+        for s, (u, v) in zip(sides, fields):
+            s.u = u
+            s.v, res = final.newton_inverse(u, v)
+            residual = max(residual, res)
+        grid = final
+    f_side, m_side = sides
+    forward_idx = grid.compose(f_side.v, m_side.u)   # M o F^-1
+    inverse_idx = grid.compose(m_side.v, f_side.u)   # F o M^-1
+    i2p = fixed.index_to_physical_matrix
+    shape = grid.shape + (d,)
+    fwd_field = DisplacementFieldTransform.from_array((forward_idx.reshape(-1, d) @ i2p.T).reshape(shape), fixed)
+    inv_field = DisplacementFieldTransform.from_array((inverse_idx.reshape(-1, d) @ i2p.T).reshape(shape), fixed)
+    if initial_transform is None:
+        forward = CompositeTransform(d, [fwd_field])
+        inverse = CompositeTransform(d, [inv_field])
+    else:
+        forward = CompositeTransform(d, [initial_transform.copy(), fwd_field])
+        inverse = CompositeTransform(d, [inv_field, initial_transform.copy().inverse()])
+    del seed
+    return SyNResult(
+        forward=forward,
+        inverse=inverse,
+        final_value=float(value),
+        iterations_per_level=tuple(per_level),
+        history=tuple(history),
+        converged=tuple(converged),
+        elapsed=time.perf_counter() - t0,
+        inverse_residual=float(residual),
+    )

@@ -1,0 +1,89 @@
+"""register_many: input order, isolated failures, bit-identical to serial register() calls, locally and on dask."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+
+import regframe as rf
+from regframe.errors import InvalidInputError
+from regframe.registration.batch import PairError, PairProgress, run_pair
+
+KW = {"transform": "rigid", "initialization": "geometry", "rotation_search": False, "n_iterations": 30}
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Crops of the real rat-lung slice moved by known small rigid motions (SimpleITK), one shared fixed image."""
+    sitk = pytest.importorskip("SimpleITK")
+    from conftest import data_path
+
+    img = sitk.ReadImage(str(data_path("rat_lung", "RatLungSlice1.mha")), sitk.sitkFloat32)
+    fixed = rf.from_sitk(img)
+    centre = fixed.physical_center().tolist()
+    out = []
+    for k, (angle, tx, ty) in enumerate([(0.05, 1.5, -1.0), (-0.04, -2.0, 0.5), (0.02, 0.7, 2.2)]):
+        tr = sitk.Euler2DTransform(centre, angle, (tx, ty))
+        out.append((fixed, rf.from_sitk(sitk.Resample(img, img, tr, sitk.sitkBSpline, 0.0))))
+    return out
+
+
+def _broken(pairs):
+    fixed = pairs[0][0]
+    return (fixed, fixed.with_array(np.zeros(fixed.shape, dtype=np.float32)))  # constant: the metric refuses it
+
+
+def test_local_results_in_order_and_identical_to_register(pairs):
+    items = [pairs[0], _broken(pairs), {"fixed": pairs[1][0], "moving": pairs[1][1], "n_iterations": 20}]
+    stream = io.StringIO()
+    results = _with_stream(items, stream)
+    assert isinstance(results[1], PairError) and results[1].index == 1
+    assert results[1].type and "Traceback" in results[1].traceback and str(results[1]).startswith("pair 1:")
+    want0 = rf.register(*pairs[0], **KW)
+    want2 = rf.register(*pairs[1], **{**KW, "n_iterations": 20})
+    assert results[0].transform.parameters.tobytes() == want0.transform.parameters.tobytes()
+    assert results[2].transform.parameters.tobytes() == want2.transform.parameters.tobytes()
+    assert "3/3 done, 1 failed" in stream.getvalue()
+
+
+def _with_stream(items, stream):
+    from regframe.registration import batch
+
+    original = batch.PairProgress
+    batch.PairProgress = lambda total, label, mode: original(total, label, mode="lines", stream=stream)
+    try:
+        return rf.register_many(items, **KW)
+    finally:
+        batch.PairProgress = original
+
+
+def test_bad_pairs_raise_and_errors_pickle(pairs):
+    with pytest.raises(InvalidInputError, match="pair 0"):
+        rf.register_many([(pairs[0][0],)])
+    with pytest.raises(InvalidInputError, match="'fixed' and 'moving'"):
+        rf.register_many([{"fixed": pairs[0][0]}])
+    with pytest.raises(InvalidInputError, match="regframe Images"):
+        rf.register_many([(np.zeros((4, 4)), pairs[0][1])])
+    err = run_pair(4, *_broken(pairs), KW)
+    assert isinstance(err, PairError) and pickle.loads(pickle.dumps(err)) == err
+    progress = PairProgress(2, mode="none")
+    progress.update(), progress.update(True)
+    assert (progress.done, progress.failed) == (2, 1)
+
+
+@pytest.mark.data
+@pytest.mark.slow  # ~10 s on an idle machine, ~30 s on a loaded one: two worker processes import numba kernels
+def test_dask_local_cluster_bit_identical_and_failure_isolated(pairs):
+    distributed = pytest.importorskip("distributed")
+    items = [pairs[0], _broken(pairs), pairs[1], pairs[2]]
+    serial = [rf.register(*p, **KW) for p in (pairs[0], pairs[1], pairs[2])]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        results = rf.register_many(items, client=client, progress="none", **KW)
+    assert isinstance(results[1], PairError) and results[1].index == 1
+    for res, want in zip([results[0], results[2], results[3]], serial):
+        assert res.transform.parameters.tobytes() == want.transform.parameters.tobytes()
+        assert res.final_value == want.final_value

@@ -1,0 +1,355 @@
+"""Global initialization candidates: phase correlation, Fourier-Mellin, global_candidates.
+
+Every moving image is a real image moved by a known transform with SimpleITK (or
+scipy.ndimage.shift); the truth is that transform.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from scipy import ndimage
+
+sitk = pytest.importorskip("SimpleITK")
+
+from regframe.errors import InvalidInputError  # noqa: E402
+from regframe.image import Image  # noqa: E402
+from regframe.io import from_sitk  # noqa: E402
+from regframe.registration.global_init import (  # noqa: E402
+    fourier_mellin,
+    global_candidates,
+    phase_correlation,
+    rotation_grid_3d,
+)
+from regframe.registration.initializers import centered_initializer  # noqa: E402
+from regframe.registration.pyramid import ImagePyramid, LevelSchedule  # noqa: E402
+from regframe.registration.resample import resample  # noqa: E402
+from regframe.transforms import (  # noqa: E402
+    AffineTransform,
+    Euler2DTransform,
+    Similarity2DTransform,
+    TranslationTransform,
+    VersorRigid3DTransform,
+)
+
+
+def _read(path) -> "sitk.Image":
+    return sitk.ReadImage(str(path), sitk.sitkFloat64)
+
+
+def _moved(image: "sitk.Image", truth: "sitk.Transform", default: float = 0.0) -> "sitk.Image":
+    """``moving`` with ``fixed(x) = moving(truth(x))``: resample through the inverse (B-spline)."""
+    return sitk.Resample(image, image, truth.GetInverse(), sitk.sitkBSpline, default)
+
+
+def _rms_error(transform, truth: "sitk.Transform", image: Image) -> float:
+    pts = image.voxel_points()[::37]
+    expected = np.array([truth.TransformPoint(tuple(p)) for p in pts])
+    return float(np.sqrt(np.mean(np.sum((transform.transform_points(pts) - expected) ** 2, axis=1))))
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+
+
+# --------------------------------------------------------------------------- phase correlation
+@pytest.mark.parametrize("shift", [(3.3, -7.6), (0.25, 0.5), (-40.4, 22.7), (61.7, 70.2)])
+def test_phase_correlation_recovers_subpixel_shift_of_a_section(shared_data, shift):
+    """scipy.ndimage.shift of a real EM crop, anisotropic spacing and an origin: physical translation."""
+    section = _read(shared_data("lung_sem", "2016_12_02_0101_s00_03.png"))
+    a = sitk.GetArrayFromImage(section)[300:556, 250:506]
+    b = ndimage.shift(a, shift, order=3, mode="constant")  # b[n] = a[n - shift] -> a[n] = b[n + shift]
+    spacing, origin = (0.7, 1.3), (-12.0, 40.0)
+    fixed, moving = Image(a, spacing, origin), Image(b, spacing, origin)
+    (t, score), *_ = phase_correlation(fixed, moving)
+    expected = np.asarray(shift[::-1]) * spacing
+    assert np.all(np.abs(t - expected) / spacing < 0.08), (t / spacing, expected / spacing)
+    assert score > 0.7
+
+
+def test_phase_correlation_sign_checked_by_resampling(shared_data):
+    """The returned t, as a TranslationTransform, resamples moving back onto fixed."""
+    fixed_s = _read(shared_data("rat_lung", "RatLungSlice1.mha"))
+    truth = sitk.TranslationTransform(2, (-17.3, 9.6))
+    fixed, moving = from_sitk(fixed_s), from_sitk(_moved(fixed_s, truth))
+    t, _ = phase_correlation(fixed, moving)[0]
+    np.testing.assert_allclose(t, truth.GetOffset(), atol=0.15)
+    shift = TranslationTransform(2)
+    shift.parameters = t
+    back = resample(moving, shift, reference=fixed)
+    inner = (slice(20, 100), slice(30, 100))  # where moving had content
+    assert _ncc(back.array[inner], fixed.array[inner]) > 0.99
+    shift.parameters = -t
+    wrong = resample(moving, shift, reference=fixed)
+    assert _ncc(wrong.array[inner], fixed.array[inner]) < 0.8
+
+
+def test_phase_correlation_3d_ct_subvoxel(shared_data):
+    """Lung CT (anisotropic voxels) shifted by SimpleITK: translation within 0.15 voxel per axis."""
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    truth = sitk.TranslationTransform(3, (11.3, -7.9, 13.2))  # mm; voxels are 2.73 x 2.73 x 5
+    fixed, moving = from_sitk(ct), from_sitk(_moved(ct, truth, default=-1024.0))
+    peaks = phase_correlation(fixed, moving, n_peaks=2)
+    t = peaks[0][0]
+    assert np.all(np.abs(t - np.asarray(truth.GetOffset())) / fixed.spacing < 0.15), t
+    assert len(peaks) <= 2 and peaks[0][1] >= peaks[-1][1]
+
+
+def test_phase_correlation_masks_ignore_structure_outside(shared_data):
+    """A bright block outside the masks (fixed in place in both images) would pin the shift at 0."""
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    mask = _read(shared_data("elastix_example", "mask_fixed.mhd"))
+    truth = sitk.TranslationTransform(2, (9.4, -6.2))
+    fixed_a = sitk.GetArrayFromImage(brain)
+    moving_a = sitk.GetArrayFromImage(_moved(brain, truth))
+    stripes = 3000.0 * (np.arange(fixed_a.shape[1]) % 7 < 3)
+    for arr in (fixed_a, moving_a):  # the same stripes in both, outside both masks
+        arr[:14, :] = stripes
+        arr[236:, :] = stripes
+    fixed, moving = Image(fixed_a), Image(moving_a)
+    fmask = from_sitk(mask)
+    mmask = from_sitk(_moved(mask, truth)).with_array(sitk.GetArrayFromImage(_moved(mask, truth)) > 0.5)
+    unmasked = phase_correlation(fixed, moving)[0][0]
+    assert np.linalg.norm(unmasked - truth.GetOffset()) > 3.0  # the stripes win without masks
+    t, _ = phase_correlation(fixed, moving, fixed_mask=fmask, moving_mask=mmask)[0]
+    np.testing.assert_allclose(t, truth.GetOffset(), atol=0.3)
+
+
+def test_phase_correlation_needs_one_grid(shared_data):
+    fixed = from_sitk(_read(shared_data("rat_lung", "RatLungSlice1.mha")))
+    other = Image(fixed.array, spacing=(2.0, 2.0))
+    with pytest.raises(InvalidInputError, match="same grid|one grid"):
+        phase_correlation(fixed, other)
+    with pytest.raises(InvalidInputError):
+        phase_correlation(fixed, fixed.with_array(np.zeros(fixed.shape)))
+
+
+# --------------------------------------------------------------------------- Fourier-Mellin
+@pytest.mark.parametrize("angle, scale", [(-90.0, 1.0), (-45.0, 0.7), (-10.0, 0.83), (20.0, 1.2), (60.0, 1.4),
+                                          (90.0, 0.9)])
+def test_fourier_mellin_rotation_and_scale_of_brain(shared_data, angle, scale):
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    truth = sitk.Similarity2DTransform(scale, np.deg2rad(angle), (6.0, -9.0),
+                                       brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)))
+    fixed, moving = from_sitk(brain), from_sitk(_moved(brain, truth))
+    cands = fourier_mellin(fixed, moving)
+    assert len(cands) == 4
+    # the first peak and its 180-degree twin come first, with the same score
+    (a0, s0, q0), (a1, s1, q1) = cands[:2]
+    assert q0 == q1 and s0 == s1
+    assert abs(np.angle(np.exp(1j * (a1 - a0 - np.pi)))) < 1e-9
+    err = min(abs(np.degrees(np.angle(np.exp(1j * (a - np.deg2rad(angle)))))) for a in (a0, a1))
+    assert err < 1.0
+    assert abs(s0 / scale - 1.0) < 0.02
+
+
+def test_fourier_mellin_and_phase_on_an_oblique_anisotropic_grid(shared_data):
+    """World angles, scales and translations on a grid with direction R(30 deg) and spacing (0.9, 1.2)."""
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    centre = np.asarray(brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)))
+    grid = sitk.Image(240, 200, sitk.sitkFloat64)
+    grid.SetSpacing((0.9, 1.2))
+    th = np.deg2rad(30.0)
+    grid.SetDirection((np.cos(th), -np.sin(th), np.sin(th), np.cos(th)))
+    grid.SetOrigin(tuple(centre - np.asarray(grid.TransformContinuousIndexToPhysicalPoint((119.5, 99.5)))))
+    fixed = from_sitk(sitk.Resample(brain, grid, sitk.Transform(), sitk.sitkBSpline, 0.0))
+    for angle, scale in ((-25.0, 1.1), (70.0, 0.85)):
+        truth = sitk.Similarity2DTransform(scale, np.deg2rad(angle), (5.0, -3.0), tuple(centre))
+        moving = from_sitk(sitk.Resample(brain, grid, truth.GetInverse(), sitk.sitkBSpline, 0.0))
+        cands = fourier_mellin(fixed, moving)
+        assert min(abs(np.degrees(np.angle(np.exp(1j * (a - np.deg2rad(angle)))))) for a, _, _ in cands[:2]) < 1.0
+        assert abs(cands[0][1] / scale - 1.0) < 0.02
+    shift = sitk.TranslationTransform(2, (7.3, -4.1))
+    moving = from_sitk(sitk.Resample(brain, grid, shift.GetInverse(), sitk.sitkBSpline, 0.0))
+    np.testing.assert_allclose(phase_correlation(fixed, moving)[0][0], shift.GetOffset(), atol=0.1)
+
+
+def test_fourier_mellin_without_scale_and_errors(shared_data):
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    truth = sitk.Euler2DTransform(brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)), np.deg2rad(33.0))
+    fixed, moving = from_sitk(brain), from_sitk(_moved(brain, truth))
+    cands = fourier_mellin(fixed, moving, scale=False, n_candidates=2)
+    assert len(cands) == 2 and all(s == 1.0 for _, s, _ in cands)
+    assert min(abs(np.degrees(a) - 33.0) for a, _, _ in cands) < 1.0
+    ct = from_sitk(_read(shared_data("lung3d", "3DCT_lung_baseline_small.mha")))
+    with pytest.raises(InvalidInputError, match="2-D"):
+        fourier_mellin(ct, ct)
+
+
+# --------------------------------------------------------------------------- global candidates
+def _coarse(image: Image, factor: int) -> Image:
+    return ImagePyramid(image, LevelSchedule((factor,), (0.5 * (factor - 1),))).level(0)
+
+
+def test_global_candidates_section_rigid_20deg_60px(shared_data):
+    """An EM section moved by 20 degrees and 60 px: the best candidate is within a coarse voxel."""
+    section = _read(shared_data("lung_sem", "2016_12_02_0101_s00_05.png"))
+    centre = section.TransformContinuousIndexToPhysicalPoint((399.5, 399.5))
+    truth = sitk.Euler2DTransform(centre, np.deg2rad(20.0), (42.0, -43.0))  # |t| = 60 px
+    fixed, moving = from_sitk(section), from_sitk(_moved(section, truth))
+    start = centered_initializer(fixed, moving, Euler2DTransform(), mode="moments")
+    fl, ml = _coarse(fixed, 8), _coarse(moving, 8)
+    cands = global_candidates(fl, ml, "rigid", start=start)
+    assert 1 <= len(cands) <= 8
+    assert _rms_error(start, truth, fixed) > 60.0
+    assert _rms_error(cands[0], truth, fixed) < 8.0  # one coarse voxel
+
+
+@pytest.mark.parametrize("angle", [-8.0, 30.0])
+def test_global_candidates_partial_overlap_falls_back_to_the_grid(shared_data, angle):
+    """Two EM crops overlapping by about 45 %: the texture's spectrum tells no rotation, the sweep does."""
+    section = _read(shared_data("lung_sem", "2016_12_02_0101_s00_04.png"))
+    truth = sitk.Euler2DTransform((399.5, 399.5), np.deg2rad(angle), (0.0, 0.0))
+    rotated = _moved(section, truth)
+    fixed, moving = from_sitk(section[0:520, 0:520]), from_sitk(rotated[150:650, 200:700])
+    start = centered_initializer(fixed, moving, Euler2DTransform(), mode="geometry")
+    cands = global_candidates(_coarse(fixed, 8), _coarse(moving, 8), "rigid", start=start)
+    assert _rms_error(start, truth, fixed) > 100.0
+    assert _rms_error(cands[0], truth, fixed) < 8.0
+
+
+def test_global_candidates_brain_similarity(shared_data):
+    """Scale 0.83, rotation -10 degrees, shift 20 % of the field of view."""
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    truth = sitk.Similarity2DTransform(0.83, np.deg2rad(-10.0), (0.2 * 256, -0.1 * 256),
+                                       brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)))
+    fixed, moving = from_sitk(brain), from_sitk(_moved(brain, truth))
+    start = centered_initializer(fixed, moving, Similarity2DTransform(), mode="moments")
+    cands = global_candidates(_coarse(fixed, 4), _coarse(moving, 4), "similarity", start=start)
+    best = cands[0]
+    assert isinstance(best, Similarity2DTransform)
+    assert _rms_error(start, truth, fixed) > 20.0
+    assert _rms_error(best, truth, fixed) < 3.0
+    assert abs(np.degrees(best.parameters[1]) + 10.0) < 2.0  # not the 180-degree twin
+
+
+def test_global_candidates_different_grids_and_masks(shared_data):
+    """Moving on another grid (spacing 1.25, other size and origin) with masks; full-size inputs."""
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    mask = sitk.ReadImage(str(shared_data("elastix_example", "mask_fixed.mhd")), sitk.sitkUInt8)
+    truth = sitk.Similarity2DTransform(1.15, np.deg2rad(35.0), (-20.0, 25.0),
+                                       brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)))
+    grid = sitk.Image(230, 215, sitk.sitkFloat64)
+    grid.SetSpacing((1.25, 1.25))
+    grid.SetOrigin((-30.0, -12.0))
+    inverse = truth.GetInverse()
+    moving = from_sitk(sitk.Resample(brain, grid, inverse, sitk.sitkBSpline, 0.0))
+    moving_mask = from_sitk(sitk.Resample(mask, grid, inverse, sitk.sitkNearestNeighbor, 0))
+    fixed, fixed_mask = from_sitk(brain), from_sitk(mask)
+    start = centered_initializer(fixed, moving, Similarity2DTransform(), mode="geometry")
+    cands = global_candidates(fixed, moving, "similarity", start=start, fixed_mask=fixed_mask,
+                              moving_mask=moving_mask)
+    assert _rms_error(start, truth, fixed) > 40.0
+    assert _rms_error(cands[0], truth, fixed) < 3.0
+
+
+def test_global_candidates_3d_oblique_rotation(shared_data):
+    """Lung CT rotated 45 degrees about an oblique axis and shifted by 25 % of its extent."""
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    fixed = from_sitk(ct)
+    extent = np.asarray(fixed.size) * fixed.spacing
+    direction = np.array([1.0, -0.5, 0.3]) / np.linalg.norm([1.0, -0.5, 0.3])
+    truth = sitk.VersorRigid3DTransform()
+    truth.SetCenter(tuple(fixed.physical_center()))
+    truth.SetRotation((1 / np.sqrt(3),) * 3, np.deg2rad(45.0))
+    truth.SetTranslation(tuple(0.25 * extent * direction))
+    moving = from_sitk(_moved(ct, truth, default=-1024.0))
+    start = centered_initializer(fixed, moving, VersorRigid3DTransform(), mode="moments")
+    cands = global_candidates(_coarse(fixed, 4), _coarse(moving, 4), "rigid", start=start)
+    assert isinstance(cands[0], VersorRigid3DTransform)
+    r_true = np.asarray(truth.GetMatrix()).reshape(3, 3)
+    angle = np.degrees(np.arccos(np.clip((np.trace(cands[0].matrix.T @ r_true) - 1) / 2, -1, 1)))
+    assert _rms_error(start, truth, fixed) > 60.0
+    assert angle < 8.0
+    assert _rms_error(cands[0], truth, fixed) < 11.0  # one coarse voxel: 10.9 x 10.9 x 20 mm
+
+
+def test_global_candidates_3d_translation(shared_data):
+    """A pure shift of the CT: a phase-correlation candidate within half a coarse voxel."""
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    truth = sitk.TranslationTransform(3, (15.0, -20.0, 10.0))
+    fixed, moving = from_sitk(ct), from_sitk(_moved(ct, truth, default=-1024.0))
+    start = centered_initializer(fixed, moving, TranslationTransform(3), mode="moments")
+    cands = global_candidates(_coarse(fixed, 4), _coarse(moving, 4), "translation", start=start)
+    assert all(type(c) is TranslationTransform for c in cands)
+    assert _rms_error(start, truth, fixed) > 15.0
+    assert _rms_error(cands[0], truth, fixed) < 5.5
+
+
+@pytest.mark.parametrize("kind, cls", [("translation", TranslationTransform), ("rigid", Euler2DTransform),
+                                       ("similarity", Similarity2DTransform), ("affine", AffineTransform)])
+def test_global_candidates_contract(shared_data, kind, cls):
+    """Same class and centre as start, start itself excluded, at most max_candidates, start untouched."""
+    fixed_s = _read(shared_data("rat_lung", "RatLungSlice1.mha"))
+    truth = sitk.Euler2DTransform((64.0, 64.0), np.deg2rad(25.0), (12.0, -5.0))
+    fixed, moving = from_sitk(fixed_s), from_sitk(_moved(fixed_s, truth))
+    start = centered_initializer(fixed, moving, cls(2) if cls in (TranslationTransform, AffineTransform) else cls(),
+                                 mode="geometry")
+    before = (start.parameters.copy(), start.fixed_parameters.copy())
+    cands = global_candidates(fixed, moving, kind, start=start, max_candidates=3)
+    assert 1 <= len(cands) <= 3
+    for c in cands:
+        assert type(c) is cls
+        np.testing.assert_array_equal(c.fixed_parameters, start.fixed_parameters)
+        assert not np.allclose(c.parameters, start.parameters)
+    np.testing.assert_array_equal(start.parameters, before[0])
+    np.testing.assert_array_equal(start.fixed_parameters, before[1])
+    if kind != "translation":
+        assert _rms_error(cands[0], truth, fixed) < 3.0
+
+
+def test_global_candidates_search_modes_and_errors(shared_data):
+    fixed_s = _read(shared_data("rat_lung", "RatLungSlice1.mha"))
+    truth = sitk.Euler2DTransform((64.0, 64.0), np.deg2rad(-40.0), (8.0, 6.0))
+    fixed, moving = from_sitk(fixed_s), from_sitk(_moved(fixed_s, truth))
+    start = centered_initializer(fixed, moving, Euler2DTransform(), mode="geometry")
+    only_t = global_candidates(fixed, moving, "rigid", start=start, search="translation")
+    assert all(c.parameters[0] == start.parameters[0] for c in only_t)
+    only_r = global_candidates(fixed, moving, "rigid", start=start, search="rotation")
+    assert all(np.allclose(c.translation, start.translation) for c in only_r)
+    assert min(abs(np.degrees(c.parameters[0]) + 40.0) for c in only_r) < 2.0
+    grid = global_candidates(fixed, moving, "rigid", start=start, search="grid")
+    assert _rms_error(grid[0], truth, fixed) < 3.0
+    with pytest.raises(InvalidInputError, match="search"):
+        global_candidates(fixed, moving, "rigid", start=start, search="everything")
+    with pytest.raises(InvalidInputError, match="kind"):
+        global_candidates(fixed, moving, "bspline", start=start)
+
+
+def test_global_candidates_deterministic_across_threads(shared_data):
+    fixed_s = _read(shared_data("rat_lung", "RatLungSlice1.mha"))
+    truth = sitk.Euler2DTransform((64.0, 64.0), np.deg2rad(30.0), (5.0, 7.0))
+    fixed, moving = from_sitk(fixed_s), from_sitk(_moved(fixed_s, truth))
+    start = centered_initializer(fixed, moving, Euler2DTransform(), mode="geometry")
+    previous = numba.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            runs.append([c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
+    finally:
+        numba.set_num_threads(previous)
+    assert len(runs[0]) == len(runs[1])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rotation_grid_3d_covers_so3():
+    grid = rotation_grid_3d(72)
+    assert grid.shape == (72, 3, 3)
+    np.testing.assert_allclose(grid @ grid.transpose(0, 2, 1), np.broadcast_to(np.eye(3), grid.shape), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(grid), 1.0, atol=1e-12)
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(200, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    worst = 0.0
+    for w, x, y, z in q:  # random rotations: distance to the nearest grid rotation
+        r = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        cos = (np.einsum("kij,ij->k", grid, r) - 1) / 2
+        worst = max(worst, np.degrees(np.arccos(np.clip(cos.max(), -1, 1))))
+    assert worst < 60.0  # measured: 56 degrees at worst, 46 for 99 % of rotations

@@ -1,0 +1,324 @@
+"""Symmetric diffeomorphic registration (SyN): dense metrics, field kernels, exactness, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regframe import AffineTransform, Image
+from regframe.errors import EmptyMaskError, InvalidInputError, ShapeError
+from regframe.metrics.dense import DenseMetric, box_sums
+from regframe.quality import jacobian_determinant
+from regframe.registration import resample
+from regframe.registration import _syn_kernels as K
+from regframe.registration.syn import SyNResult, _sample, default_syn_schedule, syn_register
+from regframe.transforms import BSplineTransform
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _smooth_random(rng: np.random.Generator, shape: tuple[int, ...], sigma: float = 1.5) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(rng.random(shape), sigma)
+
+
+def _read(path: Path) -> Image:
+    sitk = pytest.importorskip("SimpleITK")
+    from regframe import from_sitk
+
+    im = from_sitk(sitk.ReadImage(str(path)))
+    return im.with_array(im.array.astype(np.float64))
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.ravel() - a.mean()
+    b = b.ravel() - b.mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def _warp_known(image: Image, amplitude: float, seed: int) -> tuple[Image, object]:
+    """``image`` resampled (by SimpleITK) through a smooth random displacement field of ``amplitude`` px."""
+    sitk = pytest.importorskip("SimpleITK")
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    shape = image.shape
+    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), 12.0) for _ in range(image.ndim)], -1)
+    field *= amplitude / np.abs(field).max()
+    simg = sitk.GetImageFromArray(image.array)
+    disp = sitk.GetImageFromArray(field, isVector=True)
+    for s in (simg, disp):
+        s.SetSpacing(tuple(image.spacing))
+        s.SetOrigin(tuple(image.origin))
+    tx = sitk.DisplacementFieldTransform(sitk.Cast(disp, sitk.sitkVectorFloat64))
+    out = sitk.Resample(simg, simg, tx, sitk.sitkBSpline, 0.0, sitk.sitkFloat64)
+    return image.with_array(sitk.GetArrayFromImage(out)), tx
+
+
+# ---------------------------------------------------------------------------
+# dense metrics and kernels
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["ncc", "mse", "mattes"])
+@pytest.mark.parametrize("shape", [(11, 13), (5, 6, 7)])
+@settings(max_examples=4)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_dense_metric_derivatives_match_central_differences(kind, shape, seed) -> None:
+    rng = np.random.default_rng(seed)
+    f = _smooth_random(rng, shape, 0.7)
+    m = 0.6 * f + 0.4 * _smooth_random(rng, shape, 0.7)
+    f = (f - f.min()) / np.ptp(f)
+    m = (m - m.min()) / np.ptp(m) * 0.98 + 0.01
+    w = (rng.random(shape) > 0.2).astype(float)
+    size = shape[::-1]
+    metric = DenseMetric(kind, radius=int(rng.integers(1, 3)))
+    ev = metric.evaluate(f, m, size, w)
+    eps = 1e-6
+    scale = max(np.abs(ev.d_fixed).max(), np.abs(ev.d_moving).max())
+    for v in rng.choice(f.size, 8, replace=False):
+        for which, grad in (("f", ev.d_fixed), ("m", ev.d_moving)):
+            vals = []
+            for sgn in (1, -1):
+                ff, mm = f.copy().ravel(), m.copy().ravel()
+                (ff if which == "f" else mm)[v] += sgn * eps
+                vals.append(metric.evaluate(ff, mm, size, w).value)
+            fd = (vals[0] - vals[1]) / (2 * eps)
+            assert abs(fd - grad[v]) <= 1e-6 * scale + 1e-9, (which, v, fd, grad[v])
+
+
+@pytest.mark.parametrize("kind", ["ncc", "mse", "mattes"])
+def test_displacement_gradient_matches_central_differences(kind, rng) -> None:
+    """dE/du(x) = dE/dm_w(x) * d m_w(x)/du(x), with the exact interpolant derivative, vs finite differences."""
+    shape = (12, 14)
+    size = np.array(shape[::-1], dtype=np.int64)
+    f = _smooth_random(rng, shape)
+    m = np.roll(f, 1, axis=1) + 0.1 * _smooth_random(rng, shape)
+    f = (f - f.min()) / np.ptp(f)
+    m = (m - m.min()) / np.ptp(m)
+    u = rng.uniform(-1.3, 1.3, f.size * 2)
+    mat = np.array([[1.02, 0.05], [-0.03, 0.97]])
+    off = np.array([0.2, -0.1])
+    metric = DenseMetric(kind)
+
+    def energy(disp: np.ndarray) -> float:
+        mw = _sample(m.ravel(), 1, size, size, mat, off, disp)[0]
+        return metric.evaluate(f, mw, tuple(size)).value
+
+    mw, dmdu = _sample(m.ravel(), 1, size, size, mat, off, u, want_grad=True)
+    ev = metric.evaluate(f, mw, tuple(size))
+    grad = np.repeat(ev.d_moving, 2) * dmdu
+    eps = 1e-7
+    checked = 0
+    for k in rng.choice(u.size, 30, replace=False):
+        up, um = u.copy(), u.copy()
+        up[k] += eps
+        um[k] -= eps
+        fd = (energy(up) - energy(um)) / (2 * eps)
+        assert abs(fd - grad[k]) <= 1e-5 * np.abs(grad).max() + 1e-9, (k, fd, grad[k])
+        checked += 1
+    assert checked == 30
+
+
+def test_box_sums_match_brute_force(rng) -> None:
+    shape = (4, 5, 7)
+    data = rng.random((2,) + shape)
+    before = data.copy()
+    out = box_sums(data.reshape(2, -1), np.array(shape[::-1], dtype=np.int64), 2).reshape(data.shape)
+    ref = np.zeros_like(data)
+    for z, y, x in np.ndindex(shape):
+        ref[:, z, y, x] = data[:, max(0, z - 2) : z + 3, max(0, y - 2) : y + 3, max(0, x - 2) : x + 3].sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(data, before)  # input not mutated
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (5, 6, 7)])
+def test_fast_interpolation_matches_nd_kernel_and_scipy(shape, rng) -> None:
+    from scipy import ndimage
+
+    d = len(shape)
+    size = np.array(shape[::-1], dtype=np.int64)
+    src = rng.random(int(np.prod(shape)) * 2)
+    disp = rng.uniform(-3, 3, int(np.prod(shape)) * d)
+    mat = np.eye(d) + 0.05 * rng.standard_normal((d, d))
+    off = 0.3 * rng.standard_normal(d)
+    fast = _sample(src, 2, size, size, mat, off, disp)[0]
+    ref = np.empty_like(fast)
+    K.map_interp(src, 2, size, disp, size, mat, off, ref, np.empty(0), False, 4096)
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-14)
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")[::-1], -1).reshape(-1, d)
+    q = (idx + disp.reshape(-1, d)) @ mat.T + off
+    coords = [np.clip(q[:, a], 0, size[a] - 1) for a in range(d)][::-1]
+    for ch in range(2):
+        img = src[ch::2].reshape(shape)
+        np.testing.assert_allclose(fast[ch::2], ndimage.map_coordinates(img, coords, order=1), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# registration: exactness on real data
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rat_pair():
+    from tests.conftest import data_path
+
+    f = _read(data_path("rat_lung", "RatLungSlice1.mha"))
+    m = _read(data_path("rat_lung", "RatLungSlice2.mha"))
+    return f, m
+
+
+@pytest.fixture(scope="module")
+def rat_result(rat_pair) -> SyNResult:
+    f, m = rat_pair
+    return syn_register(f, m, n_iterations=(30, 30, 15))
+
+
+def test_rat_lung_improves_and_inverse_is_exact(rat_pair, rat_result) -> None:
+    f, m = rat_pair
+    r = rat_result
+    before = _ncc(f.array, m.array)
+    after = _ncc(f.array, resample(m, r.forward, reference=f).array)
+    after_inv = _ncc(m.array, resample(f, r.inverse, reference=m).array)
+    assert after > before + 0.02 and after_inv > before + 0.02, (before, after, after_inv)
+    pts = f.voxel_points()
+    err = np.linalg.norm(r.inverse.transform_points(r.forward.transform_points(pts)) - pts, axis=1) / f.spacing.min()
+    assert err.mean() < 0.05 and err.max() < 0.5, (err.mean(), err.max())
+    err2 = np.linalg.norm(r.forward.transform_points(r.inverse.transform_points(pts)) - pts, axis=1) / f.spacing.min()
+    assert err2.mean() < 0.05 and err2.max() < 0.5, (err2.mean(), err2.max())
+    for t in (r.forward, r.inverse):
+        assert jacobian_determinant(t, f).array.min() > 0
+    assert r.inverse_residual < 1e-3
+    assert len(r.history) == r.n_iterations and r.final_value == r.history[-1]
+
+
+def test_swapping_the_images_gives_the_inverse(rat_pair, rat_result) -> None:
+    f, m = rat_pair
+    back = syn_register(m, f, n_iterations=(30, 30, 15))
+    pts = f.voxel_points()
+    err = np.linalg.norm(back.forward.transform_points(rat_result.forward.transform_points(pts)) - pts, axis=1)
+    assert err.mean() / f.spacing.min() < 0.1, err.mean()
+
+
+def test_recovers_a_known_smooth_deformation(rat_pair) -> None:
+    f, _ = rat_pair
+    moving, truth = _warp_known(f, 3.0, seed=3)
+    r = syn_register(f, moving, metric="mse", n_iterations=(30, 30, 20))
+    pts = f.voxel_points()
+    inner = np.all((f.physical_to_index(pts) > 15) & (f.physical_to_index(pts) < np.array(f.size) - 16), axis=1)
+    # moving = fixed o truth, so the moving -> fixed map is truth itself
+    expected = np.array([truth.TransformPoint(tuple(p)) for p in pts[inner]])
+    err0 = np.linalg.norm(expected - pts[inner], axis=1).mean()
+    err = np.linalg.norm(r.inverse.transform_points(pts[inner]) - expected, axis=1).mean()
+    assert err < 0.35 * err0, (err, err0)
+
+
+def test_affine_initial_transform_and_masks(shared_data) -> None:
+    fixed = _read(shared_data("elastix_example", "fixed.mhd"))
+    moving = _read(shared_data("elastix_example", "moving.mhd"))
+    fmask = _read(shared_data("elastix_example", "mask_fixed.mhd"))
+    mmask = _read(shared_data("elastix_example", "mask_moving.mhd"))
+    aff = AffineTransform(2)
+    aff.center = fixed.physical_center()
+    aff.parameters = [1.0, 0.0, 0.0, 1.0, 1.5, -2.0]
+    r = syn_register(fixed, moving, initial_transform=aff, metric="mattes", fixed_mask=fmask,
+                     moving_mask=mmask, n_iterations=(20, 10, 0))
+    assert r.forward[0].parameters.tolist() == aff.parameters.tolist()
+    assert r.forward[0] is not aff
+    pts = fixed.voxel_points()[::7]
+    err = np.linalg.norm(r.inverse.transform_points(r.forward.transform_points(pts)) - pts, axis=1)
+    assert err.mean() < 0.05
+    assert r.history[-1] < r.history[0]
+
+
+def test_write_transform_round_trip_through_simpleitk(rat_result, rat_pair, tmp_path) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    from regframe.transforms.io import read_transform, write_transform
+
+    f, _ = rat_pair
+    pts = f.voxel_points()[::53]
+    for name, t in (("fwd", rat_result.forward), ("inv", rat_result.inverse)):
+        for ext in ("tfm", "h5"):
+            path = tmp_path / f"{name}.{ext}"
+            write_transform(t, path)
+            st_t = sitk.ReadTransform(str(path))
+            kinds = [st_t.GetNthTransform(i).GetName() for i in range(st_t.GetNumberOfTransforms())]
+            assert "DisplacementFieldTransform" in kinds
+            q = np.array([st_t.TransformPoint(tuple(p)) for p in pts])
+            np.testing.assert_allclose(q, t.transform_points(pts), atol=1e-9)
+            np.testing.assert_allclose(read_transform(path).transform_points(pts), t.transform_points(pts), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# determinism, schedule, errors
+# ---------------------------------------------------------------------------
+def test_bit_identical_for_one_and_two_threads() -> None:
+    code = textwrap.dedent(
+        """
+        import hashlib, json, numba, numpy as np
+        from scipy import ndimage
+        from regframe import Image
+        from regframe.registration import LevelSchedule
+        from regframe.registration.syn import syn_register
+        rng = np.random.default_rng(4)
+        a = ndimage.gaussian_filter(rng.random((40, 36, 30)), 2)
+        b = ndimage.shift(a, (0.8, -0.5, 0.6), order=1, mode="nearest") + 0.01 * rng.random(a.shape)
+        out = {}
+        for metric in ("ncc", "mse", "mattes"):
+            rows = []
+            for th in (1, 2):
+                numba.set_num_threads(th)
+                r = syn_register(Image(a), Image(b), metric=metric, n_iterations=(3, 2),
+                                 schedule=LevelSchedule((2, 1), (1.0, 0.0)))
+                rows.append([hashlib.sha256(r.forward[0].parameters.tobytes()).hexdigest(),
+                             hashlib.sha256(r.inverse[0].parameters.tobytes()).hexdigest(), repr(r.history)])
+            out[metric] = rows
+        print(json.dumps(out))
+        """
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True, env=env)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for metric, (one, two) in out.items():
+        assert one == two, metric
+
+
+def test_default_schedule_adapts_to_size() -> None:
+    assert default_syn_schedule(Image(np.zeros((256, 256)))).shrink_factors == (4, 2, 1)
+    assert default_syn_schedule(Image(np.zeros((40, 50)))).shrink_factors == (2, 1)
+    assert default_syn_schedule(Image(np.zeros((20, 50)))).shrink_factors == (1,)
+
+
+def test_bad_inputs_raise_typed_errors(rng) -> None:
+    a = Image(_smooth_random(rng, (20, 20)))
+    with pytest.raises(InvalidInputError, match="metric"):
+        syn_register(a, a, metric="nmi")
+    with pytest.raises(InvalidInputError, match="linear"):
+        syn_register(a, a, initial_transform=_bent(a))
+    with pytest.raises(ShapeError):
+        syn_register(a, Image(np.zeros((4, 4, 4))))
+    with pytest.raises(InvalidInputError, match="constant"):
+        syn_register(a, Image(np.ones((20, 20))))
+    with pytest.raises(InvalidInputError, match="empty"):
+        syn_register(a, a, fixed_mask=Image(np.zeros((20, 20))))
+    with pytest.raises(InvalidInputError, match="n_iterations"):
+        syn_register(a, a, n_iterations=(1, 2, 3, 4))
+    with pytest.raises(InvalidInputError, match="step"):
+        syn_register(a, a, step=0.0)
+    with pytest.raises(EmptyMaskError):
+        DenseMetric("mse").evaluate(np.zeros(4), np.zeros(4), (2, 2), np.zeros(4))
+    before = a.array.copy()
+    syn_register(a, a, n_iterations=1)
+    assert np.array_equal(a.array, before)
+
+
+def _bent(image: Image) -> BSplineTransform:
+    t = BSplineTransform.from_domain(image, mesh_size=2)
+    t.parameters = np.linspace(-1, 1, t.n_parameters)
+    return t
