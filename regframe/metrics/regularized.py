@@ -278,7 +278,7 @@ def _cofactor(jac: NDArray[np.float64]) -> NDArray[np.float64]:
 #: Default stiffness of the bending energy relative to the data term's: the weight makes the
 #: penalty's mean curvature (Hessian trace per parameter) this many times the data term's at the
 #: start of a level (see :func:`default_regularization_weight`).
-DEFAULT_RELATIVE_STIFFNESS = 1.0
+DEFAULT_RELATIVE_STIFFNESS = 2.0
 
 #: Step of the finite-difference curvature probe, in voxels of the fixed image.
 _PROBE_STEP_VOXELS = 0.05
