@@ -204,14 +204,43 @@ def test_total_cost_gradient_bspline(ndim):
     assert np.linalg.norm(grad - data_grad) > 1e-6 * np.linalg.norm(grad)
 
 
-def test_default_weights_per_metric():
-    f = np.array([0.0, 10.0, 20.0])
-    assert default_regularization_weight(MeanSquares(), f) == pytest.approx(0.05 * np.var(f))
-    assert default_regularization_weight(MeanSquares(), 3.0 * f) == pytest.approx(9 * 0.05 * np.var(f))
-    assert default_regularization_weight(MattesMutualInformation()) > 0.0
-    assert default_regularization_weight(NormalizedCorrelation()) > 0.0
-    with pytest.raises(InvalidInputError):
-        default_regularization_weight(MeanSquares(), None)
+def _default_weight(metric, fixed, moving, transform, **kw) -> float:
+    metric.initialize(fixed, moving, transform)
+    return default_regularization_weight(metric, BendingEnergy(), transform, fixed, **kw)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_default_weight_is_scaled_to_the_data_term_curvature(ndim):
+    """lambda = stiffness * tr(H_data) / tr(H_bending): follows the data term's units, not fixed."""
+    fixed, moving = _blob_pair(ndim, 16)
+    t = _random_bspline(ndim, fixed, 3, 0.3, seed=1)
+    p0 = t.parameters.copy()
+    w = _default_weight(MeanSquares(), fixed, moving, t)
+    assert w > 0.0
+    assert np.array_equal(t.parameters, p0)  # the probe restores the parameters exactly
+    # mean squares is in intensity units squared: the weight follows (probe seeded: same v)
+    scaled = [Image(3.0 * im.array, spacing=im.spacing) for im in (fixed, moving)]
+    assert _default_weight(MeanSquares(), *scaled, t) == pytest.approx(9.0 * w, rel=1e-6)
+    # linear in the relative stiffness; 0 switches it off
+    assert _default_weight(MeanSquares(), fixed, moving, t, relative_stiffness=2.5) == pytest.approx(2.5 * w)
+    assert _default_weight(MeanSquares(), fixed, moving, t, relative_stiffness=0.0) == 0.0
+    for metric in (MattesMutualInformation(), NormalizedCorrelation()):
+        assert _default_weight(metric, fixed, moving, t) > 0.0
+    with pytest.raises(InvalidInputError, match="relative_stiffness"):
+        _default_weight(MeanSquares(), fixed, moving, t, relative_stiffness=-1.0)
+
+
+def test_default_weight_follows_the_control_point_spacing():
+    """The bending curvature scales as spacing**-4: a finer grid gets a much smaller lambda."""
+    fixed, moving = _blob_pair(2, 24)
+    coarse = _default_weight(MeanSquares(), fixed, moving, BSplineTransform.from_domain(fixed, mesh_size=2))
+    fine = _default_weight(MeanSquares(), fixed, moving, BSplineTransform.from_domain(fixed, mesh_size=8))
+    assert fine < coarse / 10.0, (coarse, fine)
+
+
+def test_default_weight_without_bspline_is_zero():
+    fixed, moving = _blob_pair(2, 12)
+    assert _default_weight(MeanSquares(), fixed, moving, AffineTransform(2)) == 0.0
 
 
 def test_regularized_metric_validation():

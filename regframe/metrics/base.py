@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -43,6 +43,7 @@ from ..interpolators import (
 )
 from ..transforms.base import Transform
 from ..transforms.bspline import BSplineTransform
+from ..transforms.composite import CompositeTransform
 from ..transforms.linear import MatrixOffsetTransformBase
 from . import _sample_kernels as _k
 from ._bspline_grid import GridSupport, grid_support
@@ -478,8 +479,9 @@ class ImageMetric(Metric):
         self._method = "value"
         if self._fused and self._linear_fast_path(st):
             return float(self._evaluate_linear(st, False)[0])
-        if self._fused and self._bspline_fast_path(st, False):
-            return float(self._evaluate_bspline(st, False)[0])
+        view = self._bspline_view(st, False) if self._fused else None
+        if view is not None:
+            return float(self._evaluate_bspline(view, False)[0])
         return float(self._evaluate_general(st, False, "value")[0])
 
     def value_and_gradient(self) -> tuple[float, NDArray[np.float64]]:
@@ -501,8 +503,8 @@ class ImageMetric(Metric):
         self._method = "value_and_gradient"
         if self._fused and self._linear_fast_path(st):
             value, grad = self._evaluate_linear(st, True)
-        elif self._fused and self._bspline_fast_path(st, True):
-            value, grad = self._evaluate_bspline(st, True)
+        elif self._fused and (view := self._bspline_view(st, True)) is not None:
+            value, grad = self._evaluate_bspline(view, True)
         else:
             value, grad = self._evaluate_general(st, True, "value_and_gradient")
         return float(value), np.asarray(grad, dtype=np.float64)
@@ -515,13 +517,56 @@ class ImageMetric(Metric):
         )
 
     def _bspline_fast_path(self, st: _State, with_gradient: bool) -> bool:
-        """Fused B-spline path: exactly a BSplineTransform, linear interpolator, exact gradient."""
-        return (
-            st.interpolator is None
-            and type(st.transform) is BSplineTransform
-            and (not with_gradient or self.gradient == "exact")
-            and type(self)._evaluate_bspline is not ImageMetric._evaluate_bspline
-        )
+        """Fused B-spline path: a B-spline (see :meth:`_bspline_view`), linear interpolator, exact gradient."""
+        return self._bspline_view(st, with_gradient) is not None
+
+    def _bspline_view(self, st: _State, with_gradient: bool) -> _State | None:
+        """The state the fused B-spline kernels evaluate, or None when they do not apply.
+
+        ``st`` itself for exactly a :class:`BSplineTransform`.  For a
+        :class:`CompositeTransform` whose only optimised member is a B-spline
+        applied first (the last added, ITK's order) and whose other members
+        are linear, ``T(x) = A B(x) + o`` (a B-spline stage on a linear
+        initial transform): a state with the B-spline as the transform and
+        ``A, o`` folded into the moving image's (and moving mask's)
+        physical-to-index map, ``p2i' = p2i A``, ``origin' = A^-1 (origin -
+        o)``.  The kernels' index ``p2i' (y - origin') = p2i (A y + o -
+        origin)`` and physical gradient ``p2i'^T g = A^T grad m`` are then
+        those of the composite (the chain rule), and its parameters are the
+        B-spline's, so value and gradient are unchanged.
+        """
+        if not (st.interpolator is None and (not with_gradient or self.gradient == "exact")
+                and type(self)._evaluate_bspline is not ImageMetric._evaluate_bspline):
+            return None
+        transform = st.transform
+        if type(transform) is BSplineTransform:
+            return st
+        if not isinstance(transform, CompositeTransform) or len(transform) < 2:
+            return None
+        flags = transform.optimize_flags
+        bspline = transform[len(transform) - 1]
+        if type(bspline) is not BSplineTransform or not flags[-1] or any(flags[:-1]):
+            return None
+        rest = CompositeTransform(transform.ndim, transform.transforms[:-1])
+        if not rest.is_linear:
+            return None
+        zero = np.zeros((1, transform.ndim))
+        a = np.asarray(rest.jacobian_position(zero)[0], dtype=np.float64)
+        o = np.asarray(rest.transform_points(zero)[0], dtype=np.float64)
+        if not np.all(np.isfinite(a)) or abs(np.linalg.det(a)) < 1e-12:
+            return None
+        inv = np.linalg.inv(a)
+
+        def fold(p2i: NDArray[np.float64], origin: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+            return np.ascontiguousarray(p2i @ a), np.ascontiguousarray(inv @ (origin - o))
+
+        pack = st.moving_pack
+        p2i, origin = fold(pack.p2i, pack.origin)
+        mask = st.moving_mask
+        if mask.present:
+            mp2i, morigin = fold(mask.p2i, mask.origin)
+            mask = replace(mask, p2i=mp2i, origin=morigin)
+        return replace(st, transform=bspline, moving_pack=replace(pack, p2i=p2i, origin=origin), moving_mask=mask)
 
     def _mode(self, with_gradient: bool) -> int:
         return _MODE_CODE[self.gradient] if with_gradient else 0

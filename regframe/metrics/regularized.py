@@ -39,9 +39,6 @@ from ..transforms.base import Transform
 from ..transforms.bspline import BSplineTransform
 from ..transforms.composite import CompositeTransform
 from .base import Metric
-from .correlation import NormalizedCorrelation
-from .mattes import MattesMutualInformation
-from .mean_squares import MeanSquares
 from .sampling import Sampler
 
 __all__ = [
@@ -278,36 +275,88 @@ def _cofactor(jac: NDArray[np.float64]) -> NDArray[np.float64]:
     return c
 
 
-#: Default weight of the bending energy per metric type, relative to the metric's scale
-#: (see :func:`default_regularization_weight`).
-_DEFAULT_RELATIVE_WEIGHT = {MeanSquares: 0.05, MattesMutualInformation: 0.05, NormalizedCorrelation: 0.05}
+#: Default stiffness of the bending energy relative to the data term's: the weight makes the
+#: penalty's mean curvature (Hessian trace per parameter) this many times the data term's at the
+#: start of a level (see :func:`default_regularization_weight`).
+DEFAULT_RELATIVE_STIFFNESS = 2.0
+
+#: Step of the finite-difference curvature probe, in voxels of the fixed image.
+_PROBE_STEP_VOXELS = 0.05
 
 
-def default_regularization_weight(metric: Metric, fixed_values: NDArray[np.float64] | None = None) -> float:
-    """Default bending-energy weight ``lambda`` for a data metric.
+def default_regularization_weight(
+    metric: Metric,
+    regularizer: Regularizer,
+    transform: Transform,
+    fixed: Image,
+    *,
+    relative_stiffness: float = DEFAULT_RELATIVE_STIFFNESS,
+    seed: int = 0,
+) -> float:
+    """Default weight ``lambda`` of a quadratic regularizer, scaled to the data term's curvature.
 
-    The penalty (normalised bending energy, ``1/mm^2``) is weighed against the
-    natural scale of the metric so the default does not depend on the image
-    intensity range: ``lambda = c * var(f)`` for :class:`MeanSquares` (mean
-    squares is in intensity units squared; ``var(f)`` is the variance of the
-    fixed intensities at the sample points), ``lambda = c`` for
-    :class:`MattesMutualInformation` and :class:`NormalizedCorrelation`
-    (values of order 1), with ``c = 0.05``.  Other metrics get ``c``.
+    ``lambda = relative_stiffness * tr(H_data) / tr(H_R)``, both Hessian traces
+    taken at the transform's current parameters over its B-spline
+    coefficients (:func:`bspline_blocks`) and estimated with one Rademacher
+    probe ``v`` (Hutchinson's estimator): ``tr(H) ~ v . (grad(p + h v) -
+    grad(p)) / h``, one extra data-gradient evaluation.  The weight is thus
+    invariant to the intensity range, the metric (mean squares, Mattes,
+    correlation), the number of samples and the control-point spacing (the
+    bending energy's curvature scales with ``spacing**-4``): with
+    ``relative_stiffness = 1`` the penalty resists a coefficient change as
+    strongly, on average, as the data term at the start of the level.
+    A pair the linear stage already aligned then moves only where the data
+    term's pull exceeds its own noise, while a real deformation (whose pull
+    is far larger) is followed.
+
+    Parameters
+    ----------
+    metric : Metric
+        The initialised data metric, bound to ``transform``.
+    regularizer : Regularizer
+        Quadratic in the coefficients (e.g. :class:`BendingEnergy`).
+    transform : Transform
+        The transform being optimised (its parameters are restored).
+    fixed : Image
+        Fixed image of the level (sets the probe step: ``0.05`` voxel).
+    relative_stiffness : float, default DEFAULT_RELATIVE_STIFFNESS
+    seed : int
+        Seed of the probe vector (the weight is reproducible).
+
+    Returns
+    -------
+    float
+        ``lambda >= 0``; 0 when the transform has no B-spline coefficients.
+        When the data term is locally flat or concave along the probe, its
+        curvature is replaced by its magnitude.
     """
-    c = 0.05
-    for cls, rel in _DEFAULT_RELATIVE_WEIGHT.items():
-        if isinstance(metric, cls):
-            c = rel
-            break
-    if isinstance(metric, MeanSquares):
-        if fixed_values is None or fixed_values.size == 0:
-            raise InvalidInputError(
-                "default_regularization_weight(): MeanSquares needs the fixed intensities to scale "
-                "the weight; got none."
-            )
-        var = float(np.var(fixed_values))
-        return c * (var if var > 0.0 else 1.0)
-    return c
+    if not (math.isfinite(relative_stiffness) and relative_stiffness >= 0.0):
+        raise InvalidInputError(
+            f"default_regularization_weight(): 'relative_stiffness' must be finite and >= 0; got "
+            f"{relative_stiffness!r}."
+        )
+    blocks = bspline_blocks(transform)
+    if not blocks or relative_stiffness == 0.0:
+        return 0.0
+    p0 = transform.parameters.copy()
+    probe = np.zeros_like(p0)
+    rng = np.random.default_rng(seed)
+    for offset, bs in blocks:
+        probe[offset : offset + bs.n_parameters] = rng.choice((-1.0, 1.0), bs.n_parameters)
+    h = _PROBE_STEP_VOXELS * float(np.min(fixed.spacing))
+    try:
+        g0 = np.array(metric.value_and_gradient()[1], dtype=np.float64, copy=True)
+        r0 = np.array(regularizer.value_and_gradient(transform)[1], dtype=np.float64, copy=True)
+        transform.parameters = p0 + h * probe
+        g1 = np.asarray(metric.value_and_gradient()[1], dtype=np.float64)
+        r1 = np.asarray(regularizer.value_and_gradient(transform)[1], dtype=np.float64)
+    finally:
+        transform.parameters = p0
+    data_curvature = abs(float(probe @ (g1 - g0)) / h)
+    r_curvature = abs(float(probe @ (r1 - r0)) / h)
+    if not (math.isfinite(data_curvature) and r_curvature > 0.0 and math.isfinite(r_curvature)):
+        return 0.0
+    return relative_stiffness * data_curvature / r_curvature
 
 
 class RegularizedMetric(Metric):
@@ -323,7 +372,11 @@ class RegularizedMetric(Metric):
         ``None`` entry means :func:`default_regularization_weight` of the data
         metric, resolved in :meth:`initialize` (see :attr:`weights`).
         ``weight=None``: the default for the first regularizer and 1 for the
-        others.
+        others.  The default is resolved again at every :meth:`initialize`
+        (every registration level), from the data term's curvature there.
+    relative_stiffness : float, default DEFAULT_RELATIVE_STIFFNESS
+        Stiffness of a default-weighted regularizer relative to the data
+        term (see :func:`default_regularization_weight`).
 
     Notes
     -----
@@ -346,8 +399,16 @@ class RegularizedMetric(Metric):
         metric: Metric,
         regularizers: Regularizer | Sequence[Regularizer] | None = None,
         weight: float | Sequence[float] | None = None,
+        *,
+        relative_stiffness: float = DEFAULT_RELATIVE_STIFFNESS,
     ) -> None:
         where = "RegularizedMetric()"
+        if not (isinstance(relative_stiffness, (int, float)) and math.isfinite(relative_stiffness)
+                and relative_stiffness >= 0):
+            raise InvalidInputError(
+                f"{where}: 'relative_stiffness' must be a finite number >= 0; got {relative_stiffness!r}."
+            )
+        self.relative_stiffness = float(relative_stiffness)
         if not isinstance(metric, Metric) or isinstance(metric, RegularizedMetric):
             raise InvalidInputError(
                 f"{where}: 'metric' must be a regframe data Metric (MeanSquares, "
@@ -404,12 +465,14 @@ class RegularizedMetric(Metric):
             fixed, moving, transform, interpolator=interpolator, sampler=sampler,
             fixed_mask=fixed_mask, moving_mask=moving_mask,
         )
-        if self._weights is None or any(w is None for w in self._weight_spec):
-            fvals = getattr(self.metric, "fixed_values", None)
-            default = default_regularization_weight(self.metric, fvals)
-            self._weights = tuple(default if w is None else float(w) for w in self._weight_spec)
         for reg in self.regularizers:
             reg.initialize(transform, fixed)
+        if any(w is None for w in self._weight_spec):
+            self._weights = tuple(
+                default_regularization_weight(self.metric, reg, transform, fixed, relative_stiffness=self.relative_stiffness)
+                if w is None else float(w)
+                for w, reg in zip(self._weight_spec, self.regularizers)
+            )
         self._transform = transform
         return self
 

@@ -88,8 +88,10 @@ def register_bspline(
         is a multiple of it (its spacing at most the requested one).
     regularization : float, optional
         Weight ``lambda`` of the normalised bending energy (``1/mm^2``).
-        Default per metric (:func:`~regframe.metrics.regularized.
-        default_regularization_weight`); 0 switches it off.
+        Default: scaled at every level to the data term's curvature there
+        (:func:`~regframe.metrics.regularized.default_regularization_weight`),
+        so a pair the linear stage aligned is not moved by noise; 0 switches
+        it off.
     folding_penalty : float, default 0.0
         Weight of :class:`~regframe.metrics.regularized.FoldingPenalty`
         (Jacobian determinants below 0.1); 0 switches it off.
@@ -101,8 +103,8 @@ def register_bspline(
         ``n_grid_levels`` levels).  Grid levels are spread over its levels.
     sampling : float, optional
         Fraction of fixed voxels sampled (seeded random, fixed per level).
-        Default: every voxel up to ``max(16384, 10 * parameters)`` samples per
-        level, else a seeded random subset of that size.
+        Default: every voxel up to ``min(max(16384, 10 * parameters), 32768)``
+        samples per level, else a seeded random subset of that size.
     n_iterations : int, default 50
         Maximum iterations per level of the B-spline stage.
     optimizer : {"lbfgsb", "gradient_descent"} or Optimizer, default "lbfgsb"

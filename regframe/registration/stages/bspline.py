@@ -41,9 +41,13 @@ __all__ = ["BSplineStage", "BSplineGridAdaptor", "bspline_schedule", "grid_meshe
 DEFAULT_GRID_SPACING_VOXELS = 10.0
 
 #: Default sample budget per level: at most this many voxels, or ``_SAMPLES_PER_PARAMETER``
-#: per B-spline parameter if that is more (seeded random subset, fixed per level).
+#: per B-spline parameter if that is more (seeded random subset, fixed per level), but never
+#: more than ``_SAMPLES_CAP`` (a fine grid on a large image: the curvature-scaled bending
+#: energy, not the sample count, keeps the many coefficients in check; elastix's default
+#: draws 2048 per iteration).
 _MAX_SAMPLES = 1 << 14
 _SAMPLES_PER_PARAMETER = 10
+_SAMPLES_CAP = 1 << 15
 
 
 class BSplineGridAdaptor:
@@ -157,7 +161,7 @@ class BSplineStage(Stage):
 
     def samplers(self, fixed: Image, schedule: LevelSchedule, meshes: list[tuple[int, ...]],
                  seed: int) -> list[Sampler]:
-        """Every voxel up to ``max(16384, 10 * parameters)`` per level, else a seeded random subset."""
+        """Every voxel up to ``min(max(16384, 10 * parameters), 32768)`` per level, else a seeded random subset."""
         out: list[Sampler] = []
         for i in range(schedule.n_levels):
             lvl = schedule.level(i, fixed.ndim)
@@ -165,7 +169,8 @@ class BSplineStage(Stage):
             if self.sampling is not None:
                 out.append(RandomSampler(self.sampling, seed=seed + i) if self.sampling < 1 else FullSampler())
                 continue
-            budget = max(_MAX_SAMPLES, _SAMPLES_PER_PARAMETER * fixed.ndim * int(np.prod(np.array(meshes[i]) + 3)))
+            per_parameter = _SAMPLES_PER_PARAMETER * fixed.ndim * int(np.prod(np.array(meshes[i]) + 3))
+            budget = min(max(_MAX_SAMPLES, per_parameter), _SAMPLES_CAP)
             out.append(FullSampler() if n_vox <= budget else RandomSampler(budget / n_vox, seed=seed + i))
         return out
 

@@ -1,0 +1,76 @@
+"""B-spline defaults keep a right result (issue 11, scope 3).
+
+The lung CT of ``../shared/data/lung3d`` moved by a known rigid transform (SimpleITK
+resampling, cubic B-spline, -1024 HU outside): a deformable registration of a pair that a
+linear transform aligns must not move the linear answer.  The error is measured at the 100
+landmark points against the true mapping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import regframe as rf
+from regframe.registration import register
+from regframe.registration.deformable import register_bspline
+
+from conftest import data_path
+
+sitk = pytest.importorskip("SimpleITK")
+
+
+@pytest.fixture(scope="module")
+def lung_moved_rigidly():
+    """(fixed, moving, true transform as a regframe AffineTransform, landmarks)."""
+    ct = sitk.ReadImage(str(data_path("lung3d", "3DCT_lung_baseline_small.mha")), sitk.sitkFloat64)
+    landmarks = np.loadtxt(data_path("lung3d", "3DCT_lung_baseline_landmarks.txt"), skiprows=2)
+    size = np.array(ct.GetSize(), float)
+    rigid = sitk.Euler3DTransform()
+    rigid.SetCenter(ct.TransformContinuousIndexToPhysicalPoint(list((size - 1) / 2)))
+    rigid.SetRotation(*np.deg2rad([4.0, -3.0, 10.0]))
+    rigid.SetTranslation((8.0, -6.0, 5.0))
+    moving = sitk.Resample(ct, ct, rigid, sitk.sitkBSpline, -1024.0)  # moving(y) = ct(rigid(y))
+    inverse = rigid.GetInverse()  # maps fixed (ct) points to moving points
+    truth = rf.AffineTransform(3)
+    truth.fixed_parameters = np.array(inverse.GetCenter())
+    truth.parameters = np.r_[np.array(inverse.GetMatrix()), np.array(inverse.GetTranslation())]
+    return rf.from_sitk(ct), rf.from_sitk(moving), truth, landmarks
+
+
+def _errors(transform, truth, landmarks) -> np.ndarray:
+    return np.linalg.norm(transform.transform_points(landmarks) - truth.transform_points(landmarks), axis=1)
+
+
+@pytest.mark.slow
+def test_bspline_stage_started_at_the_truth_stays_there(lung_moved_rigidly):
+    """Linear stage = the exact answer: the B-spline stage must not fit resampling noise.
+
+    With the former default weight (0.05 / mm^2, far below the data term's curvature) the
+    stage moved the landmarks by 0.25 mm on average and up to 2 mm.
+    """
+    fixed, moving, truth, landmarks = lung_moved_rigidly
+    res = register_bspline(fixed, moving, linear_stage=truth)
+    err = _errors(res.transform, truth, landmarks)
+    assert err.mean() <= 0.1 and err.max() <= 0.4, (err.mean(), err.max())
+
+
+@pytest.mark.slow
+def test_bspline_registration_keeps_the_linear_stage_result(lung_moved_rigidly):
+    """register(transform="bspline") on a rigidly moved CT: the deformable stage adds nothing."""
+    fixed, moving, truth, landmarks = lung_moved_rigidly
+    res = register(fixed, moving, transform="bspline")
+    linear = _errors(res.transform[0], truth, landmarks)
+    final = _errors(res.transform, truth, landmarks)
+    assert final.mean() <= linear.mean() + 0.02, (final.mean(), linear.mean())
+    assert final.max() <= linear.max() + 0.05, (final.max(), linear.max())
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 11 done-criterion not met yet: the affine stage before the "
+                   "B-spline ends at ~0.17 mm mean (bias from the image borders, where content left the "
+                   "field of view); with a border margin in its sampling it reaches 0.03-0.08 mm")
+def test_bspline_registration_of_the_rigidly_moved_lung_ct_within_done_criterion(lung_moved_rigidly):
+    fixed, moving, truth, landmarks = lung_moved_rigidly
+    err = _errors(register(fixed, moving, transform="bspline").transform, truth, landmarks)
+    assert err.mean() <= 0.1 and err.max() <= 0.3, (err.mean(), err.max())
