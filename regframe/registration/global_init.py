@@ -9,9 +9,11 @@ refines briefly and ranks on its metric:
 - :func:`fourier_mellin` - 2-D rotation and isotropic scale from the
   log-polar magnitude spectra (translation invariant);
 - :func:`global_candidates` - transforms of a registration kind: phase
-  correlation on the start, Fourier-Mellin rotations (2-D) or a rotation grid
-  (3-D, and 2-D ``search="grid"``), each followed by phase correlation, all
-  scored by the normalized correlation over the overlap and pruned to a few.
+  correlation on the start, Fourier-Mellin rotations (2-D) or a rotation (x
+  scale) grid (2-D ``search="grid"``), each followed by phase correlation, all
+  scored by the normalized correlation over the overlap and pruned to a few; in
+  3-D a rotation search scored by the normalized correlation over all shifts
+  (:mod:`regframe.registration.rotation_search_3d`).
 
 Conventions are ITK's: a transform maps fixed points to moving points, so a
 translation ``t`` from :func:`phase_correlation` means ``fixed(x) ~ moving(x + t)``.
@@ -584,13 +586,15 @@ def global_candidates(
 ) -> list[MatrixOffsetTransformBase]:
     """Candidate start transforms of a registration kind, best (by a cheap score) first.
 
-    Works on a working grid of about ``WORK_SIZE`` voxels per axis (the
+    2-D works on a working grid of about ``WORK_SIZE`` voxels per axis (the
     fixed image smoothed and shrunk when larger), extended by ``MARGIN`` on
     every side so that moving content beyond the fixed field of view still
     correlates; the moving image is resampled onto it through each candidate
     rotation.  Every candidate is scored by the normalized correlation over the
     overlap of the masks (after its translation); near-duplicates and the start
-    itself are dropped.
+    itself are dropped.  The 3-D rotation search works on a grid of about
+    ``WORK_VOXELS`` voxels along the largest extent (see
+    :mod:`regframe.registration.rotation_search_3d`; about 0.5 s for a lung CT).
 
     Parameters
     ----------
@@ -615,16 +619,19 @@ def global_candidates(
         ``"translation"``: phase correlation on the start (its 3 best peaks).
         ``"rotation"``: rotation (+ scale for similarity and affine) candidates
         with the start's translation - Fourier-Mellin in 2-D, the rotation grid
-        in 3-D.  ``"grid"``: rotations on a grid (2-D: every ``SWEEP_STEP``
-        degrees, hill-climb steps of 3 and 1.5 degrees; 3-D:
-        :func:`rotation_grid_3d` (72), steps of 20, 10 and 5 degrees), the best
-        three refined by a hill-climb (and a scale grid ``SCALE_GRID`` on the
-        best two for similarity and affine), each with its phase-correlation
-        translation.  ``"auto"``: the phase-correlation translations plus, for
-        rotating kinds, Fourier-Mellin rotations (+ scales) with their
-        translations in 2-D - and the ``"grid"`` search too unless a candidate
-        is convincing (see ``CONFIDENT_SCORE``; about 0.1 s more) - and
-        ``"grid"`` in 3-D.  Translation kinds always get translations only.
+        in 3-D.  ``"grid"``: in 2-D rotations every ``SWEEP_STEP`` degrees
+        (for similarity and affine each at the scales ``SCALE_SWEEP``), the
+        best three refined by a hill-climb (steps of 3 and 1.5 degrees) and the
+        best ``N_SCALED`` by the scales ``FINE_SCALES``, each with its
+        phase-correlation translation; in 3-D the rotation search of
+        :func:`~regframe.registration.rotation_search_3d.rotation_search_3d`
+        (dense rotations within 50 degrees of the start, the cube's rotations,
+        a hill-climb; ``SCALE_GRID`` for similarity and affine).  ``"auto"``:
+        the phase-correlation translations plus, for rotating kinds,
+        Fourier-Mellin rotations (+ scales) with their translations in 2-D - and
+        the ``"grid"`` search too unless a candidate is convincing (see
+        ``CONFIDENT_SCORE``; 0.1-0.4 s more) - and ``"grid"`` in 3-D.
+        Translation kinds always get translations only.
 
     Returns
     -------
@@ -686,10 +693,12 @@ def _search_3d(fixed: Image, moving: Image, start: MatrixOffsetTransformBase, fi
 
 
 def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds: list) -> list:
-    """Rotation grid (+ hill-climb of the best 3, + scale grid on the best ``N_SCALED``), each with its translation.
+    """Rotation (x scale) grid, hill-climb of the best 3, finer scales on the best ``N_SCALED``; each with its
+    translation.
 
-    2-D: every ``SWEEP_STEP`` degrees, hill-climb steps of a half and a quarter of it; 3-D:
-    :func:`rotation_grid_3d`, steps of 20, 10 and 5 degrees.
+    2-D: every ``SWEEP_STEP`` degrees (at the scales ``SCALE_SWEEP`` for similarity and affine), hill-climb
+    steps of a half and a quarter of it, ``FINE_SCALES``; 3-D (``search="rotation"`` only):
+    :func:`rotation_grid_3d`, steps of 20, 10 and 5 degrees, ``SCALE_GRID``.
     """
     a0, t0 = s.start.matrix, s.start.translation
     if ndim == 2:
