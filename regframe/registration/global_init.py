@@ -53,7 +53,8 @@ from ..transforms.linear import MatrixOffsetTransformBase
 from ..transforms.versor import versor_from_axis_angle, versor_matrix
 from .initializers import _mask_inside, set_translation
 from .pyramid import Level, level_image
-from .rotation_search_3d import WORK_VOXELS, rotation_search_3d
+from ._peaks import find_peaks, subpixel_offset
+from .rotation_search_3d import WORK_VOXELS, distinct, rotation_grid_3d, rotation_search_3d
 
 __all__ = [
     "phase_correlation",
@@ -135,44 +136,6 @@ def _cross_power_surface(fa: NDArray[np.complex128], b: NDArray[np.float64], fft
     return sfft.irfftn(cross * lowpass, s=fft_shape)
 
 
-def _find_peaks(surface: NDArray[np.float64], n: int, min_separation: float) -> list[tuple[int, ...]]:
-    """Up to ``n`` highest local maxima, at least ``min_separation`` voxels apart (circular)."""
-    flat = surface.ravel()
-    m = min(flat.size, 32 * n)
-    top = np.argpartition(-np.where(np.isfinite(flat), flat, -np.inf), m - 1)[:m]
-    order = top[np.argsort(-flat[top], kind="stable")]
-    shape = np.asarray(surface.shape)
-    offsets = np.stack(np.meshgrid(*[(-1, 0, 1)] * surface.ndim, indexing="ij"), -1).reshape(-1, surface.ndim)
-    chosen: list[NDArray[np.int64]] = []
-    for index in order:
-        if not np.isfinite(flat[index]):
-            break
-        p = np.asarray(np.unravel_index(index, surface.shape))
-        if np.any(surface[tuple(((p + offsets) % shape).T)] > flat[index]):
-            continue  # not a local maximum
-        if all(np.linalg.norm(np.minimum(np.abs(p - q), shape - np.abs(p - q))) >= min_separation for q in chosen):
-            chosen.append(p)
-            if len(chosen) == n:
-                break
-    return [tuple(int(v) for v in p) for p in chosen]
-
-
-def _subpixel(surface: NDArray[np.float64], peak: tuple[int, ...]) -> NDArray[np.float64]:
-    """Offset of the true maximum from ``peak`` per axis: log-parabola (exact for a Gaussian)."""
-    out = np.zeros(surface.ndim)
-    centre = surface[peak]
-    for axis in range(surface.ndim):
-        lo, hi = list(peak), list(peak)
-        lo[axis] = (peak[axis] - 1) % surface.shape[axis]
-        hi[axis] = (peak[axis] + 1) % surface.shape[axis]
-        y = np.array([surface[tuple(lo)], centre, surface[tuple(hi)]])
-        if np.all(y > 0):
-            y = np.log(y)
-        denom = y[0] - 2.0 * y[1] + y[2]
-        out[axis] = np.clip(0.5 * (y[0] - y[2]) / denom, -0.5, 0.5) if denom < 0 else 0.0
-    return out
-
-
 def _overlap_ncc(a: NDArray[np.float64], ma: NDArray[np.bool_], b: NDArray[np.float64], mb: NDArray[np.bool_],
                  shift: Sequence[int]) -> float:
     """Normalized correlation of ``a[n]`` and ``b[n + shift]`` over both masks, overlap-penalised.
@@ -221,14 +184,14 @@ class _Correlator:
         """``(shift, score)`` pairs, best score first; ``fixed[n] ~ moving[n + shift]`` (numpy order)."""
         surface = _cross_power_surface(self.fa, moving_prepared, self.fft_shape, self.lowpass)
         out = []
-        for peak in _find_peaks(surface, n_peaks, 2.0):
+        for peak in find_peaks(surface, n_peaks, 2.0):
             best = (-np.inf, None)
             for alias in _aliases(peak, self.fft_shape, self.values.shape):
                 score = _overlap_ncc(self.values, self.mask, moving, moving_mask, alias)
                 if score > best[0]:
                     best = (score, alias)
             if best[1] is not None:
-                out.append((np.asarray(best[1], dtype=np.float64) + _subpixel(surface, peak), best[0]))
+                out.append((np.asarray(best[1], dtype=np.float64) + subpixel_offset(surface, peak), best[0]))
         out.sort(key=lambda sc: -sc[1])
         return out
 
@@ -421,8 +384,8 @@ def _fourier_mellin_arrays(fp: NDArray[np.float64], mp: NDArray[np.float64], ind
     surface[:, ~allowed] = -np.inf
     out: list[tuple[float, float, float]] = []
     n_peaks = (n_candidates + 1) // 2
-    for peak in _find_peaks(surface, n_peaks, 4.0):
-        off = _subpixel(np.where(np.isfinite(surface), surface, 0.0), peak)
+    for peak in find_peaks(surface, n_peaks, 4.0):
+        off = subpixel_offset(np.where(np.isfinite(surface), surface, 0.0), peak)
         angle = (peak[0] + off[0]) * np.pi / FM_ANGLES
         kr = peak[1] if peak[1] < fft_shape[1] // 2 else peak[1] - fft_shape[1]
         s = float(np.exp(-(kr + off[1]) * d_log_r)) if scale else 1.0
@@ -432,26 +395,6 @@ def _fourier_mellin_arrays(fp: NDArray[np.float64], mp: NDArray[np.float64], ind
 
 
 # --------------------------------------------------------------------------- rotation sets
-def rotation_grid_3d(n: int = 72) -> NDArray[np.float64]:
-    """``n`` rotations spread near-uniformly over SO(3) (super-Fibonacci spiral, Alexa 2022).
-
-    Deterministic.  With 72 rotations, every rotation lies within 56 degrees
-    of one of them (99 % within 46, half within 30 degrees).
-
-    Returns
-    -------
-    ndarray, shape (n, 3, 3)
-    """
-    n = check_positive_int(n, where="rotation_grid_3d()", name="n")
-    phi, psi = np.sqrt(2.0), 1.533751168755204288118041
-    s = np.arange(n) + 0.5
-    r, big_r = np.sqrt(s / n), np.sqrt(1.0 - s / n)
-    alpha, beta = 2 * np.pi * s / phi, 2 * np.pi * s / psi
-    q = np.stack([r * np.sin(alpha), r * np.cos(alpha), big_r * np.sin(beta), big_r * np.cos(beta)], axis=1)
-    q *= np.where(q[:, 3:] < 0, -1.0, 1.0)  # versor vector part with a non-negative scalar part
-    return np.stack([versor_matrix(v[:3]) for v in q])
-
-
 def _axis_rotation(ndim: int, axis: int, angle: float) -> NDArray[np.float64]:
     if ndim == 2:
         return rotation_2d(angle)
@@ -710,22 +653,11 @@ def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds
     sweep, fine = (SCALE_SWEEP, FINE_SCALES) if with_scale and ndim == 2 else ((1.0,), SCALE_GRID)
     for r, sc in itertools.product(rotations, sweep):
         scored += s.evaluate(sc * (a0 @ r), t0, phase)
-    out = scored + _local_rotations(s, ndim, _distinct(scored, 3), phase, steps)
+    out = scored + _local_rotations(s, ndim, distinct(scored, 3), phase, steps)
     if with_scale:
-        for matrix, translation, _ in _distinct(out, N_SCALED):
+        for matrix, translation, _ in distinct(out, N_SCALED):
             for sc in fine:
                 out += s.evaluate(sc * matrix, translation, phase)
-    return out
-
-
-def _distinct(found: list, n: int, angle: float = 0.35) -> list:
-    """The ``n`` best candidates whose matrices differ by more than ``angle`` (entry-wise)."""
-    out: list = []
-    for cand in sorted(found, key=lambda c: -c[2]):
-        if all(np.max(np.abs(cand[0] - c[0])) > angle for c in out):
-            out.append(cand)
-            if len(out) == n:
-                break
     return out
 
 
