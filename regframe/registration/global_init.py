@@ -9,9 +9,11 @@ refines briefly and ranks on its metric:
 - :func:`fourier_mellin` - 2-D rotation and isotropic scale from the
   log-polar magnitude spectra (translation invariant);
 - :func:`global_candidates` - transforms of a registration kind: phase
-  correlation on the start, Fourier-Mellin rotations (2-D) or a rotation grid
-  (3-D, and 2-D ``search="grid"``), each followed by phase correlation, all
-  scored by the normalized correlation over the overlap and pruned to a few.
+  correlation on the start, Fourier-Mellin rotations (2-D) or a rotation (x
+  scale) grid (2-D ``search="grid"``), each followed by phase correlation, all
+  scored by the normalized correlation over the overlap and pruned to a few; in
+  3-D a rotation search scored by the normalized correlation over all shifts
+  (:mod:`regframe.registration.rotation_search_3d`).
 
 Conventions are ITK's: a transform maps fixed points to moving points, so a
 translation ``t`` from :func:`phase_correlation` means ``fixed(x) ~ moving(x + t)``.
@@ -51,7 +53,8 @@ from ..transforms.linear import MatrixOffsetTransformBase
 from ..transforms.versor import versor_from_axis_angle, versor_matrix
 from .initializers import _mask_inside, set_translation
 from .pyramid import Level, level_image
-from .rotation_search_3d import WORK_VOXELS, rotation_search_3d
+from ._peaks import find_peaks, subpixel_offset
+from .rotation_search_3d import WORK_VOXELS, distinct, rotation_grid_3d, rotation_search_3d
 
 __all__ = [
     "phase_correlation",
@@ -133,44 +136,6 @@ def _cross_power_surface(fa: NDArray[np.complex128], b: NDArray[np.float64], fft
     return sfft.irfftn(cross * lowpass, s=fft_shape)
 
 
-def _find_peaks(surface: NDArray[np.float64], n: int, min_separation: float) -> list[tuple[int, ...]]:
-    """Up to ``n`` highest local maxima, at least ``min_separation`` voxels apart (circular)."""
-    flat = surface.ravel()
-    m = min(flat.size, 32 * n)
-    top = np.argpartition(-np.where(np.isfinite(flat), flat, -np.inf), m - 1)[:m]
-    order = top[np.argsort(-flat[top], kind="stable")]
-    shape = np.asarray(surface.shape)
-    offsets = np.stack(np.meshgrid(*[(-1, 0, 1)] * surface.ndim, indexing="ij"), -1).reshape(-1, surface.ndim)
-    chosen: list[NDArray[np.int64]] = []
-    for index in order:
-        if not np.isfinite(flat[index]):
-            break
-        p = np.asarray(np.unravel_index(index, surface.shape))
-        if np.any(surface[tuple(((p + offsets) % shape).T)] > flat[index]):
-            continue  # not a local maximum
-        if all(np.linalg.norm(np.minimum(np.abs(p - q), shape - np.abs(p - q))) >= min_separation for q in chosen):
-            chosen.append(p)
-            if len(chosen) == n:
-                break
-    return [tuple(int(v) for v in p) for p in chosen]
-
-
-def _subpixel(surface: NDArray[np.float64], peak: tuple[int, ...]) -> NDArray[np.float64]:
-    """Offset of the true maximum from ``peak`` per axis: log-parabola (exact for a Gaussian)."""
-    out = np.zeros(surface.ndim)
-    centre = surface[peak]
-    for axis in range(surface.ndim):
-        lo, hi = list(peak), list(peak)
-        lo[axis] = (peak[axis] - 1) % surface.shape[axis]
-        hi[axis] = (peak[axis] + 1) % surface.shape[axis]
-        y = np.array([surface[tuple(lo)], centre, surface[tuple(hi)]])
-        if np.all(y > 0):
-            y = np.log(y)
-        denom = y[0] - 2.0 * y[1] + y[2]
-        out[axis] = np.clip(0.5 * (y[0] - y[2]) / denom, -0.5, 0.5) if denom < 0 else 0.0
-    return out
-
-
 def _overlap_ncc(a: NDArray[np.float64], ma: NDArray[np.bool_], b: NDArray[np.float64], mb: NDArray[np.bool_],
                  shift: Sequence[int]) -> float:
     """Normalized correlation of ``a[n]`` and ``b[n + shift]`` over both masks, overlap-penalised.
@@ -219,14 +184,14 @@ class _Correlator:
         """``(shift, score)`` pairs, best score first; ``fixed[n] ~ moving[n + shift]`` (numpy order)."""
         surface = _cross_power_surface(self.fa, moving_prepared, self.fft_shape, self.lowpass)
         out = []
-        for peak in _find_peaks(surface, n_peaks, 2.0):
+        for peak in find_peaks(surface, n_peaks, 2.0):
             best = (-np.inf, None)
             for alias in _aliases(peak, self.fft_shape, self.values.shape):
                 score = _overlap_ncc(self.values, self.mask, moving, moving_mask, alias)
                 if score > best[0]:
                     best = (score, alias)
             if best[1] is not None:
-                out.append((np.asarray(best[1], dtype=np.float64) + _subpixel(surface, peak), best[0]))
+                out.append((np.asarray(best[1], dtype=np.float64) + subpixel_offset(surface, peak), best[0]))
         out.sort(key=lambda sc: -sc[1])
         return out
 
@@ -419,8 +384,8 @@ def _fourier_mellin_arrays(fp: NDArray[np.float64], mp: NDArray[np.float64], ind
     surface[:, ~allowed] = -np.inf
     out: list[tuple[float, float, float]] = []
     n_peaks = (n_candidates + 1) // 2
-    for peak in _find_peaks(surface, n_peaks, 4.0):
-        off = _subpixel(np.where(np.isfinite(surface), surface, 0.0), peak)
+    for peak in find_peaks(surface, n_peaks, 4.0):
+        off = subpixel_offset(np.where(np.isfinite(surface), surface, 0.0), peak)
         angle = (peak[0] + off[0]) * np.pi / FM_ANGLES
         kr = peak[1] if peak[1] < fft_shape[1] // 2 else peak[1] - fft_shape[1]
         s = float(np.exp(-(kr + off[1]) * d_log_r)) if scale else 1.0
@@ -430,26 +395,6 @@ def _fourier_mellin_arrays(fp: NDArray[np.float64], mp: NDArray[np.float64], ind
 
 
 # --------------------------------------------------------------------------- rotation sets
-def rotation_grid_3d(n: int = 72) -> NDArray[np.float64]:
-    """``n`` rotations spread near-uniformly over SO(3) (super-Fibonacci spiral, Alexa 2022).
-
-    Deterministic.  With 72 rotations, every rotation lies within 56 degrees
-    of one of them (99 % within 46, half within 30 degrees).
-
-    Returns
-    -------
-    ndarray, shape (n, 3, 3)
-    """
-    n = check_positive_int(n, where="rotation_grid_3d()", name="n")
-    phi, psi = np.sqrt(2.0), 1.533751168755204288118041
-    s = np.arange(n) + 0.5
-    r, big_r = np.sqrt(s / n), np.sqrt(1.0 - s / n)
-    alpha, beta = 2 * np.pi * s / phi, 2 * np.pi * s / psi
-    q = np.stack([r * np.sin(alpha), r * np.cos(alpha), big_r * np.sin(beta), big_r * np.cos(beta)], axis=1)
-    q *= np.where(q[:, 3:] < 0, -1.0, 1.0)  # versor vector part with a non-negative scalar part
-    return np.stack([versor_matrix(v[:3]) for v in q])
-
-
 def _axis_rotation(ndim: int, axis: int, angle: float) -> NDArray[np.float64]:
     if ndim == 2:
         return rotation_2d(angle)
@@ -584,13 +529,15 @@ def global_candidates(
 ) -> list[MatrixOffsetTransformBase]:
     """Candidate start transforms of a registration kind, best (by a cheap score) first.
 
-    Works on a working grid of about ``WORK_SIZE`` voxels per axis (the
+    2-D works on a working grid of about ``WORK_SIZE`` voxels per axis (the
     fixed image smoothed and shrunk when larger), extended by ``MARGIN`` on
     every side so that moving content beyond the fixed field of view still
     correlates; the moving image is resampled onto it through each candidate
     rotation.  Every candidate is scored by the normalized correlation over the
     overlap of the masks (after its translation); near-duplicates and the start
-    itself are dropped.
+    itself are dropped.  The 3-D rotation search works on a grid of about
+    ``WORK_VOXELS`` voxels along the largest extent (see
+    :mod:`regframe.registration.rotation_search_3d`; about 0.5 s for a lung CT).
 
     Parameters
     ----------
@@ -615,16 +562,19 @@ def global_candidates(
         ``"translation"``: phase correlation on the start (its 3 best peaks).
         ``"rotation"``: rotation (+ scale for similarity and affine) candidates
         with the start's translation - Fourier-Mellin in 2-D, the rotation grid
-        in 3-D.  ``"grid"``: rotations on a grid (2-D: every ``SWEEP_STEP``
-        degrees, hill-climb steps of 3 and 1.5 degrees; 3-D:
-        :func:`rotation_grid_3d` (72), steps of 20, 10 and 5 degrees), the best
-        three refined by a hill-climb (and a scale grid ``SCALE_GRID`` on the
-        best two for similarity and affine), each with its phase-correlation
-        translation.  ``"auto"``: the phase-correlation translations plus, for
-        rotating kinds, Fourier-Mellin rotations (+ scales) with their
-        translations in 2-D - and the ``"grid"`` search too unless a candidate
-        is convincing (see ``CONFIDENT_SCORE``; about 0.1 s more) - and
-        ``"grid"`` in 3-D.  Translation kinds always get translations only.
+        in 3-D.  ``"grid"``: in 2-D rotations every ``SWEEP_STEP`` degrees
+        (for similarity and affine each at the scales ``SCALE_SWEEP``), the
+        best three refined by a hill-climb (steps of 3 and 1.5 degrees) and the
+        best ``N_SCALED`` by the scales ``FINE_SCALES``, each with its
+        phase-correlation translation; in 3-D the rotation search of
+        :func:`~regframe.registration.rotation_search_3d.rotation_search_3d`
+        (dense rotations within 50 degrees of the start, the cube's rotations,
+        a hill-climb; ``SCALE_GRID`` for similarity and affine).  ``"auto"``:
+        the phase-correlation translations plus, for rotating kinds,
+        Fourier-Mellin rotations (+ scales) with their translations in 2-D - and
+        the ``"grid"`` search too unless a candidate is convincing (see
+        ``CONFIDENT_SCORE``; 0.1-0.4 s more) - and ``"grid"`` in 3-D.
+        Translation kinds always get translations only.
 
     Returns
     -------
@@ -686,10 +636,12 @@ def _search_3d(fixed: Image, moving: Image, start: MatrixOffsetTransformBase, fi
 
 
 def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds: list) -> list:
-    """Rotation grid (+ hill-climb of the best 3, + scale grid on the best ``N_SCALED``), each with its translation.
+    """Rotation (x scale) grid, hill-climb of the best 3, finer scales on the best ``N_SCALED``; each with its
+    translation.
 
-    2-D: every ``SWEEP_STEP`` degrees, hill-climb steps of a half and a quarter of it; 3-D:
-    :func:`rotation_grid_3d`, steps of 20, 10 and 5 degrees.
+    2-D: every ``SWEEP_STEP`` degrees (at the scales ``SCALE_SWEEP`` for similarity and affine), hill-climb
+    steps of a half and a quarter of it, ``FINE_SCALES``; 3-D (``search="rotation"`` only):
+    :func:`rotation_grid_3d`, steps of 20, 10 and 5 degrees, ``SCALE_GRID``.
     """
     a0, t0 = s.start.matrix, s.start.translation
     if ndim == 2:
@@ -701,22 +653,11 @@ def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds
     sweep, fine = (SCALE_SWEEP, FINE_SCALES) if with_scale and ndim == 2 else ((1.0,), SCALE_GRID)
     for r, sc in itertools.product(rotations, sweep):
         scored += s.evaluate(sc * (a0 @ r), t0, phase)
-    out = scored + _local_rotations(s, ndim, _distinct(scored, 3), phase, steps)
+    out = scored + _local_rotations(s, ndim, distinct(scored, 3), phase, steps)
     if with_scale:
-        for matrix, translation, _ in _distinct(out, N_SCALED):
+        for matrix, translation, _ in distinct(out, N_SCALED):
             for sc in fine:
                 out += s.evaluate(sc * matrix, translation, phase)
-    return out
-
-
-def _distinct(found: list, n: int, angle: float = 0.35) -> list:
-    """The ``n`` best candidates whose matrices differ by more than ``angle`` (entry-wise)."""
-    out: list = []
-    for cand in sorted(found, key=lambda c: -c[2]):
-        if all(np.max(np.abs(cand[0] - c[0])) > angle for c in out):
-            out.append(cand)
-            if len(out) == n:
-                break
     return out
 
 

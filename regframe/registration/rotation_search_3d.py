@@ -32,10 +32,12 @@ from numpy.typing import NDArray
 from scipy import fft as sfft
 from scipy import ndimage
 
+from .._validation import check_positive_int
 from ..image import Image
 from ..transforms.versor import versor_from_axis_angle, versor_matrix
+from ._peaks import find_peaks, subpixel_offset
 
-__all__ = ["rotation_search_3d", "cube_rotations", "local_rotations"]
+__all__ = ["rotation_search_3d", "rotation_grid_3d", "cube_rotations", "local_rotations", "distinct"]
 
 #: Working voxel: the largest physical extent of the fixed image over this many voxels.
 WORK_VOXELS = 24
@@ -67,13 +69,42 @@ def cube_rotations() -> NDArray[np.float64]:
     return np.stack(out)
 
 
+def rotation_grid_3d(n: int = 72) -> NDArray[np.float64]:
+    """``n`` rotations spread near-uniformly over SO(3) (super-Fibonacci spiral, Alexa 2022).
+
+    Deterministic.  With 72 rotations, every rotation lies within 56 degrees
+    of one of them (99 % within 46, half within 30 degrees).
+
+    Returns
+    -------
+    ndarray, shape (n, 3, 3)
+    """
+    n = check_positive_int(n, where="rotation_grid_3d()", name="n")
+    phi, psi = np.sqrt(2.0), 1.533751168755204288118041
+    s = np.arange(n) + 0.5
+    r, big_r = np.sqrt(s / n), np.sqrt(1.0 - s / n)
+    alpha, beta = 2 * np.pi * s / phi, 2 * np.pi * s / psi
+    q = np.stack([r * np.sin(alpha), r * np.cos(alpha), big_r * np.sin(beta), big_r * np.cos(beta)], axis=1)
+    q *= np.where(q[:, 3:] < 0, -1.0, 1.0)  # versor vector part with a non-negative scalar part
+    return np.stack([versor_matrix(v[:3]) for v in q])
+
+
 def local_rotations(max_angle: float = LOCAL_ANGLE, density: int = LOCAL_DENSITY) -> NDArray[np.float64]:
     """Rotations of a ``density``-point super-Fibonacci set within ``max_angle`` degrees of the identity."""
-    from .global_init import rotation_grid_3d
-
     grid = rotation_grid_3d(density)
     angles = np.arccos(np.clip((np.trace(grid, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0))
     return grid[angles <= np.deg2rad(max_angle)]
+
+
+def distinct(found: list, n: int, angle: float = 0.35) -> list:
+    """The ``n`` best candidates whose matrices differ by more than ``angle`` (entry-wise)."""
+    out: list = []
+    for cand in sorted(found, key=lambda c: -c[2]):
+        if all(np.max(np.abs(cand[0] - c[0])) > angle for c in out):
+            out.append(cand)
+            if len(out) == n:
+                break
+    return out
 
 
 def _axis_rotation(axis: int, angle: float) -> NDArray[np.float64]:
@@ -135,8 +166,6 @@ class _NccSearch:
     def evaluate(self, matrix: NDArray[np.float64], translation: NDArray[np.float64],
                  n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
         """``(matrix, translation, score)``: the best shifts (normalized correlation) for ``matrix``."""
-        from .global_init import _find_peaks, _subpixel
-
         self.n_evaluations += 1
         mw, w = self._sample(matrix, translation)
         w_total = float(w.sum())
@@ -162,11 +191,11 @@ class _NccSearch:
             return []
         m_g = self.grid_to_physical[0]
         out = []
-        for peak in _find_peaks(ncc, n_peaks, 2.0):
+        for peak in find_peaks(ncc, n_peaks, 2.0):
             shift = np.asarray(peak, dtype=np.float64) - self.pad
             inner = all(0 < k < n_k - 1 for k, n_k in zip(peak, ncc.shape))
             if inner and all(np.isfinite(ncc[tuple(np.add(peak, d))]) for d in itertools.product((-1, 0, 1), repeat=3)):
-                shift = shift + _subpixel(ncc, peak)
+                shift = shift + subpixel_offset(ncc, peak)
             out.append((matrix, translation + matrix @ (m_g @ shift), float(ncc[peak])))
         return out
 
@@ -210,17 +239,15 @@ def rotation_search_3d(fixed_w: Image, fixed_mask: NDArray[np.bool_], moving_w: 
     translations.  ``scales`` are tried on the best two distinct rotations
     (similarity and affine kinds).
     """
-    from .global_init import _distinct
-
     search = _NccSearch(fixed_w, fixed_mask, moving_w, moving_mask, center)
     found = search.evaluate(matrix, translation, n_peaks=3)
     for r in (*local_rotations(), *cube_rotations()[1:]):
         if np.allclose(r, np.eye(3)):
             continue
         found += search.evaluate(matrix @ r, translation)
-    for seed in _distinct(found, N_CLIMB):
+    for seed in distinct(found, N_CLIMB):
         found += search.climb(seed, CLIMB_STEPS)
-    for a, t, _ in _distinct(found, 2) if len(scales) else ():
+    for a, t, _ in distinct(found, 2) if len(scales) else ():
         for sc in scales:
             found += search.evaluate(sc * a, t)
     return found, search.voxel

@@ -44,6 +44,8 @@ INITIALIZATION_MODES = ("auto", "moments", "geometry", "phase", None)
 _RANK_SAMPLES = 20_000
 #: Candidates whose samples overlap the moving image less than this are not ranked.
 _MIN_OVERLAP = 0.2
+#: The best refined candidates re-ranked by their metric value one level finer.
+_N_FINER = 3
 
 
 def rotation_grid(transform: MatrixOffsetTransformBase, max_angle: float, step: float) -> list[MatrixOffsetTransformBase]:
@@ -217,6 +219,8 @@ class InitializeStage(Stage):
         if not refined:
             return self._result(plain, tuple(generated[1:]), t0, len(generated), math.nan)
         refined.sort(key=lambda r: (r[0], r[1]))
+        if full.n_levels > 1 and len(refined) > 1:
+            refined = _rerank_finer(refined, ctx, full, metric, base)
         best = refined[0]
         return self._result(best[2], tuple(r[2] for r in refined[1:]), t0, len(keep), best[0],
                             chosen=best[1])
@@ -268,6 +272,24 @@ def _overlap(metric: Metric) -> float:
     if not isinstance(n, int) or not isinstance(valid, int) or n == 0:
         return 1.0
     return valid / n
+
+
+def _rerank_finer(refined: list[tuple[float, int, Transform]], ctx: StageContext, full: LevelSchedule,
+                  metric: Metric, base: Transform | None) -> list[tuple[float, int, Transform]]:
+    """The best ``_N_FINER`` refined candidates, reordered by one metric value at the next finer level.
+
+    The coarsest level can prefer a wrong pose of a near-symmetric shape (a flipped slice); one level finer,
+    where the shape's detail shows, it cannot.
+    """
+    inputs = ctx.inputs
+    fixed_l = ctx.cache.pyramid(inputs.fixed, full).level(1)
+    moving_l = ctx.cache.pyramid(inputs.moving, full).level(1)
+    n_vox = fixed_l.n_voxels
+    sampler = FullSampler() if n_vox <= _RANK_SAMPLES else RandomSampler(_RANK_SAMPLES / n_vox, seed=ctx.seed)
+    head = refined[:_N_FINER]
+    values = _evaluate(metric, fixed_l, moving_l, [r[2] for r in head], base, sampler, inputs)
+    order = sorted(range(len(head)), key=lambda k: (values[k], k))
+    return [head[k] for k in order] + refined[_N_FINER:]
 
 
 def _composed(base: Transform, t: Transform) -> Transform:
