@@ -44,8 +44,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -229,7 +231,13 @@ class Elastix:
         return params
 
     def displacement(self, case: Case, params) -> np.ndarray:
-        field_image = self.itk.transformix_deformation_field(self._moving, params)
+        with tempfile.TemporaryDirectory() as folder:  # transformix writes deformationField.nii
+            here = os.getcwd()
+            os.chdir(folder)
+            try:
+                field_image = self.itk.transformix_deformation_field(self._moving, params)
+            finally:
+                os.chdir(here)
         return np.asarray(self.itk.array_from_image(field_image), dtype=np.float64).reshape(-1, case.fixed.ndim)
 
     def map_points(self, case: Case, params, points: np.ndarray) -> np.ndarray:

@@ -215,12 +215,12 @@ def test_default_weight_is_scaled_to_the_data_term_curvature(ndim):
     fixed, moving = _blob_pair(ndim, 16)
     t = _random_bspline(ndim, fixed, 3, 0.3, seed=1)
     p0 = t.parameters.copy()
-    w = _default_weight(MeanSquares(), fixed, moving, t)
+    w = _default_weight(MeanSquares(), fixed, moving, t, relative_stiffness=1.0)
     assert w > 0.0
     assert np.array_equal(t.parameters, p0)  # the probe restores the parameters exactly
     # mean squares is in intensity units squared: the weight follows (probe seeded: same v)
     scaled = [Image(3.0 * im.array, spacing=im.spacing) for im in (fixed, moving)]
-    assert _default_weight(MeanSquares(), *scaled, t) == pytest.approx(9.0 * w, rel=1e-6)
+    assert _default_weight(MeanSquares(), *scaled, t, relative_stiffness=1.0) == pytest.approx(9.0 * w, rel=1e-6)
     # linear in the relative stiffness; 0 switches it off
     assert _default_weight(MeanSquares(), fixed, moving, t, relative_stiffness=2.5) == pytest.approx(2.5 * w)
     assert _default_weight(MeanSquares(), fixed, moving, t, relative_stiffness=0.0) == 0.0

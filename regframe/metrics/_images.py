@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -13,7 +13,7 @@ from ..errors import EmptyMaskError, ShapeError
 from ..image import Image, as_mask, check_image
 from . import _sample_kernels as _k
 
-__all__ = ["ImagePack", "MaskPack", "as_image"]
+__all__ = ["ImagePack", "MaskPack", "as_image", "fold_linear"]
 
 
 def as_image(image: Any, *, where: str, name: str) -> Image:
@@ -117,3 +117,18 @@ class MaskPack:
             np.array(points, dtype=np.float64, order='C'), self.data, self.size, self.p2i,
             self.origin, CHUNK_SIZE,
         )
+
+
+_Pack = TypeVar("_Pack", "ImagePack", "MaskPack")
+
+
+def fold_linear(pack: _Pack, a: NDArray[np.float64], o: NDArray[np.float64]) -> _Pack:
+    """The pack seen through ``y -> a @ y + o``: ``p2i' = p2i a``, ``origin' = a^-1 (origin - o)``.
+
+    Then ``p2i' (y - origin') = p2i (a y + o - origin)`` and a physical gradient
+    ``p2i'^T g = a^T (p2i^T g)`` (the chain rule), so kernels that take a pack
+    evaluate the image (or mask) at ``a y + o`` unchanged.  ``a`` must be invertible.
+    """
+    p2i = np.ascontiguousarray(pack.p2i @ a)
+    origin = np.ascontiguousarray(np.linalg.solve(a, pack.origin - o))
+    return replace(pack, p2i=p2i, origin=origin)

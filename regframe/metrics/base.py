@@ -47,7 +47,7 @@ from ..transforms.composite import CompositeTransform
 from ..transforms.linear import MatrixOffsetTransformBase
 from . import _sample_kernels as _k
 from ._bspline_grid import GridSupport, grid_support
-from ._images import ImagePack, MaskPack, as_image
+from ._images import ImagePack, MaskPack, as_image, fold_linear
 from .sampling import FullSampler, Sampler, SampleSet
 
 __all__ = ["Metric", "ImageMetric", "PointwiseMetric", "SampleBatch", "GradientMode"]
@@ -555,18 +555,8 @@ class ImageMetric(Metric):
         o = np.asarray(rest.transform_points(zero)[0], dtype=np.float64)
         if not np.all(np.isfinite(a)) or abs(np.linalg.det(a)) < 1e-12:
             return None
-        inv = np.linalg.inv(a)
-
-        def fold(p2i: NDArray[np.float64], origin: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
-            return np.ascontiguousarray(p2i @ a), np.ascontiguousarray(inv @ (origin - o))
-
-        pack = st.moving_pack
-        p2i, origin = fold(pack.p2i, pack.origin)
-        mask = st.moving_mask
-        if mask.present:
-            mp2i, morigin = fold(mask.p2i, mask.origin)
-            mask = replace(mask, p2i=mp2i, origin=morigin)
-        return replace(st, transform=bspline, moving_pack=replace(pack, p2i=p2i, origin=origin), moving_mask=mask)
+        return replace(st, transform=bspline, moving_pack=fold_linear(st.moving_pack, a, o),
+                       moving_mask=fold_linear(st.moving_mask, a, o) if st.moving_mask.present else st.moving_mask)
 
     def _mode(self, with_gradient: bool) -> int:
         return _MODE_CODE[self.gradient] if with_gradient else 0

@@ -110,6 +110,9 @@ def register(
     optimizer : {"lbfgs", "lbfgsb", "regular_step"} or Optimizer, default "lbfgs"
         :class:`~regframe.optimizers.LBFGS` with physical-shift scales, stopping
         once two steps move the domain by less than 1 % of the finest voxel.
+        Like ``n_iterations``, it applies to the linear stages; a deformable
+        stage ("bspline", "syn") keeps its own optimizer (L-BFGS-B for the
+        B-spline, see :func:`~regframe.registration.deformable.register_bspline`).
     interpolator : str or sequence of str
         Moving-image interpolator, or one per level.
     jitter : bool, default True
@@ -156,7 +159,7 @@ def register(
     else:
         stages = presets.preset(transform)(
             metric=metric, initialization=initialization, rotation_search=rotation_search,
-            linear_options=dict(n_iterations=n_iterations, jitter=jitter), schedule=schedule,
-            sampling=sampling, optimizer=optimizer, interpolator=interpolator)
+            linear_options=dict(n_iterations=n_iterations, jitter=jitter, optimizer=optimizer),
+            schedule=schedule, sampling=sampling, interpolator=interpolator)
     return run_pipeline(stages, inputs, initial_transform=initial_transform, seed=seed,
                         callbacks=callbacks).result
