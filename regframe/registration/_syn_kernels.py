@@ -251,3 +251,54 @@ def map_interp_3d(src, nch, src_size, field, grid_size, mat, off, out, chunk_siz
                     + w001 * src[(i0 + b01) * nch + ch] + w101 * src[(i1 + b01) * nch + ch]
                     + w011 * src[(i0 + b11) * nch + ch] + w111 * src[(i1 + b11) * nch + ch]
                 )
+
+
+@njit(cache=True)
+def _diff(field, d, v, comp, a, idx_a, n_a, stride):
+    """Derivative along grid axis ``a`` of component ``comp`` at voxel ``v`` (np.gradient's stencil)."""
+    if n_a < 2:
+        return 0.0
+    if idx_a == 0:
+        return field[(v + stride) * d + comp] - field[v * d + comp]
+    if idx_a == n_a - 1:
+        return field[v * d + comp] - field[(v - stride) * d + comp]
+    return 0.5 * (field[(v + stride) * d + comp] - field[(v - stride) * d + comp])
+
+
+@parallel_kernel
+def jacobian_det(field, grid_size, out, chunk_size):
+    """``det(I + du/dx)`` at every voxel of a 2-D or 3-D field (index units; central differences).
+
+    Parameters
+    ----------
+    field : (n_voxels * d,) float64
+        Interleaved displacement in index units of the grid ``grid_size``.
+    out : (n_voxels,) float64
+        Determinants (written).
+    """
+    d = grid_size.shape[0]
+    nx = grid_size[0]
+    ny = grid_size[1]
+    nz = grid_size[2] if d == 3 else 1
+    nv = nx * ny * nz
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        j = np.empty((3, 3))
+        for v in range(lo, min(lo + chunk_size, nv)):
+            ix = v % nx
+            iy = (v // nx) % ny
+            iz = v // (nx * ny)
+            for comp in range(d):
+                j[comp, 0] = _diff(field, d, v, comp, 0, ix, nx, 1)
+                j[comp, 1] = _diff(field, d, v, comp, 1, iy, ny, nx)
+                if d == 3:
+                    j[comp, 2] = _diff(field, d, v, comp, 2, iz, nz, nx * ny)
+            for comp in range(d):
+                j[comp, comp] += 1.0
+            if d == 2:
+                out[v] = j[0, 0] * j[1, 1] - j[0, 1] * j[1, 0]
+            else:
+                out[v] = (j[0, 0] * (j[1, 1] * j[2, 2] - j[1, 2] * j[2, 1])
+                          - j[0, 1] * (j[1, 0] * j[2, 2] - j[1, 2] * j[2, 0])
+                          + j[0, 2] * (j[1, 0] * j[2, 1] - j[1, 1] * j[2, 0]))
