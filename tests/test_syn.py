@@ -325,23 +325,45 @@ def _bent(image: Image) -> BSplineTransform:
     return t
 
 
-def test_warns_when_the_fields_cannot_be_inverted() -> None:
-    """A disc pulled into a C (mean squares, no total smoothing) compresses beyond its grid: no silent failure."""
+def _disc_to_c(n: int = 96) -> tuple[Image, Image]:
+    """Fixed: a C (a thick ring open to the right); moving: the disc it was cut from (scipy, not regframe)."""
     from scipy import ndimage
 
-    from regframe.errors import RegframeWarning
-
-    n = 96
     y, x = np.mgrid[0:n, 0:n].astype(float)
     c, r = (n - 1) / 2, 0.3 * n
     disc = (x - c) ** 2 + (y - c) ** 2 <= r * r
     hole = ((x - c) ** 2 + (y - c) ** 2 <= (0.55 * r) ** 2) | ((x > c) & (np.abs(y - c) < 0.25 * r))
-    fixed = Image(ndimage.gaussian_filter((disc & ~hole).astype(float), 1.0))
-    moving = Image(ndimage.gaussian_filter(disc.astype(float), 1.0))
+    return (Image(ndimage.gaussian_filter((disc & ~hole).astype(float), 1.0)),
+            Image(ndimage.gaussian_filter(disc.astype(float), 1.0)))
+
+
+def test_warns_when_the_fields_cannot_be_inverted() -> None:
+    """A disc pulled into a C without fold prevention compresses beyond its grid: no silent failure."""
+    from regframe.errors import RegframeWarning
+
+    fixed, moving = _disc_to_c()
     with pytest.warns(RegframeWarning, match="could not be inverted"):
-        res = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100))
+        res = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100), min_jacobian=0.0)
     assert res.inverse_residual > 0.01
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        smooth = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100), total_sigma=1.0)
+        smooth = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100), total_sigma=1.0,
+                              min_jacobian=0.0)
     assert smooth.inverse_residual <= 0.01
+
+
+def test_default_fold_prevention_keeps_the_disc_to_c_invertible() -> None:
+    """Defaults on the disc -> C: det J > 0 everywhere, exact inverse, and the C is still reached."""
+    fixed, moving = _disc_to_c()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = syn_register(fixed, moving, metric="mse")
+    assert res.inverse_residual <= 0.01
+    for t in (res.forward, res.inverse):
+        assert jacobian_determinant(t, fixed).array.min() > 0
+    pts = fixed.voxel_points()
+    err = np.linalg.norm(res.inverse.transform_points(res.forward.transform_points(pts)) - pts, axis=1)
+    assert err.mean() < 0.05 and err.max() < 0.5, (err.mean(), err.max())
+    ssd0 = np.mean((fixed.array - moving.array) ** 2)
+    ssd = np.mean((fixed.array - resample(moving, res.forward, reference=fixed).array) ** 2)
+    assert ssd < 0.9 * ssd0, (ssd, ssd0)

@@ -253,26 +253,20 @@ def map_interp_3d(src, nch, src_size, field, grid_size, mat, off, out, chunk_siz
                 )
 
 
-@njit(cache=True)
-def _diff(field, d, v, comp, a, idx_a, n_a, stride):
-    """Derivative along grid axis ``a`` of component ``comp`` at voxel ``v`` (np.gradient's stencil)."""
-    if n_a < 2:
-        return 0.0
-    if idx_a == 0:
-        return field[(v + stride) * d + comp] - field[v * d + comp]
-    if idx_a == n_a - 1:
-        return field[v * d + comp] - field[(v - stride) * d + comp]
-    return 0.5 * (field[(v + stride) * d + comp] - field[(v - stride) * d + comp])
-
-
 @parallel_kernel
 def jacobian_det(field, grid_size, out, chunk_size):
-    """``det(I + du/dx)`` at every voxel of a 2-D or 3-D field (index units; central differences).
+    """Smallest ``det(I + du/dx)`` at every voxel over the one-sided difference stencils.
+
+    Each voxel is a corner of ``2**d`` cells of the multi-linear field; the
+    Jacobian at that corner of each cell takes forward or backward differences
+    per axis.  The smallest of their determinants is written: when it is
+    positive at every voxel, the interpolated map does not fold at the voxels
+    (central differences alone miss an odd/even zig-zag).
 
     Parameters
     ----------
     field : (n_voxels * d,) float64
-        Interleaved displacement in index units of the grid ``grid_size``.
+        Interleaved displacement in index units of the 2-D or 3-D grid ``grid_size``.
     out : (n_voxels,) float64
         Determinants (written).
     """
@@ -284,21 +278,51 @@ def jacobian_det(field, grid_size, out, chunk_size):
     nc = (nv + chunk_size - 1) // chunk_size
     for c in prange(nc):
         lo = c * chunk_size
+        fwd = np.empty((3, 3))  # fwd[axis, comp]
+        bwd = np.empty((3, 3))
         j = np.empty((3, 3))
+        pos = np.empty(3, dtype=np.int64)
+        ext = np.empty(3, dtype=np.int64)
+        strides = np.empty(3, dtype=np.int64)
+        ext[0] = nx
+        ext[1] = ny
+        ext[2] = nz
+        strides[0] = 1
+        strides[1] = nx
+        strides[2] = nx * ny
         for v in range(lo, min(lo + chunk_size, nv)):
-            ix = v % nx
-            iy = (v // nx) % ny
-            iz = v // (nx * ny)
-            for comp in range(d):
-                j[comp, 0] = _diff(field, d, v, comp, 0, ix, nx, 1)
-                j[comp, 1] = _diff(field, d, v, comp, 1, iy, ny, nx)
-                if d == 3:
-                    j[comp, 2] = _diff(field, d, v, comp, 2, iz, nz, nx * ny)
-            for comp in range(d):
-                j[comp, comp] += 1.0
-            if d == 2:
-                out[v] = j[0, 0] * j[1, 1] - j[0, 1] * j[1, 0]
-            else:
-                out[v] = (j[0, 0] * (j[1, 1] * j[2, 2] - j[1, 2] * j[2, 1])
-                          - j[0, 1] * (j[1, 0] * j[2, 2] - j[1, 2] * j[2, 0])
-                          + j[0, 2] * (j[1, 0] * j[2, 1] - j[1, 1] * j[2, 0]))
+            pos[0] = v % nx
+            pos[1] = (v // nx) % ny
+            pos[2] = v // (nx * ny)
+            for a in range(d):
+                st = strides[a]
+                for comp in range(d):
+                    here = field[v * d + comp]
+                    if ext[a] < 2:
+                        f = 0.0
+                        b = 0.0
+                    elif pos[a] == 0:
+                        f = field[(v + st) * d + comp] - here
+                        b = f
+                    elif pos[a] == ext[a] - 1:
+                        b = here - field[(v - st) * d + comp]
+                        f = b
+                    else:
+                        f = field[(v + st) * d + comp] - here
+                        b = here - field[(v - st) * d + comp]
+                    fwd[a, comp] = f
+                    bwd[a, comp] = b
+            best = np.inf
+            for mm in range(1 << d):
+                for a in range(d):
+                    for comp in range(d):
+                        j[comp, a] = (fwd[a, comp] if (mm >> a) & 1 else bwd[a, comp]) + (1.0 if comp == a else 0.0)
+                if d == 2:
+                    det = j[0, 0] * j[1, 1] - j[0, 1] * j[1, 0]
+                else:
+                    det = (j[0, 0] * (j[1, 1] * j[2, 2] - j[1, 2] * j[2, 1])
+                           - j[0, 1] * (j[1, 0] * j[2, 2] - j[1, 2] * j[2, 0])
+                           + j[0, 2] * (j[1, 0] * j[2, 1] - j[1, 1] * j[2, 0]))
+                if det < best:
+                    best = det
+            out[v] = best

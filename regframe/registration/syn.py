@@ -58,7 +58,9 @@ _DEFAULT_ITERATIONS = (40, 20, 10)
 #: ANTs' ``SyN[0.25, 3, 0]`` smooths the update with a Gaussian of *variance* 3 voxels^2.
 _ANTS_UPDATE_SIGMA = float(np.sqrt(3.0))
 #: Default band ``[m, 1/m]`` kept for ``det J`` of each half-way field (fold prevention).
-_MIN_JACOBIAN = 0.35
+_MIN_JACOBIAN = 0.25
+#: Voxels over which a held-back update ramps back to full strength.
+_HOLD_RAMP = 4
 #: Width (voxels) of the ramp that brings updates to zero at the grid border.
 _TAPER_WIDTH = 4.0
 #: Voxels per block of the Newton refinement.
@@ -223,7 +225,8 @@ class _Grid:
 
         ``new_u`` is ``u`` composed with ``upd``.  Voxels where the new
         determinant leaves the band *and* moves further from 1 than before get
-        a zero update, ramped back to 1 over a few voxels (a smooth weight, so
+        a zero update, as do the voxels within 2 of them (the determinant depends on
+        the neighbours), ramped back to 1 over a few voxels (a smooth weight, so
         the held-back update does not fold at the edge of the region); returns
         the update and the composed field.
         """
@@ -236,9 +239,12 @@ class _Grid:
         bad = (out_low & (det1 < det0)) | (out_high & (det1 > det0))
         if not np.any(bad):
             return upd, new_u
-        grown = ndimage.maximum_filter(bad.reshape(self.shape), size=5, mode="nearest").astype(np.float64)
-        weight = 1.0 - ndimage.gaussian_filter(grown, 1.0, mode="nearest").reshape(-1)
-        weight[bad] = 0.0
+        # the determinant at a voxel depends on its neighbours' displacements: freeze 2 voxels
+        # around, and ramp the weight up smoothly outside (a steep ramp would itself compress)
+        frozen = ndimage.maximum_filter(bad.reshape(self.shape), size=5, mode="nearest")
+        wide = ndimage.maximum_filter(frozen, size=2 * _HOLD_RAMP + 1, mode="nearest")
+        weight = 1.0 - ndimage.gaussian_filter(wide.astype(np.float64), _HOLD_RAMP / 2.0, mode="nearest").reshape(-1)
+        weight[frozen.reshape(-1)] = 0.0
         upd = upd * np.repeat(np.clip(weight, 0.0, 1.0), self.d)
         return upd, self.compose(upd, u)
 
@@ -437,7 +443,7 @@ def syn_register(
         of a half-way field below ``min_jacobian`` (or above its reciprocal)
         and further from 1, the update is held back there (smoothly), so both
         fields stay invertible on their grid and the inverse exact (0: off).
-        Both half-way fields in ``[0.35, 2.9]`` keep the result's ``det J``
+        Both half-way fields in ``[0.25, 4]`` (the default) keep the result's ``det J``
         positive even on the disc -> C deformation.
     schedule : LevelSchedule, optional
         Shrink factors and smoothing; default :func:`default_syn_schedule`.
