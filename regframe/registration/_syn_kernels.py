@@ -278,9 +278,9 @@ def jacobian_det(field, grid_size, out, chunk_size):
     nc = (nv + chunk_size - 1) // chunk_size
     for c in prange(nc):
         lo = c * chunk_size
-        fwd = np.empty((3, 3))  # fwd[axis, comp]
-        bwd = np.empty((3, 3))
-        j = np.empty((3, 3))
+        # columns of I + du/dx along each axis, from the forward (f) and backward (b) differences
+        f = np.empty((3, 3))  # f[axis, comp]
+        b = np.empty((3, 3))
         pos = np.empty(3, dtype=np.int64)
         ext = np.empty(3, dtype=np.int64)
         strides = np.empty(3, dtype=np.int64)
@@ -299,30 +299,34 @@ def jacobian_det(field, grid_size, out, chunk_size):
                 for comp in range(d):
                     here = field[v * d + comp]
                     if ext[a] < 2:
-                        f = 0.0
-                        b = 0.0
+                        fa = 0.0
+                        ba = 0.0
                     elif pos[a] == 0:
-                        f = field[(v + st) * d + comp] - here
-                        b = f
+                        fa = field[(v + st) * d + comp] - here
+                        ba = fa
                     elif pos[a] == ext[a] - 1:
-                        b = here - field[(v - st) * d + comp]
-                        f = b
+                        ba = here - field[(v - st) * d + comp]
+                        fa = ba
                     else:
-                        f = field[(v + st) * d + comp] - here
-                        b = here - field[(v - st) * d + comp]
-                    fwd[a, comp] = f
-                    bwd[a, comp] = b
-            best = np.inf
-            for mm in range(1 << d):
-                for a in range(d):
-                    for comp in range(d):
-                        j[comp, a] = (fwd[a, comp] if (mm >> a) & 1 else bwd[a, comp]) + (1.0 if comp == a else 0.0)
-                if d == 2:
-                    det = j[0, 0] * j[1, 1] - j[0, 1] * j[1, 0]
-                else:
-                    det = (j[0, 0] * (j[1, 1] * j[2, 2] - j[1, 2] * j[2, 1])
-                           - j[0, 1] * (j[1, 0] * j[2, 2] - j[1, 2] * j[2, 0])
-                           + j[0, 2] * (j[1, 0] * j[2, 1] - j[1, 1] * j[2, 0]))
-                if det < best:
-                    best = det
+                        fa = field[(v + st) * d + comp] - here
+                        ba = here - field[(v - st) * d + comp]
+                    one = 1.0 if comp == a else 0.0
+                    f[a, comp] = fa + one
+                    b[a, comp] = ba + one
+            if d == 2:
+                best = f[0, 0] * f[1, 1] - f[0, 1] * f[1, 0]
+                best = min(best, f[0, 0] * b[1, 1] - f[0, 1] * b[1, 0])
+                best = min(best, b[0, 0] * f[1, 1] - b[0, 1] * f[1, 0])
+                best = min(best, b[0, 0] * b[1, 1] - b[0, 1] * b[1, 0])
+            else:
+                best = np.inf
+                for m1 in range(2):
+                    p = f[1] if m1 else b[1]
+                    for m2 in range(2):
+                        q = f[2] if m2 else b[2]
+                        cx = p[1] * q[2] - p[2] * q[1]
+                        cy = p[2] * q[0] - p[0] * q[2]
+                        cz = p[0] * q[1] - p[1] * q[0]
+                        best = min(best, f[0, 0] * cx + f[0, 1] * cy + f[0, 2] * cz)
+                        best = min(best, b[0, 0] * cx + b[0, 1] * cy + b[0, 2] * cz)
             out[v] = best
