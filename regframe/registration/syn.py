@@ -20,9 +20,9 @@ its inverse.  Every iteration
 5. optionally smooths the total fields (``total_sigma`` voxels),
 
 over a coarse-to-fine schedule, with ANTs' windowed convergence test; at the
-end of every level the inverses are computed by damped Newton iteration,
-starting from the previous level's (tracking them every iteration cost 15 %
-of the time for the same result).  The
+end the inverses are computed by damped Newton iteration (tracking them every
+iteration, or refining them at every level, cost 15-30 % of the time for the
+same residual).  The
 result maps fixed points to moving points, ``A o M o F^-1``, and its inverse,
 ``F o M^-1 o A^-1``, comes from the same two half-way fields, not from
 inverting the result afterwards.
@@ -54,7 +54,7 @@ from .pyramid import LevelSchedule, level_image
 
 __all__ = ["syn_register", "SyNResult", "default_syn_schedule"]
 
-#: Newton iterations that compute the inverse fields at the end of a level.
+#: Newton iterations that compute the inverse fields at the end.
 _REFINE_ITERATIONS = 20
 #: Iterations per level, coarse to fine, of the default three-level schedule.
 _DEFAULT_ITERATIONS = (40, 20, 10)
@@ -589,9 +589,10 @@ def syn_register(
                 level_converged = True
                 break
         residual = 0.0
-        for s in sides:
-            s.v, res = grid.newton_inverse(s.u, s.v)
-            residual = max(residual, res)
+        if stopped or li == schedule.n_levels - 1:  # the inverses are needed only at the end
+            for s in sides:
+                s.v, res = grid.newton_inverse(s.u, s.v)
+                residual = max(residual, res)
         per_level.append(n_done)
         converged.append(level_converged)
         if stopped:
