@@ -187,6 +187,10 @@ class _Grid:
         """Field of ``(id + b) o (id + a)``: ``a(x) + b(x + a(x))``."""
         return a + _sample(b, self.d, self.size, self.size, self.eye, self.zero, a)[0]
 
+    def rough_inverse(self, u: NDArray) -> NDArray:
+        """Start of the Newton inversion: one fixed-point step, ``w(y) = -u(y - u(y))``."""
+        return -_sample(u, self.d, self.size, self.size, self.eye, self.zero, -u)[0]
+
     def max_norm(self, u: NDArray) -> float:
         """Largest vector length of an interleaved field."""
         sq = u[0 :: self.d] * u[0 :: self.d]
@@ -591,7 +595,7 @@ def syn_register(
         residual = 0.0
         if stopped or li == schedule.n_levels - 1:  # the inverses are needed only at the end
             for s in sides:
-                s.v, res = grid.newton_inverse(s.u, s.v)
+                s.v, res = grid.newton_inverse(s.u, grid.rough_inverse(s.u))
                 residual = max(residual, res)
         per_level.append(n_done)
         converged.append(level_converged)
