@@ -163,6 +163,33 @@ def test_fast_interpolation_matches_nd_kernel_and_scipy(shape, rng) -> None:
         np.testing.assert_allclose(fast[ch::2], ndimage.map_coordinates(img, coords, order=1), atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(7, 9), (5, 6, 7)])
+def test_corner_jacobian_matches_numpy_over_every_stencil(shape, rng) -> None:
+    """The fold check: smallest det over the 2**d one-sided difference stencils, against numpy."""
+    d = len(shape)
+    u = 0.3 * rng.standard_normal(int(np.prod(shape)) * d)
+    out = np.empty(int(np.prod(shape)))
+    K.jacobian_det(u, np.array(shape[::-1], dtype=np.int64), out, 4)
+    arr = u.reshape(shape + (d,))
+    fwd, bwd = [], []
+    for ax in range(d):  # numpy axis d-1-ax is ITK axis ax
+        npax = d - 1 - ax
+        f = np.diff(arr, axis=npax, append=np.take(arr, [-1], axis=npax))
+        b = np.diff(arr, axis=npax, prepend=np.take(arr, [0], axis=npax))
+        last, first = [slice(None)] * (d + 1), [slice(None)] * (d + 1)
+        last[npax], first[npax] = -1, 0
+        f[tuple(last)] = b[tuple(last)]
+        b[tuple(first)] = f[tuple(first)]
+        fwd.append(f)
+        bwd.append(b)
+    best = np.full(shape, np.inf)
+    for mm in range(1 << d):
+        jac = np.stack([fwd[a] if (mm >> a) & 1 else bwd[a] for a in range(d)], -1) + np.eye(d)
+        best = np.minimum(best, np.linalg.det(jac))
+    np.testing.assert_allclose(out, best.reshape(-1), atol=1e-12)
+    assert out.min() < 0  # the random field folds somewhere: the check is not vacuous
+
+
 # ---------------------------------------------------------------------------
 # registration: exactness on real data
 # ---------------------------------------------------------------------------
@@ -325,23 +352,45 @@ def _bent(image: Image) -> BSplineTransform:
     return t
 
 
-def test_warns_when_the_fields_cannot_be_inverted() -> None:
-    """A disc pulled into a C (mean squares, no total smoothing) compresses beyond its grid: no silent failure."""
+def _disc_to_c(n: int = 96) -> tuple[Image, Image]:
+    """Fixed: a C (a thick ring open to the right); moving: the disc it was cut from (scipy, not regframe)."""
     from scipy import ndimage
 
-    from regframe.errors import RegframeWarning
-
-    n = 96
     y, x = np.mgrid[0:n, 0:n].astype(float)
     c, r = (n - 1) / 2, 0.3 * n
     disc = (x - c) ** 2 + (y - c) ** 2 <= r * r
     hole = ((x - c) ** 2 + (y - c) ** 2 <= (0.55 * r) ** 2) | ((x > c) & (np.abs(y - c) < 0.25 * r))
-    fixed = Image(ndimage.gaussian_filter((disc & ~hole).astype(float), 1.0))
-    moving = Image(ndimage.gaussian_filter(disc.astype(float), 1.0))
+    return (Image(ndimage.gaussian_filter((disc & ~hole).astype(float), 1.0)),
+            Image(ndimage.gaussian_filter(disc.astype(float), 1.0)))
+
+
+def test_warns_when_the_fields_cannot_be_inverted() -> None:
+    """A disc pulled into a C without fold prevention compresses beyond its grid: no silent failure."""
+    from regframe.errors import RegframeWarning
+
+    fixed, moving = _disc_to_c()
     with pytest.warns(RegframeWarning, match="could not be inverted"):
-        res = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100))
+        res = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100), min_jacobian=0.0)
     assert res.inverse_residual > 0.01
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        smooth = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100), total_sigma=1.0)
+        smooth = syn_register(fixed, moving, metric="mse", n_iterations=(150, 100, 100), total_sigma=1.0,
+                              min_jacobian=0.0)
     assert smooth.inverse_residual <= 0.01
+
+
+def test_default_fold_prevention_keeps_the_disc_to_c_invertible() -> None:
+    """Defaults on the disc -> C: det J > 0 everywhere, exact inverse, and the C is still reached."""
+    fixed, moving = _disc_to_c()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = syn_register(fixed, moving, metric="mse")
+    assert res.inverse_residual <= 0.01
+    for t in (res.forward, res.inverse):
+        assert jacobian_determinant(t, fixed).array.min() > 0
+    pts = fixed.voxel_points()
+    err = np.linalg.norm(res.inverse.transform_points(res.forward.transform_points(pts)) - pts, axis=1)
+    assert err.mean() < 0.05 and err.max() < 0.5, (err.mean(), err.max())
+    ssd0 = np.mean((fixed.array - moving.array) ** 2)
+    ssd = np.mean((fixed.array - resample(moving, res.forward, reference=fixed).array) ** 2)
+    assert ssd < 0.9 * ssd0, (ssd, ssd0)

@@ -21,7 +21,7 @@ from ..method import LevelResult, RegistrationResult, RegistrationState
 from ..pipeline.base import RegistrationInputs, Stage, StageContext, StageInfo, StageResult
 from ..pipeline.chain import TransformChain
 from ..pyramid import LevelSchedule
-from ..syn import _ANTS_UPDATE_SIGMA, default_syn_schedule, syn_register
+from ..syn import _ANTS_UPDATE_SIGMA, _MIN_JACOBIAN, default_syn_schedule, syn_register
 
 __all__ = ["SyNStage"]
 
@@ -39,6 +39,7 @@ class SyNStage(Stage):
     step: float = 0.25
     update_sigma: float = _ANTS_UPDATE_SIGMA
     total_sigma: float = 0.0
+    min_jacobian: float = _MIN_JACOBIAN
     schedule: LevelSchedule | None = None
     n_iterations: Sequence[int] | int | None = None
     convergence_threshold: float = 1e-6
@@ -56,6 +57,7 @@ class SyNStage(Stage):
         res = syn_register(
             inputs.fixed, inputs.moving, initial_transform=chain.base(False), metric=self.metric,
             radius=self.radius, step=self.step, update_sigma=self.update_sigma, total_sigma=self.total_sigma,
+            min_jacobian=self.min_jacobian,
             schedule=self.schedule, n_iterations=self.n_iterations,
             convergence_threshold=self.convergence_threshold, convergence_window=self.convergence_window,
             n_bins=self.n_bins, fixed_mask=inputs.fixed_mask, moving_mask=inputs.moving_mask,
