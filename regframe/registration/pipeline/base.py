@@ -160,6 +160,10 @@ class Stage(ABC):
     #: Whether the stage is an initializer (its candidates serve the whole-run guard's restarts).
     initializer: ClassVar[bool] = False
 
+    def checked(self) -> bool:
+        """Whether the runner compares this stage's data term before and after it (default: ``guarded``)."""
+        return self.guarded
+
     @abstractmethod
     def run(self, ctx: StageContext, chain: Any) -> StageResult:
         """Run the stage from ``chain`` (a :class:`~regframe.registration.pipeline.chain.TransformChain`)."""

@@ -74,7 +74,7 @@ def _run_stages(stages: Sequence[Stage], first: int, chain: TransformChain, ctx:
         _announce(stage, ctx.inputs, ctx.callbacks)
         res = stage.run(ctx, chain)
         after = chain.then(Link(res.kind, res.part, res.inverse), res.absorbs)
-        scorer = scorers.get(i) if guard and stage.guarded else None
+        scorer = scorers.get(i) if guard and stage.checked() else None
         if scorer is not None:
             before_v, after_v = scorer(chain.as_transform()), scorer(after.as_transform())
             if worse(after_v, before_v) and chain.links:

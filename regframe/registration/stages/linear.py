@@ -65,6 +65,8 @@ class LinearStage(Stage):
         Stop before the finest level (a stage that only prepares the next one).
     sampling, n_iterations, optimizer, interpolator, jitter
         As in :func:`~regframe.registration.register`.
+    check : bool
+        Judge the stage on its own (see :meth:`checked`); otherwise only the whole-run guard does.
     """
 
     kind: ClassVar[str] = "linear"
@@ -80,6 +82,13 @@ class LinearStage(Stage):
     optimizer: str | Optimizer = "lbfgs"
     interpolator: str | Interpolator | Sequence[str | Interpolator] = "linear"
     jitter: bool = True
+    check: bool = False
+
+    def checked(self) -> bool:
+        """``check=True``: the runner drops the stage when it makes the data term worse (the last
+        linear stage before a deformable one, which would hide a bad linear result from the
+        whole-run guard)."""
+        return self.check
 
     @property
     def label(self) -> str:
