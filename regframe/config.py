@@ -81,7 +81,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = ["Stage", "RegistrationConfig", "load_config", "parse_config", "combine_results"]
 
-_LINEAR_ORDER = LINEAR_KINDS
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ class Stage:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        kinds = (*_LINEAR_ORDER, *presets.PRESETS)
+        kinds = (*LINEAR_KINDS, *presets.PRESETS)
         if self.transform not in kinds:
             raise InvalidInputError(
                 f"registration stage {self.label!r}: 'transform' must be one of {', '.join(repr(k) for k in kinds)}; "
@@ -298,7 +297,7 @@ class RegistrationConfig:
                 linear["n_iterations"] = row.n_iterations
             if row.optimizer is not None:
                 linear["optimizer"] = row.optimizer
-            if row.transform in _LINEAR_ORDER:
+            if row.transform in LINEAR_KINDS:
                 built = (presets.linear(row.transform, initialization=row.initialization,
                                         rotation_search=row.rotation_search, **linear)
                          if index == 0 else presets.continuation(row.transform, **linear))

@@ -19,7 +19,7 @@ from ...transforms.composite import CompositeTransform
 from ...transforms.linear import MatrixOffsetTransformBase
 from ..defaults import can_represent, convert_transform, linear_kind_of
 
-__all__ = ["Link", "TransformChain"]
+__all__ = ["Link", "TransformChain", "compose"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class TransformChain:
     def base(self, absorbs: bool) -> Transform | None:
         """The fixed moving-initial transform of a stage (all links but an absorbed last one)."""
         links = self.links[:-1] if absorbs else self.links
-        return _compose([lk.transform for lk in links])
+        return compose([lk.transform for lk in links])
 
     def then(self, link: Link, absorbs: bool) -> TransformChain:
         """The chain after a stage that produced ``link``."""
@@ -77,7 +77,7 @@ class TransformChain:
 
     def as_transform(self) -> Transform | None:
         """The whole mapping: a lone link itself, else one flat composite (``None`` if empty)."""
-        return _compose([lk.transform for lk in self.links])
+        return compose([lk.transform for lk in self.links])
 
     def inverse(self) -> Transform | None:
         """The exact inverse mapping when every link has one (linear links invert exactly)."""
@@ -89,10 +89,11 @@ class TransformChain:
                 inverses.append(lk.transform.inverse())
             else:
                 return None
-        return _compose(inverses)
+        return compose(inverses)
 
 
-def _compose(transforms: list[Transform]) -> Transform | None:
+def compose(transforms: list[Transform]) -> Transform | None:
+    """``transforms`` as one mapping (applied last-first): a lone one copied, else a flat composite."""
     if not transforms:
         return None
     if len(transforms) == 1:

@@ -26,7 +26,8 @@ from ...errors import NoOverlapError, NonFiniteError, RegistrationWarning
 from ...optimizers.base import StopReason
 from ...transforms.base import Transform
 from ...transforms.linear import TranslationTransform
-from ..defaults import make_transform
+from ..defaults import LINEAR_KINDS, make_transform
+from ..initializers import centered_initializer
 from ..method import RegistrationResult, RegistrationState, StageRecord
 from .base import RegistrationInputs, Stage, StageCache, StageContext, StageResult, check_requires
 from .chain import Link, TransformChain
@@ -186,16 +187,8 @@ def run_pipeline(
 def _identity_like(stages: Sequence[Stage], inputs: RegistrationInputs) -> Transform:
     kind = next((getattr(s, "transform", None) for s in reversed(stages)
                  if isinstance(getattr(s, "transform", None), str)), None)
-    if kind in ("translation", "rigid", "similarity", "affine"):
-        t = make_transform(kind, inputs.ndim)
-        if t.fixed_parameters.size >= t.ndim and inputs.fixed is not None:
-            from ..initializers import image_center, set_translation
-
-            fp = t.fixed_parameters
-            fp[: t.ndim] = image_center(inputs.fixed)
-            t.fixed_parameters = fp
-            set_translation(t, np.zeros(t.ndim))
-        return t
+    if kind in LINEAR_KINDS and inputs.fixed is not None:  # the identity about the fixed image's centre
+        return centered_initializer(inputs.fixed, inputs.fixed, make_transform(kind, inputs.ndim), mode="geometry")
     return TranslationTransform(inputs.ndim)
 
 

@@ -32,7 +32,7 @@ from ..defaults import LINEAR_KINDS, make_transform
 from ..initializers import centered_initializer, landmark_initializer
 from ..method import RegistrationMethod, RegistrationResult
 from ..pipeline.base import RegistrationInputs, Stage, StageContext, StageInfo, StageResult
-from ..pipeline.chain import TransformChain
+from ..pipeline.chain import TransformChain, compose
 from ..pyramid import LevelSchedule
 from .linear import run_schedule, shared_metric
 
@@ -251,7 +251,7 @@ def _evaluate(metric: Metric, fixed_l: Image, moving_l: Image, candidates: list[
     """One metric value per candidate on the same samples (``inf`` without overlap)."""
     out = []
     for cand in candidates:
-        mapping = cand if base is None else _composed(base, cand)
+        mapping = cand if base is None else compose([base, cand])
         metric.initialize(fixed_l, moving_l, mapping, sampler=sampler, fixed_mask=inputs.fixed_mask,
                           moving_mask=inputs.moving_mask)
         try:
@@ -291,11 +291,3 @@ def _rerank_finer(refined: list[tuple[float, int, Transform]], ctx: StageContext
     order = sorted(range(len(head)), key=lambda k: (values[k], k))
     return [head[k] for k in order] + refined[_N_FINER:]
 
-
-def _composed(base: Transform, t: Transform) -> Transform:
-    from ...transforms.composite import CompositeTransform
-
-    comp = CompositeTransform(t.ndim)
-    comp.add_transform(base.copy())
-    comp.add_transform(t.copy())
-    return comp

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import numpy as np
 
 from ...interpolators import Interpolator
 from ...metrics.base import Metric
@@ -22,7 +21,7 @@ from ..defaults import (
     physical_step_tolerance,
     truncated,
 )
-from ..initializers import image_center, set_translation
+from ..initializers import centered_initializer
 from ..method import RegistrationMethod
 from ..pipeline.base import RegistrationInputs, Stage, StageContext, StageInfo, StageResult
 from ..pipeline.chain import Link, TransformChain
@@ -107,13 +106,10 @@ class LinearStage(Stage):
         if taken is not None:
             return taken, True
         assert self.transform is not None, "a stage of the given transform needs it as the chain's last link"
-        t = make_transform(self.transform, ctx.inputs.ndim)
-        if t.fixed_parameters.size >= t.ndim:  # rotate about the fixed image's centre
-            fp = t.fixed_parameters
-            fp[: t.ndim] = image_center(ctx.inputs.fixed)  # type: ignore[arg-type]
-            t.fixed_parameters = fp
-            set_translation(t, np.zeros(t.ndim))
-        return t, False
+        fixed = ctx.inputs.fixed
+        assert fixed is not None
+        # the identity, rotating about the fixed image's centre
+        return centered_initializer(fixed, fixed, make_transform(self.transform, fixed.ndim), mode="geometry"), False
 
     def run(self, ctx: StageContext, chain: TransformChain) -> StageResult:
         inputs = ctx.inputs
