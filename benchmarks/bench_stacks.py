@@ -12,10 +12,7 @@
 (d) ``batch``: ``register_many`` of 8 pairs on a LocalCluster of 2 single-threaded worker processes vs
                serial ``register()`` calls; parameters compared bit for bit.
 
-``REGISTER_KWARGS`` are passed to every pairwise registration.  ``register()``'s current defaults fail on
-several lung_sem pairs (rotation search and the moments centre on textures); until the initialization
-stage with phase correlation lands, the benchmark passes ``initialization="geometry"`` and no rotation
-search.  Empty it then.
+``REGISTER_KWARGS`` are passed to every pairwise registration (empty: ``register()``'s defaults).
 
 Run: ``PYTHONPATH=$PWD /work/benchenv/bin/python benchmarks/bench_stacks.py [sem drift warp batch]``
 """

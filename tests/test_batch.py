@@ -76,3 +76,28 @@ def test_dask_local_cluster_bit_identical_and_failure_isolated(pairs):
     for res, want in zip([results[0], results[2], results[3]], serial):
         assert res.transform.parameters.tobytes() == want.transform.parameters.tobytes()
         assert res.final_value == want.final_value
+
+
+def test_worker_tasks_keep_large_blocks_on_glibc_and_results_do_not_change(pairs):
+    import platform
+    import sys
+
+    from regframe.registration.batch import keep_large_blocks
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_large_blocks() is glibc
+    res = run_pair(0, *pairs[0], KW, 1, True)
+    want = rf.register(*pairs[0], **KW)
+    assert res.transform.parameters.tobytes() == want.transform.parameters.tobytes()
+
+
+@pytest.mark.data
+def test_dask_in_process_cluster_runs_the_pairs_in_order(pairs):
+    """The dask path in the default run (threads, no worker processes: ~1 s); the process cluster is `slow`."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        results = rf.register_many([pairs[2], _broken(pairs), pairs[0]], client=client, progress="none", **KW)
+    assert isinstance(results[1], PairError) and results[1].index == 1
+    for res, pair in zip((results[0], results[2]), (pairs[2], pairs[0])):
+        assert res.transform.parameters.tobytes() == rf.register(*pair, **KW).transform.parameters.tobytes()
