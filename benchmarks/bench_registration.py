@@ -5,8 +5,7 @@ fixed image, and the CT resampled (SimpleITK, B-spline, default -1024 HU) throug
 of a known rigid or affine transform as the moving image.  The error is the distance between
 the recovered and the true mapping at the 100 landmark points.
 
-SimpleITK pipeline (issue 4's "well-tuned" recipe, as in
-``baselines/make_sitk_lung3d_baselines.py``): regular-step gradient descent, physical-shift
+SimpleITK pipeline (issue 4's "well-tuned" recipe, in ``_sitk_lung3d.py``): regular-step gradient descent, physical-shift
 scales, 3 levels (shrink 4/2/1, sigmas 2/1/0 voxels), 20 % random sampling, Mattes 50 bins,
 geometry-centred initial transform.
 
@@ -28,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "baselines"))
+sys.path.insert(0, str(HERE))
 
 import SimpleITK as sitk  # noqa: E402
-from make_sitk_lung3d_baselines import image_center, read_landmarks, true_transforms  # noqa: E402
-from make_sitk_lung3d_baselines import register as sitk_register  # noqa: E402
+from _sitk_lung3d import image_center, read_landmarks, true_transforms  # noqa: E402
+from _sitk_lung3d import register as sitk_register  # noqa: E402
 
 import regframe as rf  # noqa: E402
 from regframe.registration import register  # noqa: E402
