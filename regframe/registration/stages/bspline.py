@@ -29,7 +29,7 @@ from ...metrics.sampling import Sampler
 from ...optimizers import Optimizer
 from ...transforms.base import Transform
 from ...transforms.bspline import BSplineTransform
-from ..defaults import make_bspline_optimizer, make_metric
+from ..defaults import BORDER_MARGIN, make_bspline_optimizer, make_metric
 from ..method import RegistrationMethod
 from ..pipeline.base import RegistrationInputs, Stage, StageContext, StageInfo, StageResult
 from ..pipeline.chain import TransformChain
@@ -161,17 +161,26 @@ class BSplineStage(Stage):
 
     def samplers(self, fixed: Image, schedule: LevelSchedule, meshes: list[tuple[int, ...]],
                  seed: int) -> list[Sampler]:
-        """Every voxel up to ``min(max(16384, 10 * parameters), 32768)`` per level, else a seeded random subset."""
+        """Every voxel up to ``min(max(16384, 10 * parameters), 32768)`` per level, else a seeded random subset.
+
+        The samples are jittered (as the linear stages'; on voxel centres the control points
+        shift towards the moving grid, where linear interpolation blurs least: a 0.2-0.3 mm
+        noise field on the rigidly moved lung CT) and leave out the
+        :data:`~regframe.registration.defaults.BORDER_MARGIN` outermost voxel layers.
+        """
         out: list[Sampler] = []
+        opts = dict(jitter=True, margin=BORDER_MARGIN)
         for i in range(schedule.n_levels):
             lvl = schedule.level(i, fixed.ndim)
             n_vox = int(np.prod([max(1, s // f) for s, f in zip(fixed.size, lvl.shrink_factors)]))
             if self.sampling is not None:
-                out.append(RandomSampler(self.sampling, seed=seed + i) if self.sampling < 1 else FullSampler())
+                out.append(RandomSampler(self.sampling, seed=seed + i, **opts) if self.sampling < 1
+                           else FullSampler(seed=seed + i, **opts))
                 continue
             per_parameter = _SAMPLES_PER_PARAMETER * fixed.ndim * int(np.prod(np.array(meshes[i]) + 3))
             budget = min(max(_MAX_SAMPLES, per_parameter), _SAMPLES_CAP)
-            out.append(FullSampler() if n_vox <= budget else RandomSampler(budget / n_vox, seed=seed + i))
+            out.append(FullSampler(seed=seed + i, **opts) if n_vox <= budget
+                       else RandomSampler(budget / n_vox, seed=seed + i, **opts))
         return out
 
     def run(self, ctx: StageContext, chain: TransformChain) -> StageResult:
