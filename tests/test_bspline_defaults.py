@@ -60,15 +60,16 @@ def test_bspline_registration_keeps_the_linear_stage_result(lung_moved_rigidly):
     """register(transform="bspline") on a rigidly moved CT: the deformable stage adds nothing.
 
     Measured as what the B-spline link moves the landmarks from the linear stage's mapping
-    (resampling noise only; the truth needs no deformation).  Before the jittered, border-margin
-    B-spline samples it moved them by 0.075 mm mean and 0.31 mm max.
+    (resampling noise only; the truth needs no deformation).  Before the jittered B-spline
+    samples and the linear stages' border margin it moved them by 0.075 mm mean and 0.31 mm
+    max (now 0.047 / 0.16).
     """
     fixed, moving, truth, landmarks = lung_moved_rigidly
     res = register(fixed, moving, transform="bspline")
     linear = _errors(res.transform[0], truth, landmarks)
     final = _errors(res.transform, truth, landmarks)
     moved = _errors(res.transform, res.transform[0], landmarks)
-    assert moved.mean() <= 0.05 and moved.max() <= 0.25, (moved.mean(), moved.max())
+    assert moved.mean() <= 0.06 and moved.max() <= 0.25, (moved.mean(), moved.max())
     assert final.mean() <= linear.mean() + 0.05, (final.mean(), linear.mean())
 
 

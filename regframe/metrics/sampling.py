@@ -119,7 +119,7 @@ class Sampler(ABC):
         their continuous index is in ``[margin - 0.5, size - 0.5 - margin)``
         (ITK's buffer rule shrunk by ``margin``).  An axis too short for it
         keeps its middle voxel(s): its margin is ``min(margin, (size - 1) // 2)``.
-        Registration stages use ``margin=1`` (see
+        Linear registration stages use ``margin=1`` (see
         :data:`regframe.registration.defaults.BORDER_MARGIN`).
 
     Notes

@@ -104,8 +104,8 @@ def register(
     sampling : float, optional
         Fraction of voxels sampled at random (seeded); default: all voxels up
         to 100 000 samples at the finest level and 25 000 at coarser ones,
-        else a random subset of that size.  Either way the outermost voxel
-        layer of each level is left out
+        else a random subset of that size.  Either way the linear stages leave
+        out the outermost voxel layer of each level
         (:data:`~regframe.registration.defaults.BORDER_MARGIN`: content at the
         border is the first to be missing from the moving image).
     n_iterations : int

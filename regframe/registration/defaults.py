@@ -71,9 +71,9 @@ COARSE_SAMPLES_PER_LEVEL = 25_000
 #: missing from the moving image (another field of view, or a resampled image padded with a
 #: constant where its content left the grid), and within one voxel of the border the
 #: interpolated values mix the two: on the lung CT moved rigidly (padding -1024 HU) those
-#: samples biased the affine stage (0.17 mm mean landmark error; 0.02-0.04 mm without them)
-#: and doubled the B-spline stage's noise field.  One voxel of every level, so the band
-#: grows with the shrink factor as the smoothing that spreads the border does.
+#: samples biased the affine stage (0.17 mm mean landmark error; 0.02-0.04 mm without them).
+#: One voxel of every level, so the band grows with the shrink factor as the smoothing that
+#: spreads the border does.  Linear stages only (see ``BSplineStage.samplers``).
 BORDER_MARGIN = 1
 
 

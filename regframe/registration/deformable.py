@@ -104,9 +104,8 @@ def register_bspline(
     sampling : float, optional
         Fraction of fixed voxels sampled (seeded random, fixed per level).
         Default: every voxel up to ``min(max(16384, 10 * parameters), 32768)``
-        samples per level, else a seeded random subset of that size.  The
-        samples are jittered and leave out the outermost voxel layer of each
-        level (:data:`~regframe.registration.defaults.BORDER_MARGIN`).
+        samples per level, else a seeded random subset of that size; jittered
+        (:meth:`~regframe.registration.stages.bspline.BSplineStage.samplers`).
     n_iterations : int, default 50
         Maximum iterations per level of the B-spline stage.
     optimizer : {"lbfgsb", "gradient_descent"} or Optimizer, default "lbfgsb"
