@@ -73,7 +73,8 @@ COARSE_SAMPLES_PER_LEVEL = 25_000
 #: interpolated values mix the two: on the lung CT moved rigidly (padding -1024 HU) those
 #: samples biased the affine stage (0.17 mm mean landmark error; 0.02-0.04 mm without them).
 #: One voxel of every level, so the band grows with the shrink factor as the smoothing that
-#: spreads the border does.  Linear stages only (see ``BSplineStage.samplers``).
+#: spreads the border does.  Linear stages only (a B-spline control point near the border
+#: has no other data).
 BORDER_MARGIN = 1
 
 

@@ -104,8 +104,7 @@ def register_bspline(
     sampling : float, optional
         Fraction of fixed voxels sampled (seeded random, fixed per level).
         Default: every voxel up to ``min(max(16384, 10 * parameters), 32768)``
-        samples per level, else a seeded random subset of that size; jittered
-        (:meth:`~regframe.registration.stages.bspline.BSplineStage.samplers`).
+        samples per level, else a seeded random subset of that size.
     n_iterations : int, default 50
         Maximum iterations per level of the B-spline stage.
     optimizer : {"lbfgsb", "gradient_descent"} or Optimizer, default "lbfgsb"

@@ -161,30 +161,17 @@ class BSplineStage(Stage):
 
     def samplers(self, fixed: Image, schedule: LevelSchedule, meshes: list[tuple[int, ...]],
                  seed: int) -> list[Sampler]:
-        """Every voxel up to ``min(max(16384, 10 * parameters), 32768)`` per level, else a seeded random subset.
-
-        The samples are jittered, as the linear stages' (on voxel centres the control points
-        shift towards where the mapped points fall on the moving grid, where linear
-        interpolation blurs least: started at the true transform on the rigidly moved lung CT,
-        the stage moved the landmarks up to 0.29-0.32 mm over three seeds, 0.14-0.30 mm jittered).  Unlike the linear stages they keep
-        the border voxels (:data:`~regframe.registration.defaults.BORDER_MARGIN` is for
-        global transforms, which a border band biases everywhere): a control point near the
-        border has no other data (without them the EM section warp of
-        ``bench_deformable.py`` ended 18 px off at its border).
-        """
+        """Every voxel up to ``min(max(16384, 10 * parameters), 32768)`` per level, else a seeded random subset."""
         out: list[Sampler] = []
-        opts = dict(jitter=True)
         for i in range(schedule.n_levels):
             lvl = schedule.level(i, fixed.ndim)
             n_vox = int(np.prod([max(1, s // f) for s, f in zip(fixed.size, lvl.shrink_factors)]))
             if self.sampling is not None:
-                out.append(RandomSampler(self.sampling, seed=seed + i, **opts) if self.sampling < 1
-                           else FullSampler(seed=seed + i, **opts))
+                out.append(RandomSampler(self.sampling, seed=seed + i) if self.sampling < 1 else FullSampler())
                 continue
             per_parameter = _SAMPLES_PER_PARAMETER * fixed.ndim * int(np.prod(np.array(meshes[i]) + 3))
             budget = min(max(_MAX_SAMPLES, per_parameter), _SAMPLES_CAP)
-            out.append(FullSampler(seed=seed + i, **opts) if n_vox <= budget
-                       else RandomSampler(budget / n_vox, seed=seed + i, **opts))
+            out.append(FullSampler() if n_vox <= budget else RandomSampler(budget / n_vox, seed=seed + i))
         return out
 
     def run(self, ctx: StageContext, chain: TransformChain) -> StageResult:
