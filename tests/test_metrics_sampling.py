@@ -134,3 +134,50 @@ def test_random_sampling_memory_does_not_scale_with_the_image():
         tracemalloc.stop()
     assert samples.points.shape[0] > 9000
     assert peak < 2 * img.n_voxels, f"peak {peak / img.n_voxels:.2f} bytes per voxel"
+
+
+def test_margin_leaves_out_the_outer_voxel_layers():
+    img = oblique_image()  # numpy shape (9, 11, 13)
+    ss = FullSampler(margin=2).sample(img)
+    interior = np.zeros(img.shape, bool)
+    interior[2:-2, 2:-2, 2:-2] = True
+    np.testing.assert_array_equal(ss.voxels, np.flatnonzero(interior))
+    np.testing.assert_allclose(ss.points, img.voxel_points()[ss.voxels], atol=1e-12)
+    assert ss.on_grid and ss.n_candidates == interior.sum() == 5 * 7 * 9
+    ci = img.physical_to_index(ss.points)
+    assert ci.min() > 1.5 and np.all(ci.max(axis=0) < np.array(img.size) - 2.5)
+
+
+@pytest.mark.parametrize("sampler", [RandomSampler(0.1, seed=4, margin=1), RegularSampler(0.3, margin=2),
+                                     FullSampler(margin=1)])
+def test_margin_without_a_mask_equals_the_margin_with_a_full_mask(sampler):
+    """The unmasked path chooses among the interior without listing it; same samples."""
+    img = oblique_image()
+    fast = sampler.sample(img)
+    masked = sampler.sample(img, np.ones(img.shape, bool))
+    np.testing.assert_array_equal(fast.voxels, masked.voxels)
+    np.testing.assert_array_equal(fast.points, masked.points)
+    assert fast.n_candidates == masked.n_candidates
+    assert np.all(np.diff(fast.voxels) > 0)
+
+
+def test_margin_with_a_mask_and_jitter():
+    img = oblique_image()
+    mask = np.zeros(img.shape, bool)
+    mask[:, :6] = True  # touches the border on five sides
+    ss = RandomSampler(0.5, seed=2, jitter=True, margin=1).sample(img, mask)
+    ci = img.physical_to_index(ss.points)
+    size = np.array(img.size)
+    assert np.all(ci >= 0.5) and np.all(ci < size - 1.5)  # ITK's buffer rule shrunk by one voxel
+    idx, _ = img.physical_to_nearest_index(ss.points)
+    assert mask[idx[:, 2], idx[:, 1], idx[:, 0]].all()
+    assert FullSampler(margin=1).sample(img, mask).n_candidates == 7 * 5 * 11
+
+
+def test_margin_of_a_short_axis_keeps_its_middle():
+    img = Image(np.arange(3 * 4 * 9, dtype=float).reshape(3, 4, 9))  # z: 3 voxels, y: 4
+    ss = FullSampler(margin=2).sample(img)
+    idx = img.voxel_indices()[ss.voxels]
+    assert set(idx[:, 2]) == {1} and set(idx[:, 1]) == {1, 2} and set(idx[:, 0]) == set(range(2, 7))
+    assert repr(FullSampler(margin=2)) == "FullSampler(jitter=False, seed=0, margin=2)"
+    assert repr(FullSampler()) == "FullSampler(jitter=False, seed=0)"

@@ -1,8 +1,8 @@
 """Sample sets on the fixed image: full grid, regular subset, seeded random subset.
 
-A sampler picks voxels of the fixed image grid, optionally jitters them (ITK's
-``N(0, 1) * spacing / 3`` per world axis), and keeps the points inside the
-fixed mask (tested at the final, possibly jittered, physical point with the
+A sampler picks voxels of the fixed image grid, optionally leaving out a border
+``margin`` of voxel layers, optionally jitters them (ITK's ``N(0, 1) * spacing / 3``
+per world axis), and keeps the points inside the fixed mask (tested at the final, possibly jittered, physical point with the
 mask's nearest voxel, as ITK's ``ImageMaskSpatialObject``).  The sample set is
 computed once per :meth:`~regframe.metrics.Metric.initialize` and reused for
 every evaluation.
@@ -73,6 +73,15 @@ def _check_fraction(value: Any, where: str) -> float:
     return f
 
 
+def _check_margin(margin: Any, where: str) -> int:
+    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
+        raise InvalidInputError(
+            f"{where}: 'margin' must be a non-negative integer (voxel layers left out at every "
+            f"border; 0 for none); got {_describe(margin)}."
+        )
+    return int(margin)
+
+
 def _check_seed(seed: Any, where: str) -> int | None:
     if seed is None:
         return None
@@ -82,6 +91,13 @@ def _check_seed(seed: Any, where: str) -> int | None:
             f"non-reproducible seed); got {_describe(seed)}."
         )
     return int(seed)
+
+
+def _interior(shape: tuple[int, ...], margins: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Boolean array of ``shape`` (numpy order): True outside the border ``margins`` (numpy order)."""
+    out = np.zeros(shape, dtype=bool)
+    out[tuple(slice(int(m), int(n - m)) for n, m in zip(shape, margins))] = True
+    return out
 
 
 class Sampler(ABC):
@@ -96,17 +112,28 @@ class Sampler(ABC):
     seed : int or None, default 0
         Seed of the :class:`numpy.random.Generator` used for random choices
         and jitter.  ``None`` draws a fresh seed (not reproducible).
+    margin : int, default 0
+        Leave out the outermost ``margin`` voxel layers at every border of
+        the image: only voxels with ``margin <= index <= size - 1 - margin``
+        on every axis are candidates, and jittered points are kept only when
+        their continuous index is in ``[margin - 0.5, size - 0.5 - margin)``
+        (ITK's buffer rule shrunk by ``margin``).  An axis too short for it
+        keeps its middle voxel(s): its margin is ``min(margin, (size - 1) // 2)``.
+        Linear registration stages use ``margin=1`` (see
+        :data:`regframe.registration.defaults.BORDER_MARGIN`).
 
     Notes
     -----
     Subclasses must implement :meth:`_select`, which chooses among the
-    candidate voxels (those whose centre is in the fixed mask).
+    candidate voxels (those whose centre is in the fixed mask and outside the
+    border margin).
     """
 
-    def __init__(self, *, jitter: bool = False, seed: int | None = 0) -> None:
+    def __init__(self, *, jitter: bool = False, seed: int | None = 0, margin: int = 0) -> None:
         where = f"{type(self).__name__}()"
         self.jitter = bool(jitter)
         self.seed = _check_seed(seed, where)
+        self.margin = _check_margin(margin, where)
 
     @abstractmethod
     def _select(self, candidates: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
@@ -146,10 +173,15 @@ class Sampler(ABC):
         image = as_image(image, where=where, name="image")
         mpack = MaskPack.from_mask(mask, image, where=where, name="mask")
         rng = np.random.default_rng(self.seed)
-        n_vox = image.n_voxels
+        lo = self._margins(image)  # per axis, ITK (x, y, z) order
+        box = tuple(int(n - 2 * m) for n, m in zip(image.shape, lo[::-1]))  # interior shape, numpy order
+        n_vox = int(np.prod(box))
         if mpack.present:
             centres = image.voxel_points()
-            candidates = np.flatnonzero(mpack.contains(centres)).astype(np.int64)
+            inside = mpack.contains(centres)
+            if lo.any():
+                inside &= _interior(image.shape, lo[::-1]).ravel()
+            candidates = np.flatnonzero(inside).astype(np.int64)
             n_candidates = int(candidates.size)
         else:
             centres = candidates = None
@@ -160,8 +192,14 @@ class Sampler(ABC):
                 "that does not overlap the image. Check the mask geometry (origin, spacing, "
                 "direction) against the fixed image."
             )
-        chosen = self._select(candidates, rng) if candidates is not None else self._select_all(n_vox, rng)
-        chosen = np.asarray(chosen, dtype=np.int64)
+        if candidates is not None:
+            chosen = np.asarray(self._select(candidates, rng), dtype=np.int64)
+        else:
+            chosen = np.asarray(self._select_all(n_vox, rng), dtype=np.int64)
+            if lo.any():  # interior raster position -> image raster position (order kept)
+                sub = np.unravel_index(chosen, box)
+                chosen = np.ravel_multi_index(tuple(i + m for i, m in zip(sub, lo[::-1])), image.shape)
+                chosen = chosen.astype(np.int64)
         if centres is not None:
             points = centres[chosen]
         else:
@@ -171,7 +209,7 @@ class Sampler(ABC):
         if self.jitter and points.shape[0]:
             points = points + rng.standard_normal(points.shape) * (image.spacing / 3.0)
             on_grid = False
-            keep = image.is_inside(points) & mpack.contains(points)
+            keep = self._inside(image, points, lo) & mpack.contains(points)
             points, chosen = points[keep], chosen[keep]
         if points.shape[0] == 0:
             raise EmptyMaskError(
@@ -185,8 +223,25 @@ class Sampler(ABC):
             n_candidates=n_candidates,
         )
 
+    def _margins(self, image: Image) -> NDArray[np.int64]:
+        """The border margin per axis (ITK order), at most ``(size - 1) // 2``."""
+        size = np.asarray(image.size, dtype=np.int64)
+        return np.minimum(self.margin, (size - 1) // 2)
+
+    @staticmethod
+    def _inside(image: Image, points: NDArray[np.float64], lo: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """ITK's buffer rule (:meth:`Image.is_inside`) shrunk by ``lo`` voxels per axis."""
+        if not lo.any():
+            return image.is_inside(points)
+        ci = image.physical_to_index(points)
+        size = np.asarray(image.size, dtype=np.float64)
+        return np.all((ci >= lo - 0.5) & (ci < size - 0.5 - lo), axis=1)
+
+    def _extra_repr(self) -> str:
+        return f", margin={self.margin}" if self.margin else ""
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(jitter={self.jitter}, seed={self.seed})"
+        return f"{type(self).__name__}(jitter={self.jitter}, seed={self.seed}{self._extra_repr()})"
 
 
 class FullSampler(Sampler):
@@ -219,8 +274,9 @@ class RegularSampler(Sampler):
         Only used for the jitter.
     """
 
-    def __init__(self, fraction: float = 0.25, *, jitter: bool = False, seed: int | None = 0) -> None:
-        super().__init__(jitter=jitter, seed=seed)
+    def __init__(self, fraction: float = 0.25, *, jitter: bool = False, seed: int | None = 0,
+                 margin: int = 0) -> None:
+        super().__init__(jitter=jitter, seed=seed, margin=margin)
         self.fraction = _check_fraction(fraction, "RegularSampler()")
         self.step = int(math.ceil(1.0 / self.fraction - 1e-12))
 
@@ -231,7 +287,7 @@ class RegularSampler(Sampler):
         return np.arange(0, n_voxels, self.step, dtype=np.int64)
 
     def __repr__(self) -> str:
-        return f"RegularSampler(fraction={self.fraction}, jitter={self.jitter}, seed={self.seed})"
+        return f"RegularSampler(fraction={self.fraction}, jitter={self.jitter}, seed={self.seed}{self._extra_repr()})"
 
 
 class RandomSampler(Sampler):
@@ -254,8 +310,9 @@ class RandomSampler(Sampler):
     and sorted into raster order (cache-friendly).
     """
 
-    def __init__(self, fraction: float = 0.1, seed: int | None = 0, *, jitter: bool = False) -> None:
-        super().__init__(jitter=jitter, seed=seed)
+    def __init__(self, fraction: float = 0.1, seed: int | None = 0, *, jitter: bool = False,
+                 margin: int = 0) -> None:
+        super().__init__(jitter=jitter, seed=seed, margin=margin)
         self.fraction = _check_fraction(fraction, "RandomSampler()")
 
     def _select(self, candidates: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
@@ -272,4 +329,4 @@ class RandomSampler(Sampler):
         return np.sort(rng.choice(n_voxels, size=count, replace=False)).astype(np.int64)
 
     def __repr__(self) -> str:
-        return f"RandomSampler(fraction={self.fraction}, seed={self.seed}, jitter={self.jitter})"
+        return f"RandomSampler(fraction={self.fraction}, seed={self.seed}, jitter={self.jitter}{self._extra_repr()})"

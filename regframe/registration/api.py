@@ -104,7 +104,10 @@ def register(
     sampling : float, optional
         Fraction of voxels sampled at random (seeded); default: all voxels up
         to 100 000 samples at the finest level and 25 000 at coarser ones,
-        else a random subset of that size.
+        else a random subset of that size.  Either way the linear stages leave
+        out the outermost voxel layer of each level
+        (:data:`~regframe.registration.defaults.BORDER_MARGIN`: content at the
+        border is the first to be missing from the moving image).
     n_iterations : int
         Maximum iterations per level of the linear stages.
     optimizer : {"lbfgs", "lbfgsb", "regular_step"} or Optimizer, default "lbfgs"
