@@ -49,7 +49,7 @@ from ..errors import ConstantImageError, EmptyMaskError, InvalidInputError, NonF
 from ..image import Image
 from ..interpolators import LinearInterpolator
 from ..transforms.euler import rotation_2d
-from ..transforms.linear import MatrixOffsetTransformBase
+from ..transforms.linear import AffineTransform, MatrixOffsetTransformBase
 from ..transforms.versor import versor_from_axis_angle, versor_matrix
 from .initializers import _mask_inside, set_translation
 from .pyramid import Level, level_image
@@ -97,6 +97,14 @@ SCALE_GRID = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)
 #: 2-D grid search of similarity and affine kinds: every rotation at each of these scales (a texture
 #: at the wrong scale correlates at no rotation), then ``FINE_SCALES`` on the best ``N_SCALED``.
 SCALE_SWEEP, FINE_SCALES, N_SCALED = (0.7, 0.84, 1.0, 1.19, 1.4), (0.92, 0.96, 1.04, 1.08), 4
+#: 2-D anisotropic search (``anisotropic=True``; affine registrations) when no candidate correlates by
+#: ``CONFIDENT_SCORE[0]``: a fine texture stretched by 10-20 % correlates as a whole at no rotation and scale,
+#: but each of ``BLOCKS`` x ``BLOCKS`` overlapping blocks of half the fixed extent still does.  Every rotation
+#: ``BLOCK_STEP`` degrees apart at the scales ``SCALE_SWEEP`` is ranked by the median correlation of its blocks,
+#: each at its own phase-correlation shift; the best ``N_BLOCK_FITS`` distinct ones give affine least-squares fits
+#: of their block shifts (blocks more than ``BLOCK_TOLERANCE`` working voxels off dropped; fits stretching by
+#: more than ``MAX_ANISOTROPY`` rejected).
+BLOCKS, BLOCK_STEP, N_BLOCK_FITS, BLOCK_TOLERANCE, MAX_ANISOTROPY = 3, 12.0, 3, 2.0, 2.0
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -446,18 +454,25 @@ class _Search:
         mw = self.interp_mw.evaluate(mapped)[0].reshape(self.grid.shape)
         return mw, self.interp_w.evaluate(mapped)[0].reshape(self.grid.shape)
 
-    def evaluate(self, matrix: NDArray[np.float64], translation: NDArray[np.float64], phase: bool,
-                 n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
-        """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
+    def moving_arrays(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> tuple[
+            NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]] | None:
+        """Tapered zero-mean moving image, its raw values and valid voxels on the working grid (``None`` outside)."""
         mw, w = self._sample(matrix, translation)
         total = float(w.sum())
         if total <= 1e-9 * w.size:
-            return []
+            return None
         valid = w > 0.05
-        raw = np.where(valid, mw / np.maximum(w, 1e-12), 0.0)
+        return mw - (float(mw.sum()) / total) * w, np.where(valid, mw / np.maximum(w, 1e-12), 0.0), valid
+
+    def evaluate(self, matrix: NDArray[np.float64], translation: NDArray[np.float64], phase: bool,
+                 n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
+        """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
+        arrays = self.moving_arrays(matrix, translation)
+        if arrays is None:
+            return []
+        prepared, raw, valid = arrays
         if not phase:
-            return [(matrix, translation, _overlap_ncc(self.corr.values, self.corr.mask, raw, valid, (0,) * w.ndim))]
-        prepared = mw - (float(mw.sum()) / total) * w
+            return [(matrix, translation, _overlap_ncc(self.corr.values, self.corr.mask, raw, valid, (0,) * raw.ndim))]
         if not np.any(prepared):
             return []
         out = []
@@ -470,6 +485,117 @@ class _Search:
         """Tapered, zero-mean moving image on the working grid (for Fourier-Mellin)."""
         mw, w = self._sample(matrix, translation)
         return mw - (float(mw.sum()) / max(float(w.sum()), 1e-300)) * w
+
+
+class _Blocks:
+    """Blocks of the fixed working image, each matched to the moving image on its own (anisotropic search).
+
+    ``BLOCKS`` per axis, half the extent of the fixed mask each (overlapping), each tapered at its border; their
+    whitened spectra (times the peak-shaping low-pass) are kept, so one FFT of the moving image serves all.
+    """
+
+    def __init__(self, search: _Search) -> None:
+        self.search = search
+        corr = search.corr
+        self.fft_shape = corr.fft_shape
+        index = np.nonzero(corr.mask)
+        lo, hi = np.array([i.min() for i in index]), np.array([i.max() + 1 for i in index])
+        half = 0.5 * (hi - lo)
+        self.blocks: list[tuple[NDArray[np.complex128], NDArray[np.bool_], NDArray[np.float64]]] = []
+        for centre in itertools.product(*[np.linspace(a + 0.5 * h, b - 0.5 * h, BLOCKS) for a, b, h in zip(lo, hi, half)]):
+            box = tuple(slice(int(round(c - 0.5 * h)), int(round(c + 0.5 * h))) for c, h in zip(centre, half))
+            block = np.zeros_like(corr.mask)
+            block[box] = corr.mask[box]
+            try:
+                prepared = _zero_mean(corr.values, _taper(block, search.spacing_np), "fixed")
+            except (ConstantImageError, InvalidInputError):
+                continue  # an empty or featureless block tells nothing
+            self.blocks.append((np.conj(_whitened(sfft.rfftn(prepared, s=self.fft_shape))) * corr.lowpass, block,
+                                np.asarray(centre)))
+
+    def match(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> list[tuple[
+            NDArray[np.float64], NDArray[np.float64], float]]:
+        """``(centre, shift, score)`` per block (numpy indices): ``fixed[n] ~ moving[n + shift]`` near the centre."""
+        arrays = self.search.moving_arrays(matrix, translation)
+        if arrays is None or not np.any(arrays[0]):
+            return []
+        prepared, raw, valid = arrays
+        moving_spectrum = _whitened(sfft.rfftn(prepared, s=self.fft_shape))
+        values = self.search.corr.values
+        out = []
+        for spectrum, block, centre in self.blocks:
+            surface = sfft.irfftn(spectrum * moving_spectrum, s=self.fft_shape)
+            for peak in find_peaks(surface, 1, 2.0):
+                score, shift = max(((_overlap_ncc(values, block, raw, valid, a), a)
+                                    for a in _aliases(peak, self.fft_shape, raw.shape)), default=(-np.inf, None))
+                if shift is not None and np.isfinite(score):
+                    out.append((centre, np.asarray(shift, dtype=np.float64) + subpixel_offset(surface, peak), score))
+        return out
+
+    def fit(self, matrix: NDArray[np.float64], translation: NDArray[np.float64],
+            rows: list) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+        """The affine candidate whose map agrees with the block shifts (weighted least squares), or ``None``.
+
+        The blocks correlating at least as well as their median start; those more than ``BLOCK_TOLERANCE``
+        working voxels off the fit are dropped and the fit repeated (twice at most).
+        """
+        grid, c = self.search.grid, self.search.center
+        ndim = grid.ndim
+        centres = np.array([r[0] for r in rows])
+        shifts = np.array([r[1] for r in rows])
+        scores = np.array([r[2] for r in rows])
+        to_physical = grid.index_to_physical_matrix
+        p = (centres[:, ::-1] @ to_physical.T) + grid.origin - c
+        q = p + shifts[:, ::-1] @ to_physical.T
+        design = np.hstack([p, np.ones((len(p), 1))])
+        keep = (scores >= np.median(scores)) & (scores > 0)
+        solution = None
+        for _ in range(3):
+            if keep.sum() < ndim + 2:
+                return None
+            w = np.sqrt(scores[keep])[:, None]
+            solution = np.linalg.lstsq(design[keep] * w, q[keep] * w, rcond=None)[0]
+            residual = np.linalg.norm(design @ solution - q, axis=1) / self.search.voxel
+            again = (residual < BLOCK_TOLERANCE) & (scores > 0)
+            if np.array_equal(again, keep):
+                break
+            keep = again
+        b, d = solution[:ndim].T, solution[ndim]
+        singular = np.linalg.svd(b, compute_uv=False)
+        if np.linalg.det(b) <= 0 or singular[-1] <= 0 or singular[0] / singular[-1] > MAX_ANISOTROPY:
+            return None
+        return matrix @ b, translation + matrix @ d
+
+
+def _whitened(spectrum: NDArray[np.complex128]) -> NDArray[np.complex128]:
+    """``spectrum / |spectrum|`` (guarded against zeros)."""
+    mag = np.abs(spectrum)
+    return spectrum / np.maximum(mag, 1e-12 * float(mag.max()) + 1e-300)
+
+
+def _nearest_similarity(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The scaled rotation nearest ``matrix``: its polar rotation times ``sqrt(det)`` (2-D)."""
+    u, _, vt = np.linalg.svd(matrix)
+    return float(np.sqrt(abs(np.linalg.det(matrix)))) * (u @ vt)
+
+
+def _anisotropic_candidates(s: _Search, keep_matrix: bool) -> list:
+    """Affine candidates from block matching (see ``BLOCKS``), each with its phase-correlation translation and
+    score; ``keep_matrix=False`` replaces each matrix by its nearest scaled rotation (keeping the score)."""
+    blocks = _Blocks(s)
+    a0, t0 = s.start.matrix, s.start.translation
+    ranked = []
+    for angle, sc in itertools.product(np.deg2rad(np.arange(0.0, 360.0, BLOCK_STEP)), SCALE_SWEEP):
+        matrix = sc * (a0 @ rotation_2d(angle))
+        rows = blocks.match(matrix, t0)
+        if len(rows) >= 4:
+            ranked.append((matrix, rows, float(np.median([r[2] for r in rows]))))
+    out = []
+    for matrix, rows, _ in distinct(ranked, N_BLOCK_FITS):
+        fitted = blocks.fit(matrix, t0, rows)
+        if fitted is not None:
+            out += [(m if keep_matrix else _nearest_similarity(m), t, score) for m, t, score in s.evaluate(*fitted, True)]
+    return out
 
 
 def _shrunk(image: Image, factors: NDArray[np.int64]) -> Image:
@@ -526,6 +652,7 @@ def global_candidates(
     moving_mask: Image | None = None,
     max_candidates: int = 8,
     search: str = "auto",
+    anisotropic: bool | None = None,
 ) -> list[MatrixOffsetTransformBase]:
     """Candidate start transforms of a registration kind, best (by a cheap score) first.
 
@@ -575,6 +702,14 @@ def global_candidates(
         the ``"grid"`` search too unless a candidate is convincing (see
         ``CONFIDENT_SCORE``; 0.1-0.4 s more) - and ``"grid"`` in 3-D.
         Translation kinds always get translations only.
+    anisotropic : bool, optional
+        2-D similarity and affine kinds, ``"auto"`` and ``"grid"`` searches: when
+        no candidate correlates by ``CONFIDENT_SCORE[0]``, also look for
+        anisotropic scalings by matching blocks (``BLOCKS``; 0.5-1.5 s more) -
+        for an affine registration that starts from a similarity.  Their
+        matrices are replaced by the nearest scaled rotation when ``start``
+        cannot hold them (their score stays that of the affine fit).  Default:
+        ``kind == "affine"``.
 
     Returns
     -------
@@ -620,6 +755,9 @@ def global_candidates(
             confident = best >= CONFIDENT_SCORE[1] or (fm_peak >= FM_MIN_PEAK and best >= CONFIDENT_SCORE[0])
             if search == "auto" and not confident:
                 found = _grid_candidates(s, ndim, phase, with_scale, found)
+        if (kind == "affine" if anisotropic is None else anisotropic) and with_scale and search != "rotation" \
+                and max((c[2] for c in found), default=-np.inf) < CONFIDENT_SCORE[0]:
+            found += _anisotropic_candidates(s, isinstance(start, AffineTransform))
     return _prune(found, start, s.voxel, max_candidates)
 
 
