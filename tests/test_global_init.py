@@ -484,3 +484,25 @@ def test_register_affine_em_section_with_anisotropic_stretch(shared_data):
     fixed, moving, truth = _stretched_section(shared_data)
     res = register(fixed, moving, "affine")
     assert _rms_error(res.transform, truth, fixed) < 0.5  # px
+
+
+@pytest.mark.parametrize("angles, confident", [((4.0, -3.0, 10.0), True), ((30.0, 0.0, 20.0), False)])
+def test_rotation_search_3d_stops_after_a_convincing_start_climb(shared_data, monkeypatch, angles, confident):
+    """Lung CT turned by 11 degrees (bench_registration's rigid case): the climb from the start correlates by
+    CONFIDENT_NCC and the other rotations are skipped; turned by 36 degrees it does not and the whole search
+    runs.  Either way the best candidate is within 5 degrees."""
+    from regframe.registration import rotation_search_3d as rs
+
+    calls = []
+    evaluate = rs._NccSearch.evaluate
+    monkeypatch.setattr(rs._NccSearch, "evaluate", lambda self, *a, **k: calls.append(1) or evaluate(self, *a, **k))
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    fixed = from_sitk(ct)
+    truth = sitk.Euler3DTransform(tuple(fixed.physical_center()), *np.deg2rad(angles), (8.0, -6.0, 5.0))
+    moving = from_sitk(_moved(ct, truth, default=-1024.0))
+    start = centered_initializer(fixed, moving, VersorRigid3DTransform(), mode="moments")
+    cands = global_candidates(fixed, moving, "rigid", start=start)
+    r_true = np.asarray(truth.GetMatrix()).reshape(3, 3)
+    angle = np.degrees(np.arccos(np.clip((np.trace(cands[0].matrix.T @ r_true) - 1) / 2, -1, 1)))
+    assert angle < 5.0
+    assert (len(calls) < 30) == confident, len(calls)
