@@ -103,8 +103,9 @@ SCALE_SWEEP, FINE_SCALES, N_SCALED = (0.7, 0.84, 1.0, 1.19, 1.4), (0.92, 0.96, 1
 #: ``BLOCK_STEP`` degrees apart at the scales ``SCALE_SWEEP`` is ranked by the median correlation of its blocks,
 #: each at its own phase-correlation shift; the best ``N_BLOCK_FITS`` distinct ones give affine least-squares fits
 #: of their block shifts (blocks more than ``BLOCK_TOLERANCE`` working voxels off dropped; fits stretching by
-#: more than ``MAX_ANISOTROPY`` rejected).
-BLOCKS, BLOCK_STEP, N_BLOCK_FITS, BLOCK_TOLERANCE, MAX_ANISOTROPY = 3, 12.0, 3, 2.0, 2.0
+#: more than ``MAX_ANISOTROPY`` rejected).  The cells nearest the best similarity candidates go first, in chunks of
+#: ``BLOCK_CHUNK``; the search ends once a fit correlates by ``CONFIDENT_SCORE[0]``.
+BLOCKS, BLOCK_STEP, N_BLOCK_FITS, BLOCK_TOLERANCE, MAX_ANISOTROPY, BLOCK_CHUNK = 3, 12.0, 3, 2.0, 2.0, 16
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -579,23 +580,51 @@ def _nearest_similarity(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
     return float(np.sqrt(abs(np.linalg.det(matrix)))) * (u @ vt)
 
 
-def _anisotropic_candidates(s: _Search, keep_matrix: bool) -> list:
+def _cells_by_score(start_matrix: NDArray[np.float64], found: list) -> list[tuple[float, float]]:
+    """``(angle, scale)`` cells of the block search (``BLOCK_STEP`` x ``SCALE_SWEEP``), those nearest the best
+    scored candidates first (the right cell correlates poorly as a whole, yet better than most)."""
+    n_angles = int(round(360.0 / BLOCK_STEP))
+    best = np.full((n_angles, len(SCALE_SWEEP)), -np.inf)
+    log_scales = np.log(SCALE_SWEEP)
+    for matrix, _, score in found:
+        rel = np.linalg.solve(start_matrix, matrix)
+        angle = np.degrees(np.arctan2(rel[1, 0] - rel[0, 1], rel[0, 0] + rel[1, 1]))
+        k = int(round(angle / BLOCK_STEP)) % n_angles
+        j = int(np.argmin(np.abs(log_scales - 0.5 * np.log(abs(np.linalg.det(rel)) + 1e-300))))
+        best[k, j] = max(best[k, j], score)
+    order = np.argsort(-best.ravel(), kind="stable")
+    return [(k * BLOCK_STEP, SCALE_SWEEP[j]) for k, j in zip(*np.unravel_index(order, best.shape))]
+
+
+def _anisotropic_candidates(s: _Search, keep_matrix: bool, found: list) -> list:
     """Affine candidates from block matching (see ``BLOCKS``), each with its phase-correlation translation and
-    score; ``keep_matrix=False`` replaces each matrix by its nearest scaled rotation (keeping the score)."""
+    score; ``keep_matrix=False`` replaces each matrix by its nearest scaled rotation (keeping the score).
+
+    The cells are matched in the order of :func:`_cells_by_score` on ``found``; after every ``BLOCK_CHUNK`` of
+    them the best ``N_BLOCK_FITS`` distinct ones not fitted yet are fitted, and the search ends once a fit
+    correlates by ``CONFIDENT_SCORE[0]``.
+    """
     blocks = _Blocks(s)
     a0, t0 = s.start.matrix, s.start.translation
-    ranked = []
-    for angle, sc in itertools.product(np.deg2rad(np.arange(0.0, 360.0, BLOCK_STEP)), SCALE_SWEEP):
-        matrix = sc * (a0 @ rotation_2d(angle))
+    cells = _cells_by_score(a0, found)
+    ranked: list[tuple[NDArray, list, float]] = []
+    tried: set[int] = set()
+    out: list[tuple[NDArray, NDArray, float]] = []
+    for n, (angle, sc) in enumerate(cells, 1):
+        matrix = sc * (a0 @ rotation_2d(np.deg2rad(angle)))
         rows = blocks.match(matrix, t0)
         if len(rows) >= 4:
             ranked.append((matrix, rows, float(np.median([r[2] for r in rows]))))
-    out = []
-    for matrix, rows, _ in distinct(ranked, N_BLOCK_FITS):
-        fitted = blocks.fit(matrix, t0, rows)
-        if fitted is not None:
-            out += [(m if keep_matrix else _nearest_similarity(m), t, score) for m, t, score in s.evaluate(*fitted, True)]
-    return out
+        if n % BLOCK_CHUNK and n < len(cells):
+            continue
+        for cell in distinct(ranked, N_BLOCK_FITS):
+            if id(cell) not in tried:
+                tried.add(id(cell))
+                fitted = blocks.fit(cell[0], t0, cell[1])
+                out += s.evaluate(*fitted, True) if fitted is not None else []
+        if max((c[2] for c in out), default=-np.inf) >= CONFIDENT_SCORE[0]:
+            break
+    return [(m if keep_matrix else _nearest_similarity(m), t, score) for m, t, score in out]
 
 
 def _shrunk(image: Image, factors: NDArray[np.int64]) -> Image:
@@ -757,7 +786,7 @@ def global_candidates(
                 found = _grid_candidates(s, ndim, phase, with_scale, found)
         if (kind == "affine" if anisotropic is None else anisotropic) and with_scale and search != "rotation" \
                 and max((c[2] for c in found), default=-np.inf) < CONFIDENT_SCORE[0]:
-            found += _anisotropic_candidates(s, isinstance(start, AffineTransform))
+            found += _anisotropic_candidates(s, isinstance(start, AffineTransform), found)
     return _prune(found, start, s.voxel, max_candidates)
 
 
