@@ -490,7 +490,7 @@ def test_register_affine_em_section_with_anisotropic_stretch(shared_data):
 def test_rotation_search_3d_stops_after_a_convincing_start_climb(shared_data, monkeypatch, angles, confident):
     """Lung CT turned by 11 degrees (bench_registration's rigid case): the climb from the start correlates by
     CONFIDENT_NCC and the other rotations are skipped; turned by 36 degrees it does not and the whole search
-    runs.  Either way the best candidate is within 5 degrees."""
+    runs.  Either way the best candidate is within 5 degrees (when confident, every candidate)."""
     from regframe.registration import rotation_search_3d as rs
 
     calls = []
@@ -503,6 +503,29 @@ def test_rotation_search_3d_stops_after_a_convincing_start_climb(shared_data, mo
     start = centered_initializer(fixed, moving, VersorRigid3DTransform(), mode="moments")
     cands = global_candidates(fixed, moving, "rigid", start=start)
     r_true = np.asarray(truth.GetMatrix()).reshape(3, 3)
-    angle = np.degrees(np.arccos(np.clip((np.trace(cands[0].matrix.T @ r_true) - 1) / 2, -1, 1)))
-    assert angle < 5.0
+    angles = [np.degrees(np.arccos(np.clip((np.trace(c.matrix.T @ r_true) - 1) / 2, -1, 1))) for c in cands]
+    assert angles[0] < 5.0
     assert (len(calls) < 30) == confident, len(calls)
+    if confident:  # only the convincing candidates go on to be refined
+        assert max(angles) < 5.0, angles
+
+
+def test_initialize_stage_3d_auto_refines_the_global_candidates_only(shared_data):
+    """In 3-D, "auto" leaves rotations to the global search (no +-30 degree grid to refine besides), while
+    "moments" still adds the grid; the affine preset asks the 2-D search for anisotropic candidates."""
+    from regframe.registration import presets
+    from regframe.registration.pipeline import RegistrationInputs
+    from regframe.registration.pipeline.base import StageCache, StageContext
+    from regframe.registration.pipeline.chain import TransformChain
+    from regframe.registration.stages import InitializeStage
+
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    fixed = from_sitk(ct)
+    truth = sitk.Euler3DTransform(tuple(fixed.physical_center()), *np.deg2rad([4.0, -3.0, 10.0]), (8.0, -6.0, 5.0))
+    ctx = StageContext(RegistrationInputs.for_images(fixed, from_sitk(_moved(ct, truth, default=-1024.0))),
+                       StageCache())
+    auto, n_auto = InitializeStage(target="rigid").candidates(ctx, TransformChain())
+    grid, _ = InitializeStage(target="rigid", mode="moments").candidates(ctx, TransformChain())
+    assert n_auto == 2 and len(auto) - n_auto <= 8  # the plain starts and the global candidates
+    assert len(grid) == 1 + 26  # the moments start and the grid of 3 x 3 x 3 rotations
+    assert presets.linear("affine")[0].anisotropic and not presets.linear("similarity")[0].anisotropic

@@ -245,14 +245,17 @@ def rotation_search_3d(fixed_w: Image, fixed_mask: NDArray[np.bool_], moving_w: 
     their binary masks; the candidates are about ``center`` and relative to the
     start ``(matrix, translation)``.  The start's rotation gives its three best
     translations and is hill-climbed; when that correlates by ``CONFIDENT_NCC``
-    the other rotations are not tried.  ``scales`` are tried on the best two distinct rotations
+    the other rotations are not tried and only the candidates that correlate by
+    as much are returned.  ``scales`` are tried on the best two distinct rotations
     (similarity and affine kinds).
     """
     search = _NccSearch(fixed_w, fixed_mask, moving_w, moving_mask, center)
     found = search.evaluate(matrix, translation, n_peaks=3)
     if found:
         found += search.climb(found[0], CLIMB_STEPS)
-    if max((c[2] for c in found), default=-np.inf) < CONFIDENT_NCC:
+    if max((c[2] for c in found), default=-np.inf) >= CONFIDENT_NCC:
+        found = [c for c in found if c[2] >= CONFIDENT_NCC]  # the convincing ones: nothing else to refine
+    else:
         for r in (*local_rotations(), *cube_rotations()[1:]):
             if np.allclose(r, np.eye(3)):
                 continue

@@ -172,8 +172,10 @@ class InitializeStage(Stage):
             starts = [*plain, *starts]
         n_plain = min(len(starts), 2 + (inputs.fixed_landmarks is not None and self.start is None))
         first = starts[0]
+        # the 3-D global search (mode "auto") tries every rotation of this grid and more, at no refinement cost
         if self._searching() and not chain.links and isinstance(first, MatrixOffsetTransformBase) \
-                and hasattr(first, "set_matrix") and self.mode != "phase":
+                and hasattr(first, "set_matrix") and self.mode != "phase" \
+                and not (self.mode == "auto" and self.start is None and first.ndim == 3):
             step = 15.0 if first.ndim == 2 else 30.0
             starts += rotation_grid(first, 180.0 - step if first.ndim == 2 else 30.0, step)
         return starts, n_plain
