@@ -468,12 +468,24 @@ def test_global_candidates_anisotropic_blocks_find_a_stretched_section(shared_da
 
 
 def test_global_candidates_anisotropic_projected_onto_a_similarity_start(shared_data):
-    """The similarity start of an affine registration gets the nearest scaled rotation of the fit."""
+    """The similarity start of an affine registration gets the nearest scaled rotation of the fit; bit-identical
+    with 1 and 2 threads."""
     fixed, moving, truth = _stretched_section(shared_data)
     start = centered_initializer(fixed, moving, Similarity2DTransform(), mode="moments")
-    cands = global_candidates(fixed, moving, "similarity", start=start, anisotropic=True)
+    previous = numba.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            runs.append(global_candidates(fixed, moving, "similarity", start=start, anisotropic=True))
+    finally:
+        numba.set_num_threads(previous)
+    cands = runs[0]
     assert all(isinstance(c, Similarity2DTransform) for c in cands)
     assert _rms_error(cands[0], truth, fixed) < 15.0  # px: the anisotropy is left to the affine stage
+    assert len(runs[1]) == len(cands)
+    for a, b in zip(cands, runs[1]):
+        np.testing.assert_array_equal(a.parameters, b.parameters)
 
 
 @pytest.mark.slow
