@@ -405,42 +405,6 @@ def test_global_candidates_3d_deterministic_across_threads(shared_data):
         np.testing.assert_array_equal(a, b)
 
 
-def test_register_affine_em_section_large_scale_rotation_and_shift(shared_data):
-    """An EM section crop moved by scale 1.4, rotation 93 degrees, a shear and a shift of 23 % of the FOV
-    (a case of benchmarks/bench_defaults.py: at scale 1 no rotation correlates)."""
-    from regframe.registration import register
-
-    section = _read(shared_data("lung_sem", "2016_12_02_0101_s00_01.png"))
-    crop = section[200:600, 200:600]
-    crop.SetOrigin((0.0, 0.0))
-    fixed = from_sitk(crop)
-    extent = np.asarray(fixed.size) * fixed.spacing
-    truth = sitk.AffineTransform(2)
-    truth.SetCenter(tuple(fixed.physical_center()))
-    truth.SetMatrix((-0.07801723065361335, -1.320586072553783, 1.4117849783567682, 0.02103902116134977))
-    truth.SetTranslation(tuple(np.array([0.2295388213487211, -0.06529779445415956]) * extent))
-    moving = from_sitk(_moved(crop, truth, default=float(np.min(sitk.GetArrayViewFromImage(crop)))))
-    res = register(fixed, moving, "affine")
-    assert _rms_error(res.transform, truth, fixed) < 0.5  # px
-
-
-def test_register_affine_flipped_slice_loses_at_the_finer_level(shared_data):
-    """Rat-lung slice turned by 90 degrees with a shear: at the coarsest level a flipped pose matches
-    best; the re-ranking one level finer keeps the right one."""
-    from regframe.registration import register
-
-    slice_ = _read(shared_data("rat_lung", "RatLungSlice1.mha"))
-    fixed = from_sitk(slice_)
-    extent = np.asarray(fixed.size) * fixed.spacing
-    truth = sitk.AffineTransform(2)
-    truth.SetCenter(tuple(fixed.physical_center()))
-    truth.SetMatrix((-0.046, -0.95, 1.06, 0.016))
-    truth.SetTranslation(tuple(np.array([0.15, -0.02]) * extent))
-    moving = from_sitk(_moved(slice_, truth, default=float(np.min(sitk.GetArrayViewFromImage(slice_)))))
-    res = register(fixed, moving, "affine")
-    assert _rms_error(res.transform, truth, fixed) < 0.5 * float(np.min(fixed.spacing))
-
-
 def _stretched_section(shared_data):
     """An EM crop under scale 0.68, rotation 32 degrees and an 11 % anisotropic stretch, shifted by 24 % of the
     field of view (a case of benchmarks/bench_defaults.py), made with SimpleITK."""
@@ -541,3 +505,39 @@ def test_initialize_stage_3d_auto_refines_the_global_candidates_only(shared_data
     assert n_auto == 2 and len(auto) - n_auto <= 8  # the plain starts and the global candidates
     assert len(grid) == 1 + 26  # the moments start and the grid of 3 x 3 x 3 rotations
     assert presets.linear("affine")[0].anisotropic and not presets.linear("similarity")[0].anisotropic
+
+
+def test_register_affine_em_section_large_scale_rotation_and_shift(shared_data):
+    """An EM section crop moved by scale 1.4, rotation 93 degrees, a shear and a shift of 23 % of the FOV
+    (a case of benchmarks/bench_defaults.py: at scale 1 no rotation correlates)."""
+    from regframe.registration import register
+
+    section = _read(shared_data("lung_sem", "2016_12_02_0101_s00_01.png"))
+    crop = section[200:600, 200:600]
+    crop.SetOrigin((0.0, 0.0))
+    fixed = from_sitk(crop)
+    extent = np.asarray(fixed.size) * fixed.spacing
+    truth = sitk.AffineTransform(2)
+    truth.SetCenter(tuple(fixed.physical_center()))
+    truth.SetMatrix((-0.07801723065361335, -1.320586072553783, 1.4117849783567682, 0.02103902116134977))
+    truth.SetTranslation(tuple(np.array([0.2295388213487211, -0.06529779445415956]) * extent))
+    moving = from_sitk(_moved(crop, truth, default=float(np.min(sitk.GetArrayViewFromImage(crop)))))
+    res = register(fixed, moving, "affine")
+    assert _rms_error(res.transform, truth, fixed) < 0.5  # px
+
+
+def test_register_affine_flipped_slice_loses_at_the_finer_level(shared_data):
+    """Rat-lung slice turned by 90 degrees with a shear: at the coarsest level a flipped pose matches
+    best; the re-ranking one level finer keeps the right one."""
+    from regframe.registration import register
+
+    slice_ = _read(shared_data("rat_lung", "RatLungSlice1.mha"))
+    fixed = from_sitk(slice_)
+    extent = np.asarray(fixed.size) * fixed.spacing
+    truth = sitk.AffineTransform(2)
+    truth.SetCenter(tuple(fixed.physical_center()))
+    truth.SetMatrix((-0.046, -0.95, 1.06, 0.016))
+    truth.SetTranslation(tuple(np.array([0.15, -0.02]) * extent))
+    moving = from_sitk(_moved(slice_, truth, default=float(np.min(sitk.GetArrayViewFromImage(slice_)))))
+    res = register(fixed, moving, "affine")
+    assert _rms_error(res.transform, truth, fixed) < 0.5 * float(np.min(fixed.spacing))
