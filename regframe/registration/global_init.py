@@ -11,9 +11,10 @@ refines briefly and ranks on its metric:
 - :func:`global_candidates` - transforms of a registration kind: phase
   correlation on the start, Fourier-Mellin rotations (2-D) or a rotation (x
   scale) grid (2-D ``search="grid"``), each followed by phase correlation, all
-  scored by the normalized correlation over the overlap and pruned to a few; in
-  3-D a rotation search scored by the normalized correlation over all shifts
-  (:mod:`regframe.registration.rotation_search_3d`).
+  scored by the normalized correlation over the overlap and pruned to a few
+  (for affine registrations also block-matched anisotropic scalings, see
+  ``BLOCKS``); in 3-D a rotation search scored by the normalized correlation
+  over all shifts (:mod:`regframe.registration.rotation_search_3d`).
 
 Conventions are ITK's: a transform maps fixed points to moving points, so a
 translation ``t`` from :func:`phase_correlation` means ``fixed(x) ~ moving(x + t)``.
@@ -724,8 +725,10 @@ def global_candidates(
         best ``N_SCALED`` by the scales ``FINE_SCALES``, each with its
         phase-correlation translation; in 3-D the rotation search of
         :func:`~regframe.registration.rotation_search_3d.rotation_search_3d`
-        (dense rotations within 50 degrees of the start, the cube's rotations,
-        a hill-climb; ``SCALE_GRID`` for similarity and affine).  ``"auto"``:
+        (a hill-climb from the start, enough when it correlates by
+        ``CONFIDENT_NCC``; else dense rotations within 50 degrees of the start,
+        the cube's rotations, a hill-climb; ``SCALE_GRID`` for similarity and
+        affine).  ``"auto"``:
         the phase-correlation translations plus, for rotating kinds,
         Fourier-Mellin rotations (+ scales) with their translations in 2-D - and
         the ``"grid"`` search too unless a candidate is convincing (see
