@@ -12,8 +12,8 @@ refines briefly and ranks on its metric:
   correlation on the start, Fourier-Mellin rotations (2-D) or a rotation (x
   scale) grid (2-D ``search="grid"``), each followed by phase correlation, all
   scored by the normalized correlation over the overlap and pruned to a few
-  (for affine registrations also block-matched anisotropic scalings, see
-  ``BLOCKS``); in 3-D a rotation search scored by the normalized correlation
+  (for affine registrations also block-matched anisotropic scalings,
+  :mod:`regframe.registration._block_search`); in 3-D a rotation search scored by the normalized correlation
   over all shifts (:mod:`regframe.registration.rotation_search_3d`).
 
 Conventions are ITK's: a transform maps fixed points to moving points, so a
@@ -56,6 +56,7 @@ from .initializers import _mask_inside, set_translation
 from .pyramid import Level, level_image
 from ._peaks import find_peaks, subpixel_offset
 from .rotation_search_3d import WORK_VOXELS, distinct, rotation_grid_3d, rotation_search_3d
+from ._block_search import anisotropic_candidates, whitened
 
 __all__ = [
     "phase_correlation",
@@ -98,15 +99,6 @@ SCALE_GRID = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)
 #: 2-D grid search of similarity and affine kinds: every rotation at each of these scales (a texture
 #: at the wrong scale correlates at no rotation), then ``FINE_SCALES`` on the best ``N_SCALED``.
 SCALE_SWEEP, FINE_SCALES, N_SCALED = (0.7, 0.84, 1.0, 1.19, 1.4), (0.92, 0.96, 1.04, 1.08), 4
-#: 2-D anisotropic search (``anisotropic=True``; affine registrations) when no candidate correlates by
-#: ``CONFIDENT_SCORE[0]``: a fine texture stretched by 10-20 % correlates as a whole at no rotation and scale,
-#: but each of ``BLOCKS`` x ``BLOCKS`` overlapping blocks of half the fixed extent still does.  Every rotation
-#: ``BLOCK_STEP`` degrees apart at the scales ``SCALE_SWEEP`` is ranked by the median correlation of its blocks,
-#: each at its own phase-correlation shift; the best ``N_BLOCK_FITS`` distinct ones give affine least-squares fits
-#: of their block shifts (blocks more than ``BLOCK_TOLERANCE`` working voxels off dropped; fits stretching by
-#: more than ``MAX_ANISOTROPY`` rejected).  The cells nearest the best similarity candidates go first, in chunks of
-#: ``BLOCK_CHUNK``; the search ends once a fit correlates by ``CONFIDENT_SCORE[0]``.
-BLOCKS, BLOCK_STEP, N_BLOCK_FITS, BLOCK_TOLERANCE, MAX_ANISOTROPY, BLOCK_CHUNK = 3, 12.0, 3, 2.0, 2.0, 16
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -466,6 +458,26 @@ class _Search:
         valid = w > 0.05
         return mw - (float(mw.sum()) / total) * w, np.where(valid, mw / np.maximum(w, 1e-12), 0.0), valid
 
+    def block_spectrum(self, block: NDArray[np.bool_]) -> NDArray[np.complex128] | None:
+        """Conjugate whitened spectrum, times the peak-shaping low-pass, of the fixed image tapered to ``block``
+        (``None`` for an empty or constant block)."""
+        try:
+            prepared = _zero_mean(self.corr.values, _taper(block, self.spacing_np), "fixed")
+        except (ConstantImageError, InvalidInputError):
+            return None
+        return np.conj(whitened(sfft.rfftn(prepared, s=self.corr.fft_shape))) * self.corr.lowpass
+
+    def peak_shift(self, surface: NDArray[np.float64], raw: NDArray[np.float64], valid: NDArray[np.bool_],
+                   mask: NDArray[np.bool_]) -> tuple[NDArray[np.float64], float] | None:
+        """Sub-voxel shift of the highest peak of a correlation surface at its best alias, scored by the
+        normalized correlation over ``mask`` (numpy order; ``None`` without overlap)."""
+        for peak in find_peaks(surface, 1, 2.0):
+            score, shift = max(((_overlap_ncc(self.corr.values, mask, raw, valid, a), a)
+                                for a in _aliases(peak, self.corr.fft_shape, raw.shape)), default=(-np.inf, None))
+            if shift is not None and np.isfinite(score):
+                return np.asarray(shift, dtype=np.float64) + subpixel_offset(surface, peak), score
+        return None
+
     def evaluate(self, matrix: NDArray[np.float64], translation: NDArray[np.float64], phase: bool,
                  n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
         """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
@@ -487,145 +499,6 @@ class _Search:
         """Tapered, zero-mean moving image on the working grid (for Fourier-Mellin)."""
         mw, w = self._sample(matrix, translation)
         return mw - (float(mw.sum()) / max(float(w.sum()), 1e-300)) * w
-
-
-class _Blocks:
-    """Blocks of the fixed working image, each matched to the moving image on its own (anisotropic search).
-
-    ``BLOCKS`` per axis, half the extent of the fixed mask each (overlapping), each tapered at its border; their
-    whitened spectra (times the peak-shaping low-pass) are kept, so one FFT of the moving image serves all.
-    """
-
-    def __init__(self, search: _Search) -> None:
-        self.search = search
-        corr = search.corr
-        self.fft_shape = corr.fft_shape
-        index = np.nonzero(corr.mask)
-        lo, hi = np.array([i.min() for i in index]), np.array([i.max() + 1 for i in index])
-        half = 0.5 * (hi - lo)
-        self.blocks: list[tuple[NDArray[np.complex128], NDArray[np.bool_], NDArray[np.float64]]] = []
-        for centre in itertools.product(*[np.linspace(a + 0.5 * h, b - 0.5 * h, BLOCKS) for a, b, h in zip(lo, hi, half)]):
-            box = tuple(slice(int(round(c - 0.5 * h)), int(round(c + 0.5 * h))) for c, h in zip(centre, half))
-            block = np.zeros_like(corr.mask)
-            block[box] = corr.mask[box]
-            try:
-                prepared = _zero_mean(corr.values, _taper(block, search.spacing_np), "fixed")
-            except (ConstantImageError, InvalidInputError):
-                continue  # an empty or featureless block tells nothing
-            self.blocks.append((np.conj(_whitened(sfft.rfftn(prepared, s=self.fft_shape))) * corr.lowpass, block,
-                                np.asarray(centre)))
-
-    def match(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> list[tuple[
-            NDArray[np.float64], NDArray[np.float64], float]]:
-        """``(centre, shift, score)`` per block (numpy indices): ``fixed[n] ~ moving[n + shift]`` near the centre."""
-        arrays = self.search.moving_arrays(matrix, translation)
-        if arrays is None or not np.any(arrays[0]):
-            return []
-        prepared, raw, valid = arrays
-        moving_spectrum = _whitened(sfft.rfftn(prepared, s=self.fft_shape))
-        values = self.search.corr.values
-        out = []
-        for spectrum, block, centre in self.blocks:
-            surface = sfft.irfftn(spectrum * moving_spectrum, s=self.fft_shape)
-            for peak in find_peaks(surface, 1, 2.0):
-                score, shift = max(((_overlap_ncc(values, block, raw, valid, a), a)
-                                    for a in _aliases(peak, self.fft_shape, raw.shape)), default=(-np.inf, None))
-                if shift is not None and np.isfinite(score):
-                    out.append((centre, np.asarray(shift, dtype=np.float64) + subpixel_offset(surface, peak), score))
-        return out
-
-    def fit(self, matrix: NDArray[np.float64], translation: NDArray[np.float64],
-            rows: list) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
-        """The affine candidate whose map agrees with the block shifts (weighted least squares), or ``None``.
-
-        The blocks correlating at least as well as their median start; those more than ``BLOCK_TOLERANCE``
-        working voxels off the fit are dropped and the fit repeated (twice at most).
-        """
-        grid, c = self.search.grid, self.search.center
-        ndim = grid.ndim
-        centres = np.array([r[0] for r in rows])
-        shifts = np.array([r[1] for r in rows])
-        scores = np.array([r[2] for r in rows])
-        to_physical = grid.index_to_physical_matrix
-        p = (centres[:, ::-1] @ to_physical.T) + grid.origin - c
-        q = p + shifts[:, ::-1] @ to_physical.T
-        design = np.hstack([p, np.ones((len(p), 1))])
-        keep = (scores >= np.median(scores)) & (scores > 0)
-        solution = None
-        for _ in range(3):
-            if keep.sum() < ndim + 2:
-                return None
-            w = np.sqrt(scores[keep])[:, None]
-            solution = np.linalg.lstsq(design[keep] * w, q[keep] * w, rcond=None)[0]
-            residual = np.linalg.norm(design @ solution - q, axis=1) / self.search.voxel
-            again = (residual < BLOCK_TOLERANCE) & (scores > 0)
-            if np.array_equal(again, keep):
-                break
-            keep = again
-        b, d = solution[:ndim].T, solution[ndim]
-        singular = np.linalg.svd(b, compute_uv=False)
-        if np.linalg.det(b) <= 0 or singular[-1] <= 0 or singular[0] / singular[-1] > MAX_ANISOTROPY:
-            return None
-        return matrix @ b, translation + matrix @ d
-
-
-def _whitened(spectrum: NDArray[np.complex128]) -> NDArray[np.complex128]:
-    """``spectrum / |spectrum|`` (guarded against zeros)."""
-    mag = np.abs(spectrum)
-    return spectrum / np.maximum(mag, 1e-12 * float(mag.max()) + 1e-300)
-
-
-def _nearest_similarity(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The scaled rotation nearest ``matrix``: its polar rotation times ``sqrt(det)`` (2-D)."""
-    u, _, vt = np.linalg.svd(matrix)
-    return float(np.sqrt(abs(np.linalg.det(matrix)))) * (u @ vt)
-
-
-def _cells_by_score(start_matrix: NDArray[np.float64], found: list) -> list[tuple[float, float]]:
-    """``(angle, scale)`` cells of the block search (``BLOCK_STEP`` x ``SCALE_SWEEP``), those nearest the best
-    scored candidates first (the right cell correlates poorly as a whole, yet better than most)."""
-    n_angles = int(round(360.0 / BLOCK_STEP))
-    best = np.full((n_angles, len(SCALE_SWEEP)), -np.inf)
-    log_scales = np.log(SCALE_SWEEP)
-    for matrix, _, score in found:
-        rel = np.linalg.solve(start_matrix, matrix)
-        angle = np.degrees(np.arctan2(rel[1, 0] - rel[0, 1], rel[0, 0] + rel[1, 1]))
-        k = int(round(angle / BLOCK_STEP)) % n_angles
-        j = int(np.argmin(np.abs(log_scales - 0.5 * np.log(abs(np.linalg.det(rel)) + 1e-300))))
-        best[k, j] = max(best[k, j], score)
-    order = np.argsort(-best.ravel(), kind="stable")
-    return [(k * BLOCK_STEP, SCALE_SWEEP[j]) for k, j in zip(*np.unravel_index(order, best.shape))]
-
-
-def _anisotropic_candidates(s: _Search, keep_matrix: bool, found: list) -> list:
-    """Affine candidates from block matching (see ``BLOCKS``), each with its phase-correlation translation and
-    score; ``keep_matrix=False`` replaces each matrix by its nearest scaled rotation (keeping the score).
-
-    The cells are matched in the order of :func:`_cells_by_score` on ``found``; after every ``BLOCK_CHUNK`` of
-    them the best ``N_BLOCK_FITS`` distinct ones not fitted yet are fitted, and the search ends once a fit
-    correlates by ``CONFIDENT_SCORE[0]``.
-    """
-    blocks = _Blocks(s)
-    a0, t0 = s.start.matrix, s.start.translation
-    cells = _cells_by_score(a0, found)
-    ranked: list[tuple[NDArray, list, float]] = []
-    tried: set[int] = set()
-    out: list[tuple[NDArray, NDArray, float]] = []
-    for n, (angle, sc) in enumerate(cells, 1):
-        matrix = sc * (a0 @ rotation_2d(np.deg2rad(angle)))
-        rows = blocks.match(matrix, t0)
-        if len(rows) >= 4:
-            ranked.append((matrix, rows, float(np.median([r[2] for r in rows]))))
-        if n % BLOCK_CHUNK and n < len(cells):
-            continue
-        for cell in distinct(ranked, N_BLOCK_FITS):
-            if id(cell) not in tried:
-                tried.add(id(cell))
-                fitted = blocks.fit(cell[0], t0, cell[1])
-                out += s.evaluate(*fitted, True) if fitted is not None else []
-        if max((c[2] for c in out), default=-np.inf) >= CONFIDENT_SCORE[0]:
-            break
-    return [(m if keep_matrix else _nearest_similarity(m), t, score) for m, t, score in out]
 
 
 def _shrunk(image: Image, factors: NDArray[np.int64]) -> Image:
@@ -737,7 +610,8 @@ def global_candidates(
     anisotropic : bool, optional
         2-D similarity and affine kinds, ``"auto"`` and ``"grid"`` searches: when
         no candidate correlates by ``CONFIDENT_SCORE[0]``, also look for
-        anisotropic scalings by matching blocks (``BLOCKS``; 0.5-1.5 s more) -
+        anisotropic scalings by matching blocks (the rotations every 12 degrees
+        at the scales ``SCALE_SWEEP``; :mod:`regframe.registration._block_search`) -
         for an affine registration that starts from a similarity.  Their
         matrices are replaced by the nearest scaled rotation when ``start``
         cannot hold them (their score stays that of the affine fit).  Default:
@@ -789,7 +663,8 @@ def global_candidates(
                 found = _grid_candidates(s, ndim, phase, with_scale, found)
         if (kind == "affine" if anisotropic is None else anisotropic) and with_scale and search != "rotation" \
                 and max((c[2] for c in found), default=-np.inf) < CONFIDENT_SCORE[0]:
-            found += _anisotropic_candidates(s, isinstance(start, AffineTransform), found)
+            found += anisotropic_candidates(s, found, SCALE_SWEEP, CONFIDENT_SCORE[0],
+                                            isinstance(start, AffineTransform))
     return _prune(found, start, s.voxel, max_candidates)
 
 
