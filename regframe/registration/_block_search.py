@@ -11,7 +11,7 @@ rejected).  The rotations and scales nearest the best similarity candidates go
 first, in chunks of ``BLOCK_CHUNK``; the search ends once a fit correlates
 convincingly.  Used by
 :func:`~regframe.registration.global_init.global_candidates` (``anisotropic``)
-through its working grid, whose ``block_spectrum``, ``moving_arrays``,
+through its working grid, whose ``block_spectrum``, ``tapered_arrays``,
 ``peak_shift`` and ``evaluate`` it calls.
 """
 
@@ -61,7 +61,7 @@ class _Blocks:
     def match(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> list[tuple[
             NDArray[np.float64], NDArray[np.float64], float]]:
         """``(centre, shift, score)`` per block (numpy indices): ``fixed[n] ~ moving[n + shift]`` near the centre."""
-        arrays = self.search.moving_arrays(matrix, translation)
+        arrays = self.search.tapered_arrays(matrix, translation)
         if arrays is None or not np.any(arrays[0]):
             return []
         prepared, raw, valid = arrays

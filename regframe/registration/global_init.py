@@ -448,7 +448,33 @@ class _Search:
         mw = self.interp_mw.evaluate(mapped)[0].reshape(self.grid.shape)
         return mw, self.interp_w.evaluate(mapped)[0].reshape(self.grid.shape)
 
-    def moving_arrays(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> tuple[
+    def evaluate(self, matrix: NDArray[np.float64], translation: NDArray[np.float64], phase: bool,
+                 n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
+        """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
+        mw, w = self._sample(matrix, translation)
+        total = float(w.sum())
+        if total <= 1e-9 * w.size:
+            return []
+        valid = w > 0.05
+        raw = np.where(valid, mw / np.maximum(w, 1e-12), 0.0)
+        if not phase:
+            return [(matrix, translation, _overlap_ncc(self.corr.values, self.corr.mask, raw, valid, (0,) * w.ndim))]
+        prepared = mw - (float(mw.sum()) / total) * w
+        if not np.any(prepared):
+            return []
+        out = []
+        for shift, score in self.corr.match(prepared, raw, valid, n_peaks):
+            t_phys = self.grid.index_to_physical_matrix @ shift[::-1]
+            out.append((matrix, translation + matrix @ t_phys, score))
+        return out
+
+    def moving_on_grid(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Tapered, zero-mean moving image on the working grid (for Fourier-Mellin)."""
+        mw, w = self._sample(matrix, translation)
+        return mw - (float(mw.sum()) / max(float(w.sum()), 1e-300)) * w
+
+    # ------------------------------------------------------------ for the block search (_block_search.py)
+    def tapered_arrays(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> tuple[
             NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]] | None:
         """Tapered zero-mean moving image, its raw values and valid voxels on the working grid (``None`` outside)."""
         mw, w = self._sample(matrix, translation)
@@ -477,28 +503,6 @@ class _Search:
             if shift is not None and np.isfinite(score):
                 return np.asarray(shift, dtype=np.float64) + subpixel_offset(surface, peak), score
         return None
-
-    def evaluate(self, matrix: NDArray[np.float64], translation: NDArray[np.float64], phase: bool,
-                 n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
-        """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
-        arrays = self.moving_arrays(matrix, translation)
-        if arrays is None:
-            return []
-        prepared, raw, valid = arrays
-        if not phase:
-            return [(matrix, translation, _overlap_ncc(self.corr.values, self.corr.mask, raw, valid, (0,) * raw.ndim))]
-        if not np.any(prepared):
-            return []
-        out = []
-        for shift, score in self.corr.match(prepared, raw, valid, n_peaks):
-            t_phys = self.grid.index_to_physical_matrix @ shift[::-1]
-            out.append((matrix, translation + matrix @ t_phys, score))
-        return out
-
-    def moving_on_grid(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Tapered, zero-mean moving image on the working grid (for Fourier-Mellin)."""
-        mw, w = self._sample(matrix, translation)
-        return mw - (float(mw.sum()) / max(float(w.sum()), 1e-300)) * w
 
 
 def _shrunk(image: Image, factors: NDArray[np.int64]) -> Image:
