@@ -320,19 +320,25 @@ def test_global_candidates_search_modes_and_errors(shared_data):
         global_candidates(fixed, moving, "bspline", start=start)
 
 
+def _with_1_and_2_threads(run):
+    """``[run() with 1 numba thread, run() with 2]``."""
+    previous = numba.get_num_threads()
+    try:
+        out = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            out.append(run())
+        return out
+    finally:
+        numba.set_num_threads(previous)
+
+
 def test_global_candidates_deterministic_across_threads(shared_data):
     fixed_s = _read(shared_data("rat_lung", "RatLungSlice1.mha"))
     truth = sitk.Euler2DTransform((64.0, 64.0), np.deg2rad(30.0), (5.0, 7.0))
     fixed, moving = from_sitk(fixed_s), from_sitk(_moved(fixed_s, truth))
     start = centered_initializer(fixed, moving, Euler2DTransform(), mode="geometry")
-    previous = numba.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            runs.append([c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
-    finally:
-        numba.set_num_threads(previous)
+    runs = _with_1_and_2_threads(lambda: [c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
     assert len(runs[0]) == len(runs[1])
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
@@ -392,14 +398,7 @@ def test_global_candidates_3d_deterministic_across_threads(shared_data):
     fixed = _coarse(from_sitk(ct), 2)
     moving = _coarse(from_sitk(_moved(ct, truth, default=-1024.0)), 2)
     start = centered_initializer(fixed, moving, VersorRigid3DTransform(), mode="moments")
-    previous = numba.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            runs.append([c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
-    finally:
-        numba.set_num_threads(previous)
+    runs = _with_1_and_2_threads(lambda: [c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
     assert len(runs[0]) == len(runs[1]) > 0
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
@@ -436,14 +435,7 @@ def test_global_candidates_anisotropic_projected_onto_a_similarity_start(shared_
     with 1 and 2 threads."""
     fixed, moving, truth = _stretched_section(shared_data)
     start = centered_initializer(fixed, moving, Similarity2DTransform(), mode="moments")
-    previous = numba.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            runs.append(global_candidates(fixed, moving, "similarity", start=start, anisotropic=True))
-    finally:
-        numba.set_num_threads(previous)
+    runs = _with_1_and_2_threads(lambda: global_candidates(fixed, moving, "similarity", start=start, anisotropic=True))
     cands = runs[0]
     assert all(isinstance(c, Similarity2DTransform) for c in cands)
     assert _rms_error(cands[0], truth, fixed) < 15.0  # px: the anisotropy is left to the affine stage

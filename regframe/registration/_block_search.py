@@ -50,7 +50,8 @@ class _Blocks:
         lo, hi = np.array([i.min() for i in index]), np.array([i.max() + 1 for i in index])
         half = 0.5 * (hi - lo)
         self.blocks: list[tuple[NDArray[np.complex128], NDArray[np.bool_], NDArray[np.float64]]] = []
-        for centre in itertools.product(*[np.linspace(a + 0.5 * h, b - 0.5 * h, BLOCKS) for a, b, h in zip(lo, hi, half)]):
+        axes = [np.linspace(a + 0.5 * h, b - 0.5 * h, BLOCKS) for a, b, h in zip(lo, hi, half)]
+        for centre in itertools.product(*axes):
             box = tuple(slice(int(round(c - 0.5 * h)), int(round(c + 0.5 * h))) for c, h in zip(centre, half))
             block = np.zeros_like(mask)
             block[box] = mask[box]
