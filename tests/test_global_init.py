@@ -320,19 +320,25 @@ def test_global_candidates_search_modes_and_errors(shared_data):
         global_candidates(fixed, moving, "bspline", start=start)
 
 
+def _with_1_and_2_threads(run):
+    """``[run() with 1 numba thread, run() with 2]``."""
+    previous = numba.get_num_threads()
+    try:
+        out = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            out.append(run())
+        return out
+    finally:
+        numba.set_num_threads(previous)
+
+
 def test_global_candidates_deterministic_across_threads(shared_data):
     fixed_s = _read(shared_data("rat_lung", "RatLungSlice1.mha"))
     truth = sitk.Euler2DTransform((64.0, 64.0), np.deg2rad(30.0), (5.0, 7.0))
     fixed, moving = from_sitk(fixed_s), from_sitk(_moved(fixed_s, truth))
     start = centered_initializer(fixed, moving, Euler2DTransform(), mode="geometry")
-    previous = numba.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            runs.append([c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
-    finally:
-        numba.set_num_threads(previous)
+    runs = _with_1_and_2_threads(lambda: [c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
     assert len(runs[0]) == len(runs[1])
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
@@ -392,17 +398,105 @@ def test_global_candidates_3d_deterministic_across_threads(shared_data):
     fixed = _coarse(from_sitk(ct), 2)
     moving = _coarse(from_sitk(_moved(ct, truth, default=-1024.0)), 2)
     start = centered_initializer(fixed, moving, VersorRigid3DTransform(), mode="moments")
-    previous = numba.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            runs.append([c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
-    finally:
-        numba.set_num_threads(previous)
+    runs = _with_1_and_2_threads(lambda: [c.parameters for c in global_candidates(fixed, moving, "rigid", start=start)])
     assert len(runs[0]) == len(runs[1]) > 0
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+def _stretched_section(shared_data):
+    """An EM crop under scale 0.68, rotation 32 degrees and an 11 % anisotropic stretch, shifted by 24 % of the
+    field of view (a case of benchmarks/bench_defaults.py), made with SimpleITK."""
+    section = _read(shared_data("lung_sem", "2016_12_02_0101_s00_01.png"))
+    crop = section[200:600, 200:600]
+    crop.SetOrigin((0.0, 0.0))
+    fixed = from_sitk(crop)
+    truth = sitk.AffineTransform(2)
+    truth.SetCenter(tuple(fixed.physical_center()))
+    truth.SetMatrix((0.590, -0.328, 0.392, 0.565))
+    truth.SetTranslation((-61.9, 72.6))
+    moving = from_sitk(_moved(crop, truth, default=float(np.min(sitk.GetArrayViewFromImage(crop)))))
+    return fixed, moving, truth
+
+
+def test_global_candidates_anisotropic_blocks_find_a_stretched_section(shared_data):
+    """No scaled rotation makes the stretched texture correlate; the matched blocks' affine fit does."""
+    fixed, moving, truth = _stretched_section(shared_data)
+    start = centered_initializer(fixed, moving, AffineTransform(2), mode="moments")
+    plain = global_candidates(fixed, moving, "affine", start=start, anisotropic=False)
+    assert min(_rms_error(c, truth, fixed) for c in plain) > 40.0  # px: the right basin is missing
+    cands = global_candidates(fixed, moving, "affine", start=start)  # anisotropic by default for "affine"
+    assert isinstance(cands[0], AffineTransform)
+    assert _rms_error(cands[0], truth, fixed) < 4.0
+
+
+def test_global_candidates_anisotropic_projected_onto_a_similarity_start(shared_data):
+    """The similarity start of an affine registration gets the nearest scaled rotation of the fit; bit-identical
+    with 1 and 2 threads."""
+    fixed, moving, truth = _stretched_section(shared_data)
+    start = centered_initializer(fixed, moving, Similarity2DTransform(), mode="moments")
+    runs = _with_1_and_2_threads(lambda: global_candidates(fixed, moving, "similarity", start=start, anisotropic=True))
+    cands = runs[0]
+    assert all(isinstance(c, Similarity2DTransform) for c in cands)
+    assert _rms_error(cands[0], truth, fixed) < 15.0  # px: the anisotropy is left to the affine stage
+    assert len(runs[1]) == len(cands)
+    for a, b in zip(cands, runs[1]):
+        np.testing.assert_array_equal(a.parameters, b.parameters)
+
+
+@pytest.mark.slow
+def test_register_affine_em_section_with_anisotropic_stretch(shared_data):
+    """register(..., "affine") recovers the stretched section to well under a pixel."""
+    from regframe.registration import register
+
+    fixed, moving, truth = _stretched_section(shared_data)
+    res = register(fixed, moving, "affine")
+    assert _rms_error(res.transform, truth, fixed) < 0.5  # px
+
+
+@pytest.mark.parametrize("angles, confident", [((4.0, -3.0, 10.0), True), ((30.0, 0.0, 20.0), False)])
+def test_rotation_search_3d_stops_after_a_convincing_start_climb(shared_data, monkeypatch, angles, confident):
+    """Lung CT turned by 11 degrees (bench_registration's rigid case): the climb from the start correlates by
+    CONFIDENT_NCC and the other rotations are skipped; turned by 36 degrees it does not and the whole search
+    runs.  Either way the best candidate is within 5 degrees (when confident, every candidate)."""
+    from regframe.registration import rotation_search_3d as rs
+
+    calls = []
+    evaluate = rs._NccSearch.evaluate
+    monkeypatch.setattr(rs._NccSearch, "evaluate", lambda self, *a, **k: calls.append(1) or evaluate(self, *a, **k))
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    fixed = from_sitk(ct)
+    truth = sitk.Euler3DTransform(tuple(fixed.physical_center()), *np.deg2rad(angles), (8.0, -6.0, 5.0))
+    moving = from_sitk(_moved(ct, truth, default=-1024.0))
+    start = centered_initializer(fixed, moving, VersorRigid3DTransform(), mode="moments")
+    cands = global_candidates(fixed, moving, "rigid", start=start)
+    r_true = np.asarray(truth.GetMatrix()).reshape(3, 3)
+    angles = [np.degrees(np.arccos(np.clip((np.trace(c.matrix.T @ r_true) - 1) / 2, -1, 1))) for c in cands]
+    assert angles[0] < 5.0
+    assert (len(calls) < 30) == confident, len(calls)
+    if confident:  # only the convincing candidates go on to be refined
+        assert max(angles) < 5.0, angles
+
+
+def test_initialize_stage_3d_auto_refines_the_global_candidates_only(shared_data):
+    """In 3-D, "auto" leaves rotations to the global search (no +-30 degree grid to refine besides), while
+    "moments" still adds the grid; the affine preset asks the 2-D search for anisotropic candidates."""
+    from regframe.registration import presets
+    from regframe.registration.pipeline import RegistrationInputs
+    from regframe.registration.pipeline.base import StageCache, StageContext
+    from regframe.registration.pipeline.chain import TransformChain
+    from regframe.registration.stages import InitializeStage
+
+    ct = _read(shared_data("lung3d", "3DCT_lung_baseline_small.mha"))
+    fixed = from_sitk(ct)
+    truth = sitk.Euler3DTransform(tuple(fixed.physical_center()), *np.deg2rad([4.0, -3.0, 10.0]), (8.0, -6.0, 5.0))
+    ctx = StageContext(RegistrationInputs.for_images(fixed, from_sitk(_moved(ct, truth, default=-1024.0))),
+                       StageCache())
+    auto, n_auto = InitializeStage(target="rigid").candidates(ctx, TransformChain())
+    grid, _ = InitializeStage(target="rigid", mode="moments").candidates(ctx, TransformChain())
+    assert n_auto == 2 and len(auto) - n_auto <= 8  # the plain starts and the global candidates
+    assert len(grid) == 1 + 26  # the moments start and the grid of 3 x 3 x 3 rotations
+    assert presets.linear("affine")[0].anisotropic and not presets.linear("similarity")[0].anisotropic
 
 
 def test_register_affine_em_section_large_scale_rotation_and_shift(shared_data):

@@ -11,9 +11,10 @@ refines briefly and ranks on its metric:
 - :func:`global_candidates` - transforms of a registration kind: phase
   correlation on the start, Fourier-Mellin rotations (2-D) or a rotation (x
   scale) grid (2-D ``search="grid"``), each followed by phase correlation, all
-  scored by the normalized correlation over the overlap and pruned to a few; in
-  3-D a rotation search scored by the normalized correlation over all shifts
-  (:mod:`regframe.registration.rotation_search_3d`).
+  scored by the normalized correlation over the overlap and pruned to a few
+  (for affine registrations also block-matched anisotropic scalings,
+  :mod:`regframe.registration._block_search`); in 3-D a rotation search scored by the normalized correlation
+  over all shifts (:mod:`regframe.registration.rotation_search_3d`).
 
 Conventions are ITK's: a transform maps fixed points to moving points, so a
 translation ``t`` from :func:`phase_correlation` means ``fixed(x) ~ moving(x + t)``.
@@ -49,12 +50,13 @@ from ..errors import ConstantImageError, EmptyMaskError, InvalidInputError, NonF
 from ..image import Image
 from ..interpolators import LinearInterpolator
 from ..transforms.euler import rotation_2d
-from ..transforms.linear import MatrixOffsetTransformBase
+from ..transforms.linear import AffineTransform, MatrixOffsetTransformBase
 from ..transforms.versor import versor_from_axis_angle, versor_matrix
 from .initializers import _mask_inside, set_translation
 from .pyramid import Level, level_image
 from ._peaks import find_peaks, subpixel_offset
 from .rotation_search_3d import WORK_VOXELS, distinct, rotation_grid_3d, rotation_search_3d
+from ._block_search import anisotropic_candidates, whitened
 
 __all__ = [
     "phase_correlation",
@@ -471,6 +473,37 @@ class _Search:
         mw, w = self._sample(matrix, translation)
         return mw - (float(mw.sum()) / max(float(w.sum()), 1e-300)) * w
 
+    # ------------------------------------------------------------ for the block search (_block_search.py)
+    def tapered_arrays(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> tuple[
+            NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]] | None:
+        """Tapered zero-mean moving image, its raw values and valid voxels on the working grid (``None`` outside)."""
+        mw, w = self._sample(matrix, translation)
+        total = float(w.sum())
+        if total <= 1e-9 * w.size:
+            return None
+        valid = w > 0.05
+        return mw - (float(mw.sum()) / total) * w, np.where(valid, mw / np.maximum(w, 1e-12), 0.0), valid
+
+    def block_spectrum(self, block: NDArray[np.bool_]) -> NDArray[np.complex128] | None:
+        """Conjugate whitened spectrum, times the peak-shaping low-pass, of the fixed image tapered to ``block``
+        (``None`` for an empty or constant block)."""
+        try:
+            prepared = _zero_mean(self.corr.values, _taper(block, self.spacing_np), "fixed")
+        except (ConstantImageError, InvalidInputError):
+            return None
+        return np.conj(whitened(sfft.rfftn(prepared, s=self.corr.fft_shape))) * self.corr.lowpass
+
+    def peak_shift(self, surface: NDArray[np.float64], raw: NDArray[np.float64], valid: NDArray[np.bool_],
+                   mask: NDArray[np.bool_]) -> tuple[NDArray[np.float64], float] | None:
+        """Sub-voxel shift of the highest peak of a correlation surface at its best alias, scored by the
+        normalized correlation over ``mask`` (numpy order; ``None`` without overlap)."""
+        for peak in find_peaks(surface, 1, 2.0):
+            score, shift = max(((_overlap_ncc(self.corr.values, mask, raw, valid, a), a)
+                                for a in _aliases(peak, self.corr.fft_shape, raw.shape)), default=(-np.inf, None))
+            if shift is not None and np.isfinite(score):
+                return np.asarray(shift, dtype=np.float64) + subpixel_offset(surface, peak), score
+        return None
+
 
 def _shrunk(image: Image, factors: NDArray[np.int64]) -> Image:
     """Smoothed (sigma = (f - 1) / 2 voxels) and shrunk image; unchanged for factors of 1."""
@@ -526,6 +559,7 @@ def global_candidates(
     moving_mask: Image | None = None,
     max_candidates: int = 8,
     search: str = "auto",
+    anisotropic: bool | None = None,
 ) -> list[MatrixOffsetTransformBase]:
     """Candidate start transforms of a registration kind, best (by a cheap score) first.
 
@@ -568,13 +602,24 @@ def global_candidates(
         best ``N_SCALED`` by the scales ``FINE_SCALES``, each with its
         phase-correlation translation; in 3-D the rotation search of
         :func:`~regframe.registration.rotation_search_3d.rotation_search_3d`
-        (dense rotations within 50 degrees of the start, the cube's rotations,
-        a hill-climb; ``SCALE_GRID`` for similarity and affine).  ``"auto"``:
+        (a hill-climb from the start, enough when it correlates by
+        ``CONFIDENT_NCC``; else dense rotations within 50 degrees of the start,
+        the cube's rotations, a hill-climb; ``SCALE_GRID`` for similarity and
+        affine).  ``"auto"``:
         the phase-correlation translations plus, for rotating kinds,
         Fourier-Mellin rotations (+ scales) with their translations in 2-D - and
         the ``"grid"`` search too unless a candidate is convincing (see
         ``CONFIDENT_SCORE``; 0.1-0.4 s more) - and ``"grid"`` in 3-D.
         Translation kinds always get translations only.
+    anisotropic : bool, optional
+        2-D similarity and affine kinds, ``"auto"`` and ``"grid"`` searches: when
+        no candidate correlates by ``CONFIDENT_SCORE[0]``, also look for
+        anisotropic scalings by matching blocks (the rotations every 12 degrees
+        at the scales ``SCALE_SWEEP``; :mod:`regframe.registration._block_search`) -
+        for an affine registration that starts from a similarity.  Their
+        matrices are replaced by the nearest scaled rotation when ``start``
+        cannot hold them (their score stays that of the affine fit).  Default:
+        ``kind == "affine"``.
 
     Returns
     -------
@@ -620,6 +665,10 @@ def global_candidates(
             confident = best >= CONFIDENT_SCORE[1] or (fm_peak >= FM_MIN_PEAK and best >= CONFIDENT_SCORE[0])
             if search == "auto" and not confident:
                 found = _grid_candidates(s, ndim, phase, with_scale, found)
+        if (kind == "affine" if anisotropic is None else anisotropic) and with_scale and search != "rotation" \
+                and max((c[2] for c in found), default=-np.inf) < CONFIDENT_SCORE[0]:
+            found += anisotropic_candidates(s, found, SCALE_SWEEP, CONFIDENT_SCORE[0],
+                                            isinstance(start, AffineTransform))
     return _prune(found, start, s.voxel, max_candidates)
 
 

@@ -44,7 +44,8 @@ def linear(kind: str | Transform, *, initialization: str | None = "auto", rotati
     if kind not in LINEAR_KINDS:
         raise InvalidInputError(f"linear(): 'kind' must be one of {LINEAR_KINDS}; got {kind!r}.")
     first = {"translation": "translation", "rigid": "rigid"}.get(kind, "similarity")
-    stages: list[Stage] = [InitializeStage(target=first, mode=initialization, search=rotation_search, **init)]
+    stages: list[Stage] = [InitializeStage(target=first, mode=initialization, search=rotation_search,
+                                           anisotropic=kind == "affine", **init)]
     if kind == "affine":
         stages.append(LinearStage("similarity", skip_finest=True, **common))
     return [*stages, LinearStage(kind, **common)]

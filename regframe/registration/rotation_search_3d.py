@@ -10,6 +10,9 @@ ranks the right neighbourhood first and a hill-climb can finish it.
 
 Rotations tried, about the start's centre and relative to its matrix:
 
+- the start's own rotation and a hill-climb from it: when that already
+  correlates by ``CONFIDENT_NCC`` (the images nearly identical once aligned),
+  the search ends there (about 20 evaluations instead of 130);
 - every rotation of a dense super-Fibonacci set within ``LOCAL_ANGLE`` of the
   start (about 35; the nearest is within about 15 degrees of any rotation up
   to 45 degrees);
@@ -19,7 +22,8 @@ Rotations tried, about the start's centre and relative to its matrix:
   (``CLIMB_STEPS``) the six rotations about the axes, then the per-axis
   parabola vertex.
 
-Costs about 130 evaluations of 2-5 ms on a lung CT (57 x 78 x 64 voxels).
+Costs about 150 evaluations of 2-5 ms on a lung CT (57 x 78 x 64 voxels), or about 20 when the
+start's climb is convincing.
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ SHIFT_FRACTION = 0.3
 MIN_OVERLAP, FULL_OVERLAP = 0.1, 0.25
 #: Width of the cosine taper at field-of-view and mask borders (working voxels).
 TAPER_VOXELS = 2.0
+#: The search ends after the start's hill-climb when it correlates by this much.  Measured on the lung CT
+#: moved by SimpleITK: 0.99 after climbing from 11 degrees off; wrong rotations up to 0.956 (16 degrees off
+#: about the body axis), the truth itself 0.95-0.99 (shifts of 25 % of the field of view cut parts away).
+CONFIDENT_NCC = 0.98
 
 
 def cube_rotations() -> NDArray[np.float64]:
@@ -236,17 +244,24 @@ def rotation_search_3d(fixed_w: Image, fixed_mask: NDArray[np.bool_], moving_w: 
     ``fixed_w`` / ``moving_w`` are the (smoothed, shrunk) working images with
     their binary masks; the candidates are about ``center`` and relative to the
     start ``(matrix, translation)``.  The start's rotation gives its three best
-    translations.  ``scales`` are tried on the best two distinct rotations
+    translations and is hill-climbed; when that correlates by ``CONFIDENT_NCC``
+    the other rotations are not tried and only the candidates that correlate by
+    as much are returned.  ``scales`` are tried on the best two distinct rotations
     (similarity and affine kinds).
     """
     search = _NccSearch(fixed_w, fixed_mask, moving_w, moving_mask, center)
     found = search.evaluate(matrix, translation, n_peaks=3)
-    for r in (*local_rotations(), *cube_rotations()[1:]):
-        if np.allclose(r, np.eye(3)):
-            continue
-        found += search.evaluate(matrix @ r, translation)
-    for seed in distinct(found, N_CLIMB):
-        found += search.climb(seed, CLIMB_STEPS)
+    if found:
+        found += search.climb(found[0], CLIMB_STEPS)
+    if max((c[2] for c in found), default=-np.inf) >= CONFIDENT_NCC:
+        found = [c for c in found if c[2] >= CONFIDENT_NCC]  # the convincing ones: nothing else to refine
+    else:
+        for r in (*local_rotations(), *cube_rotations()[1:]):
+            if np.allclose(r, np.eye(3)):
+                continue
+            found += search.evaluate(matrix @ r, translation)
+        for seed in distinct(found, N_CLIMB):
+            found += search.climb(seed, CLIMB_STEPS)
     for a, t, _ in distinct(found, 2) if len(scales) else ():
         for sc in scales:
             found += search.evaluate(sc * a, t)

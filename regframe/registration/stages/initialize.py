@@ -100,6 +100,11 @@ class InitializeStage(Stage):
         Refinement budget of every candidate.
     max_candidates : int
         Candidates refined (after a cheap pre-ranking of the generated ones).
+    anisotropic : bool, optional
+        Let the 2-D global search look for anisotropic scalings too (projected onto
+        ``target``; see ``anisotropic`` of
+        :func:`~regframe.registration.global_init.global_candidates`): for a
+        similarity start of an affine registration.  Default: for an affine target.
     """
 
     kind: ClassVar[str] = "initialize"
@@ -113,6 +118,7 @@ class InitializeStage(Stage):
     schedule: LevelSchedule | None = None
     n_iterations: int = 40
     max_candidates: int = 8
+    anisotropic: bool | None = None
 
     def describe(self, inputs: RegistrationInputs) -> StageInfo:
         return StageInfo("initialize", 1, self.n_iterations)
@@ -148,7 +154,8 @@ class InitializeStage(Stage):
             elif mode == "auto":
                 starts = [centered_initializer(fixed, moving, ident, mode="moments", **masks),
                           centered_initializer(fixed, moving, ident, mode="geometry", **masks)]
-                starts += _global(fixed, moving, self.target, starts[0], masks, self.max_candidates)
+                starts += _global(fixed, moving, self.target, starts[0], masks, self.max_candidates,
+                                  anisotropic=self.anisotropic)
             elif mode == "phase":
                 g = centered_initializer(fixed, moving, ident, mode="geometry", **masks)
                 starts = [g, *_global(fixed, moving, self.target, g, masks, self.max_candidates,
@@ -165,8 +172,10 @@ class InitializeStage(Stage):
             starts = [*plain, *starts]
         n_plain = min(len(starts), 2 + (inputs.fixed_landmarks is not None and self.start is None))
         first = starts[0]
+        # the 3-D global search (mode "auto") tries every rotation of this grid and more, at no refinement cost
         if self._searching() and not chain.links and isinstance(first, MatrixOffsetTransformBase) \
-                and hasattr(first, "set_matrix") and self.mode != "phase":
+                and hasattr(first, "set_matrix") and self.mode != "phase" \
+                and not (self.mode == "auto" and self.start is None and first.ndim == 3):
             step = 15.0 if first.ndim == 2 else 30.0
             starts += rotation_grid(first, 180.0 - step if first.ndim == 2 else 30.0, step)
         return starts, n_plain
@@ -237,13 +246,13 @@ class InitializeStage(Stage):
 
 
 def _global(fixed: Image, moving: Image, kind: str, start: Transform, masks: dict[str, Any],
-            max_candidates: int, search: str = "auto") -> list[Transform]:
+            max_candidates: int, search: str = "auto", anisotropic: bool | None = None) -> list[Transform]:
     """Candidates of :func:`regframe.registration.global_init.global_candidates` (it works on its own
     working grid of the full-resolution images)."""
     from ..global_init import global_candidates
 
     return list(global_candidates(fixed, moving, kind, start=start, max_candidates=max_candidates,
-                                  search=search, **masks))
+                                  search=search, anisotropic=anisotropic, **masks))
 
 
 def _evaluate(metric: Metric, fixed_l: Image, moving_l: Image, candidates: list[Transform],
