@@ -356,6 +356,15 @@ class ImageMetric(Metric, FusedArgs):
                 "the image (and mask), or use MeanSquares."
             )
 
+    def _release_buffers(self) -> None:
+        """Drop per-evaluation scratch buffers (kept between evaluations for speed); built-ins override.
+
+        :class:`~regframe.registration.RegistrationMethod` calls it when a
+        level's optimisation ends, so the buffers of a finished level do not
+        add to the memory of the next level's (or stage's) image pyramid.
+        Evaluations afterwards allocate them again.
+        """
+
     def on_initialize(self) -> None:
         """Hook called at the end of :meth:`initialize`; subclasses may override.
 

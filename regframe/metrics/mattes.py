@@ -184,6 +184,9 @@ class MattesMutualInformation(ImageMetric):
             self._supports = caches
         return caches
 
+    def _release_buffers(self) -> None:
+        self._caches = self._supports = None
+
     def _sample_caches(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
         """Per-sample buffers of the two-pass linear path, reused between evaluations."""
         if n == 0:

@@ -323,6 +323,9 @@ class RegistrationMethod:
                 return stop
 
             res: OptimizerResult = self.optimizer.optimize(self.metric, callback=on_iteration)
+            release = getattr(self.metric, "_release_buffers", None)
+            if release is not None:  # (scratch of this level: not kept while the next one is built)
+                release()
             final_value = float(res.value)
             levels.append(
                 LevelResult(
