@@ -260,10 +260,14 @@ class MattesMutualInformation(ImageMetric):
         rows, ok, start, weights = grid.kernel_args(transform)
         grid_size = transform._kernel_grid()[2]
         cache_t, cache_k, cache_g = self._sample_caches(n if with_gradient else 0)
-        joint, count, used = _gk.mattes_bspline_grid_histogram(
+        b = self.n_bins
+        nc = n_chunks(n, HISTOGRAM_CHUNK_SIZE)
+        joint, count, used = np.zeros((nc, b * b)), np.zeros((nc, b)), np.zeros(nc)
+        run_chunks(
+            _gk.mattes_bspline_grid_histogram_chunks, _gk.mattes_bspline_grid_histogram, n, nc,
             st.points, grid.index, self._fixed_bins, rows, ok, start, weights, grid_size,
             *self._moving_args(st), *self._moving_bin_args(), cache_t, cache_k, cache_g,
-            HISTOGRAM_CHUNK_SIZE,
+            HISTOGRAM_CHUNK_SIZE, joint, count, used,
         )
         stats = self._stats(joint, count, used, n)
         if not with_gradient:
@@ -271,10 +275,13 @@ class MattesMutualInformation(ImageMetric):
         grad = np.zeros(transform.n_parameters)
         chunk, blocks = self._bspline_blocks(st)
         for lo, hi in blocks:
-            part = _gk.mattes_bspline_grid_gradient(
-                grid.index[lo:hi], self._fixed_bins[lo:hi], start, weights,
-                int(transform.n_control_points), grid_size, cache_t[lo:hi], cache_k[lo:hi],
-                cache_g[lo:hi], self.n_bins, stats.log_ratio, grid.rowwise, chunk,
+            n_grid = int(transform.n_control_points)
+            part = np.zeros((n_chunks(hi - lo, chunk), transform.ndim * n_grid))
+            run_chunks(
+                _gk.mattes_bspline_grid_gradient_chunks, _gk.mattes_bspline_grid_gradient, hi - lo,
+                part.shape[0], grid.index[lo:hi], self._fixed_bins[lo:hi], start, weights, n_grid,
+                grid_size, cache_t[lo:hi], cache_k[lo:hi], cache_g[lo:hi], self.n_bins,
+                stats.log_ratio, grid.rowwise, chunk, part,
             )
             grad += reduce_in_order(part)
         return stats.value, grad / (self._moving_bin_size * stats.n_used)
