@@ -52,14 +52,20 @@ def make(n):
 if case == "resample":
     img, t = make(size)
     run = lambda: resample(img, t, reference=img)
-    resample(*make(12), interpolator="linear")  # warm-up (kernels)
+    import regframe._parallel as par
+    serial_max = par.SERIAL_MAX_ITEMS
+    for par.SERIAL_MAX_ITEMS in (0, serial_max):  # warm-up: the parallel and the serial kernels
+        resample(*make(12), interpolator="linear")
     n_out = img.array.size
 else:
     fixed, t = make(size)
     moving = resample(fixed, t.inverse(), reference=fixed)
     run = lambda: register(fixed, moving, "bspline", "mattes")
     f12, t12 = make(16)
-    register(f12, resample(f12, t12.inverse(), reference=f12), "bspline", "mattes")  # warm-up
+    import regframe._parallel as par
+    serial_max = par.SERIAL_MAX_ITEMS
+    for par.SERIAL_MAX_ITEMS in (0, serial_max):  # warm-up: the parallel and the serial kernels
+        register(f12, resample(f12, t12.inverse(), reference=f12), "bspline", "mattes")
     n_out = fixed.array.size
 gc.collect()
 base = status("VmRSS")

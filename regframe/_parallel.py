@@ -129,6 +129,29 @@ def parallel_kernel(py_func: Callable[..., Any]) -> Any:
     return njit(parallel=PARALLEL_OPTIONS, cache=True)(py_func)
 
 
+#: Work items (samples, points) up to which :func:`run_chunks` runs a kernel's chunks serially.
+SERIAL_MAX_ITEMS: int = 100_000
+
+
+def run_chunks(serial: Callable[..., Any], parallel: Callable[..., Any], n_items: int, n_chunks: int,
+               *args: Any) -> None:
+    """Run chunks ``0..n_chunks-1`` of a chunked kernel, serially or spread over threads.
+
+    ``serial(c_lo, c_hi, *args)`` computes chunks ``c_lo..c_hi-1`` in one
+    thread (``njit``); ``parallel(c_lo, c_hi, *args)`` is a ``prange`` over
+    the chunks whose body calls ``serial`` for one chunk, so both compute
+    every chunk with the same code and write the same rows of the outputs in
+    ``args``: the results are bit-identical.  Problems of up to
+    :data:`SERIAL_MAX_ITEMS` items (2-D images, coarse levels, scale
+    estimation) take the serial kernel: a thread wake-up per call buys them
+    nothing, and a first run then never compiles the parallel kernel (numba's
+    parallel lowering re-optimises the linked chunk code: seconds per kernel).
+    The choice depends on the problem only, never on the thread count.
+    """
+    kernel = parallel if n_items > SERIAL_MAX_ITEMS else serial
+    kernel(0, n_chunks, *args)
+
+
 def scatter_chunk_size(n_parameters: int) -> int:
     """Samples per chunk for a reduction into ``n_parameters`` partial sums per chunk.
 

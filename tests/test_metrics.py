@@ -464,6 +464,40 @@ def test_inputs_are_not_modified():
     np.testing.assert_array_equal(moving.array, arr_m)
 
 
+def test_metrics_on_one_image_share_its_float64_values():
+    # a registration initialises several metrics on the same image (guard, stages, a
+    # regularized metric's data term): one float64 copy between them, none for a float64
+    # image (the pyramid levels), and values equal to the image's (issue 12, memory)
+    fixed, moving = image_pair(3)
+    moving32 = moving.with_array(moving.array.astype(np.float32))
+    t = TranslationTransform(3)
+    packs = []
+    for m in (moving32, moving):
+        a = MeanSquares().initialize(fixed, m, t)
+        b = MattesMutualInformation().initialize(fixed, m, t)
+        data_a, data_b = a._state.moving_pack.data, b._state.moving_pack.data
+        assert data_a is data_b and not data_a.flags.writeable
+        np.testing.assert_array_equal(data_a, np.ravel(m.array).astype(np.float64))
+        assert a.value() == MeanSquares().initialize(fixed, m.copy(), t).value()
+        packs.append(data_a)
+    assert not np.shares_memory(packs[0], moving32.array)
+    assert np.shares_memory(packs[1], moving.array)  # float64: no copy at all
+
+
+def test_released_scratch_buffers_are_rebuilt_with_the_same_results():
+    # RegistrationMethod drops a finished level's scratch (Mattes keeps 40 bytes per sample
+    # between evaluations) so it does not add to the next pyramid level's memory (issue 12)
+    fixed, moving = image_pair(3)
+    t = make_transform("affine", fixed, np.random.default_rng(2))
+    metric = MattesMutualInformation().initialize(fixed, moving, t)
+    v0, g0 = metric.value_and_gradient()
+    assert metric._caches is not None
+    metric._release_buffers()
+    assert metric._caches is None
+    v1, g1 = metric.value_and_gradient()
+    assert v1 == v0 and g1.tobytes() == g0.tobytes()
+
+
 def test_metric_follows_the_transform_parameters():
     fixed, moving = image_pair(2)
     t = TranslationTransform(2)

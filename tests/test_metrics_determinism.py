@@ -30,8 +30,18 @@ from regframe.transforms.bspline import BSplineTransform
 
 def results(set_threads=None):
     import numba
+    import regframe._parallel as par
     if set_threads is not None:
         numba.set_num_threads(set_threads)
+    out = {}
+    default = par.SERIAL_MAX_ITEMS
+    for path in ("auto", "parallel"):  # these sample sets are small: "auto" runs chunks serially
+        par.SERIAL_MAX_ITEMS = default if path == "auto" else 0
+        out.update({f"{path}/{k}": v for k, v in results_on_one_path().items()})
+    par.SERIAL_MAX_ITEMS = default
+    return out
+
+def results_on_one_path():
     a = smooth_arrays((34, 36, 38), 1)
     b = smooth_arrays((34, 36, 38), 2)
     fixed = Image(a, spacing=(1.0, 1.1, 1.2))
@@ -74,8 +84,11 @@ def test_bit_identical_across_thread_counts_and_processes():
     one = run(1)
     two = run(2)
     four = run(4)
-    assert len(one) == 24
+    assert len(one) == 48
     assert one == two == four
+    # chunked kernels run serially and in parallel with the same bits
+    assert {k[5:]: v for k, v in one.items() if k.startswith("auto/")} == {
+        k[9:]: v for k, v in one.items() if k.startswith("parallel/")}
     # numba.set_num_threads inside one process (2 available)
     in_1, in_2 = run(2, "inprocess")
     assert in_1 == in_2 == one
@@ -109,8 +122,10 @@ def test_numba_runs_on_tbb_when_the_tbb_wheel_is_installed():
     code = textwrap.dedent(
         """
         import numba, numpy as np
+        import regframe._parallel
         from regframe import Image, TranslationTransform
         from regframe.metrics import MeanSquares
+        regframe._parallel.SERIAL_MAX_ITEMS = 0  # (a small problem would run serially)
         a = np.random.default_rng(0).random((40, 50))
         m = MeanSquares()
         m.initialize(Image(a), Image(a), TranslationTransform(2))
@@ -148,3 +163,38 @@ def test_register_compiles_each_fused_kernel_once():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_serial_and_parallel_chunk_kernels_are_bit_identical(monkeypatch):
+    """``run_chunks`` runs small problems serially and large ones in parallel, with the same bits."""
+    import regframe._parallel as par
+    from regframe import Image
+    from regframe.interpolators import LinearInterpolator
+    from regframe.metrics import MattesMutualInformation, RandomSampler
+    from regframe.testing.strategies import smooth_arrays
+    from regframe.transforms import AffineTransform
+
+    out = {}
+    for limit in (par.SERIAL_MAX_ITEMS, 0):
+        monkeypatch.setattr(par, "SERIAL_MAX_ITEMS", limit)
+        rng = np.random.default_rng(4)
+        got = []
+        for shape in ((40, 50), (12, 14, 16)):
+            d = len(shape)
+            img = Image(smooth_arrays(shape, 2), spacing=np.linspace(0.8, 1.3, d))
+            pts = np.random.default_rng(1).uniform(-2, np.array(img.size) + 1, (9000, d))
+            got += list(LinearInterpolator().set_image(img).evaluate_with_gradient(pts))
+            aff = AffineTransform(d)
+            aff.parameters = np.r_[(np.eye(d) + 0.05 * rng.standard_normal((d, d))).ravel(), rng.uniform(-1, 1, d)]
+            aff.center = img.physical_center()
+            got.append(aff.transform_points(pts))
+            metric = MattesMutualInformation().initialize(img, img.with_array(smooth_arrays(shape, 3)), aff,
+                                                          sampler=RandomSampler(0.9, seed=1))
+            v, g = metric.value_and_gradient()
+            got += [np.array([v]), g]
+        out[limit] = got
+    serial, parallel = out.values()
+    assert len(serial) == len(parallel) == 12
+    for a, b in zip(serial, parallel):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()

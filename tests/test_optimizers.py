@@ -539,3 +539,43 @@ def test_lbfgsb_step_tolerance_stops_with_step_too_small():
     steps = [np.linalg.norm((b.parameters - a.parameters) * np.sqrt(result.scales))
              for a, b in zip(result.history[:-1], result.history[1:])]
     assert steps[-1] < 1e-3
+
+
+class _FarQuadratic:
+    """``0.5 |p - target|^2`` over a 2-D B-spline grid of 2 x 12 x 12 = 288 > 256 parameters."""
+
+    def __init__(self) -> None:
+        from regframe.transforms import BSplineTransform
+
+        self.transform = BSplineTransform(2)
+        self.transform.set_transform_domain(np.zeros(2), np.full(2, 90.0), np.full(2, 9, dtype=int))
+        self.target = np.random.default_rng(3).uniform(-1, 1, self.transform.n_parameters)
+
+    def value(self) -> float:
+        r = self.transform.parameters - self.target
+        return float(0.5 * r @ r)
+
+    def value_and_gradient(self):
+        r = self.transform.parameters - self.target
+        return float(0.5 * r @ r), r
+
+
+@pytest.mark.parametrize("make", [lambda: GradientDescent(learning_rate=0.5, n_iterations=10),
+                                  lambda: LBFGSB(n_iterations=10), lambda: LBFGS(n_iterations=10)],
+                         ids=["gd", "lbfgsb", "lbfgs"])
+def test_history_keeps_one_large_parameter_vector(make):
+    # one copy of a B-spline grid per iteration outgrew the image (issue 12): only the last
+    # state keeps a vector longer than HISTORY_PARAMETERS_LIMIT; callbacks see every vector
+    from regframe.optimizers.base import HISTORY_PARAMETERS_LIMIT
+
+    cost = _FarQuadratic()
+    n_par = cost.transform.n_parameters
+    assert n_par > HISTORY_PARAMETERS_LIMIT
+    seen = []
+    result = make().optimize(cost, callback=lambda s: seen.append(s.parameters.copy()))
+    history = result.history
+    assert len(history) == len(seen) >= 2
+    assert all(s.parameters.size == 0 for s in history[:-1])
+    np.testing.assert_array_equal(history[-1].parameters, seen[-1])
+    assert all(p.shape == (n_par,) for p in seen)
+    assert all(math.isfinite(s.value) for s in history) and history[-1].value < history[0].value

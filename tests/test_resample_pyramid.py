@@ -155,6 +155,33 @@ def test_level_image_equals_smoothing_then_trilinear_shrinking(ndim, factor, sig
     np.testing.assert_allclose(out.array, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.float64])
+def test_level_image_of_a_full_resolution_level_holds_one_float64_copy(dtype):
+    """A smoothed full-resolution level costs one float64 array (issue 12: three at a time before),
+    with the same bits as filtering a float64 copy axis by axis."""
+    import tracemalloc
+
+    from scipy import ndimage
+
+    from regframe.registration.pyramid import Level, level_image
+
+    arr = (100 * smooth_arrays((40, 44, 48), 5)).astype(dtype)
+    img = rf.Image(arr, spacing=(1.2, 0.9, 1.0))
+    level = Level((1, 1, 1), 1.5, sigma_in_physical_units=False)
+    level_image(img, Level((2, 2, 2), 1.0))  # warm-up
+    tracemalloc.start()
+    try:
+        out = level_image(img, level)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    ref = arr.astype(np.float64)
+    for axis in (2, 1, 0):
+        ref = ndimage.gaussian_filter1d(ref, 1.5, axis=axis, mode="nearest")
+    assert out.array.dtype == np.float64 and out.array.tobytes() == ref.tobytes()
+    assert peak <= 1.25 * 8 * arr.size, f"peak {peak / (8 * arr.size):.2f} float64 copies"
+
+
 def test_image_pyramid_computes_each_level_once_and_methods_check_its_schedule():
     from regframe.metrics import MeanSquares
     from regframe.optimizers import RegularStepGradientDescent

@@ -222,20 +222,21 @@ def linear_values_gradients(points, data, size, p2i, origin, default_value, chun
 # --------------------------------------------------------------------------
 
 
-@parallel_kernel
-def linear3_values_gradients(points, data, size, p2i, origin, default_value, with_gradient):
-    """3-D multilinear values (and physical gradients if ``with_gradient``).
+@njit(cache=True)
+def linear3_values_gradients_chunks(c_lo, c_hi, points, data, size, p2i, origin, default_value,
+                                    with_gradient, chunk_size, values, grads, inside):
+    """3-D multilinear values (and physical gradients if ``with_gradient``), serially.
 
-    Returns ``(values (n,), gradients (n, 3) or (n, 0), inside (n,))``.
+    Fills ``values (n,)``, ``grads (n, 3)`` (or ``(n, 0)`` without gradient) and
+    ``inside (n,)`` (zeros on entry) for the points of chunks ``c_lo..c_hi-1``;
+    :func:`linear3_values_gradients` runs the chunks in parallel (see
+    :func:`regframe._parallel.run_chunks`).
     """
     n = points.shape[0]
-    values = np.empty(n)
-    grads = np.empty((n, 3) if with_gradient else (n, 0))
-    inside = np.zeros(n, dtype=np.bool_)
     nx = size[0]
     ny = size[1]
     nz = size[2]
-    for s in prange(n):
+    for s in range(c_lo * chunk_size, min(c_hi * chunk_size, n)):
         x = points[s, 0] - origin[0]
         y = points[s, 1] - origin[1]
         z = points[s, 2] - origin[2]
@@ -309,22 +310,30 @@ def linear3_values_gradients(points, data, size, p2i, origin, default_value, wit
                 g2 = e1 - e0
             for j in range(3):
                 grads[s, j] = p2i[0, j] * g0 + p2i[1, j] * g1 + p2i[2, j] * g2
-    return values, grads, inside
-
-
 @parallel_kernel
-def linear2_values_gradients(points, data, size, p2i, origin, default_value, with_gradient):
-    """2-D multilinear values (and physical gradients if ``with_gradient``).
+def linear3_values_gradients(c_lo, c_hi, points, data, size, p2i, origin, default_value,
+                             with_gradient, chunk_size, values, grads, inside):
+    """:func:`linear3_values_gradients_chunks` with one chunk per ``prange`` iteration."""
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)  # (prange's index is unsigned: keep the serial kernel's one signature)
+        linear3_values_gradients_chunks(ci, ci + 1, points, data, size, p2i, origin, default_value,
+                                        with_gradient, chunk_size, values, grads, inside)
 
-    Returns ``(values (n,), gradients (n, 2) or (n, 0), inside (n,))``.
+
+@njit(cache=True)
+def linear2_values_gradients_chunks(c_lo, c_hi, points, data, size, p2i, origin, default_value,
+                                    with_gradient, chunk_size, values, grads, inside):
+    """2-D multilinear values (and physical gradients if ``with_gradient``), serially.
+
+    Fills ``values (n,)``, ``grads (n, 2)`` (or ``(n, 0)`` without gradient) and
+    ``inside (n,)`` (zeros on entry) for the points of chunks ``c_lo..c_hi-1``;
+    :func:`linear2_values_gradients` runs the chunks in parallel (see
+    :func:`regframe._parallel.run_chunks`).
     """
     n = points.shape[0]
-    values = np.empty(n)
-    grads = np.empty((n, 2) if with_gradient else (n, 0))
-    inside = np.zeros(n, dtype=np.bool_)
     nx = size[0]
     ny = size[1]
-    for s in prange(n):
+    for s in range(c_lo * chunk_size, min(c_hi * chunk_size, n)):
         x = points[s, 0] - origin[0]
         y = points[s, 1] - origin[1]
         c0 = p2i[0, 0] * x + p2i[0, 1] * y
@@ -369,7 +378,14 @@ def linear2_values_gradients(points, data, size, p2i, origin, default_value, wit
                 g1 = a1 - a0
             for j in range(2):
                 grads[s, j] = p2i[0, j] * g0 + p2i[1, j] * g1
-    return values, grads, inside
+@parallel_kernel
+def linear2_values_gradients(c_lo, c_hi, points, data, size, p2i, origin, default_value,
+                             with_gradient, chunk_size, values, grads, inside):
+    """:func:`linear2_values_gradients_chunks` with one chunk per ``prange`` iteration."""
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)  # (prange's index is unsigned: keep the serial kernel's one signature)
+        linear2_values_gradients_chunks(ci, ci + 1, points, data, size, p2i, origin, default_value,
+                                        with_gradient, chunk_size, values, grads, inside)
 
 
 @parallel_kernel

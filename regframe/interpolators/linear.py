@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE
+from .._parallel import CHUNK_SIZE, n_chunks, run_chunks
 from . import _kernels as _k
 from .base import Interpolator
 
@@ -57,22 +57,31 @@ class LinearInterpolator(Interpolator):
 
     def _evaluate(self, points: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         d = points.shape[1]
+        if d in (2, 3):
+            values, _, inside = self._linear23(points, False)
+            return values, inside
         args = (points, self._data, self._size, self._p2i, self._origin, self._default_value)
-        if d == 3:
-            values, _, inside = _k.linear3_values_gradients(*args, False)
-            return values, inside
-        if d == 2:
-            values, _, inside = _k.linear2_values_gradients(*args, False)
-            return values, inside
         return _k.linear_values(*args, CHUNK_SIZE)
 
     def _evaluate_with_gradient(
         self, points: NDArray[np.float64]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
         d = points.shape[1]
+        if d in (2, 3):
+            return self._linear23(points, True)
         args = (points, self._data, self._size, self._p2i, self._origin, self._default_value)
-        if d == 3:
-            return _k.linear3_values_gradients(*args, True)
-        if d == 2:
-            return _k.linear2_values_gradients(*args, True)
         return _k.linear_values_gradients(*args, CHUNK_SIZE)
+
+    def _linear23(
+        self, points: NDArray[np.float64], with_gradient: bool
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+        """The specialised 2-D/3-D kernels: values, gradients (``(n, 0)`` without) and inside flags."""
+        n, d = points.shape
+        values = np.empty(n)
+        grads = np.empty((n, d) if with_gradient else (n, 0))
+        inside = np.zeros(n, dtype=np.bool_)
+        serial, parallel = ((_k.linear3_values_gradients_chunks, _k.linear3_values_gradients) if d == 3
+                            else (_k.linear2_values_gradients_chunks, _k.linear2_values_gradients))
+        run_chunks(serial, parallel, n, n_chunks(n), points, self._data, self._size, self._p2i,
+                   self._origin, self._default_value, with_gradient, CHUNK_SIZE, values, grads, inside)
+        return values, grads, inside

@@ -303,26 +303,26 @@ def sums_bspline_grid(kind, points, index, fixed_values, fixed_ref, moving_ref, 
     return acc, part
 
 
-@parallel_kernel
-def mattes_bspline_grid_histogram(points, index, fixed_bins, rows, ok, start, w, grid_size, kmat,
-                                  kvec, size3, data, p2i, morigin, mask, mask_size, mask_p2i,
-                                  mask_origin, has_mask, m_min, m_max, bin_size, n_min, n_bins,
-                                  cache_t, cache_k, cache_g, chunk_size):
-    """Mattes pass 1 with the table map (as ``mattes_bspline_histogram`` without the support cache).
+@njit(cache=True)
+def mattes_bspline_grid_histogram_chunks(c_lo, c_hi, points, index, fixed_bins, rows, ok, start, w,
+                                         grid_size, kmat, kvec, size3, data, p2i, morigin, mask,
+                                         mask_size, mask_p2i, mask_origin, has_mask, m_min, m_max,
+                                         bin_size, n_min, n_bins, cache_t, cache_k, cache_g,
+                                         chunk_size, joint, count, used):
+    """Mattes pass 1 with the table map, chunks ``c_lo..c_hi-1``, serially (rows of ``joint``, ``count``, ``used``).
 
-    A sample outside the grid region keeps ``cache_k = -2`` (it adds to the
-    histogram but not to the gradient); unused samples ``-1``.
+    As ``mattes_bspline_histogram`` without the support cache.  A sample
+    outside the grid region keeps ``cache_k = -2`` (it adds to the histogram
+    but not to the gradient); unused samples ``-1``.
+    :func:`mattes_bspline_grid_histogram` runs the chunks in parallel (see
+    :func:`regframe._parallel.run_chunks`).
     """
     n, d = points.shape
     caching = cache_k.shape[0] == n
-    nc = (n + chunk_size - 1) // chunk_size
-    joint = np.zeros((nc, n_bins * n_bins))
-    count = np.zeros((nc, n_bins))
-    used = np.zeros(nc)
     gy = grid_size[1]
-    for c in prange(nc):
-        y = np.empty(d)
-        frame = _moving_frame(kmat, kvec, size3)
+    y = np.empty(d)
+    frame = _moving_frame(kmat, kvec, size3)
+    for c in range(c_lo, c_hi):
         k_used = 0.0
         stop = min((c + 1) * chunk_size, n)
         for s in range(c * chunk_size, stop):
@@ -340,21 +340,37 @@ def mattes_bspline_grid_histogram(points, index, fixed_bins, rows, ok, start, w,
             _parzen_add(joint, count, c, fixed_bins[s], t, kb, n_bins)
             k_used += 1.0
         used[c] = k_used
-    return joint, count, used
 
 
 @parallel_kernel
-def mattes_bspline_grid_gradient(index, fixed_bins, start, w, n_grid, grid_size, cache_t, cache_k,
-                                 cache_g, n_bins, log_ratio, rowwise, chunk_size):
-    """Mattes pass 2: rows ``sum_s w_s J_s^T g_s`` ``(n_chunks, d * n_grid)`` from the pass-1 caches."""
+def mattes_bspline_grid_histogram(c_lo, c_hi, points, index, fixed_bins, rows, ok, start, w,
+                                  grid_size, kmat, kvec, size3, data, p2i, morigin, mask, mask_size,
+                                  mask_p2i, mask_origin, has_mask, m_min, m_max, bin_size, n_min,
+                                  n_bins, cache_t, cache_k, cache_g, chunk_size, joint, count, used):
+    """:func:`mattes_bspline_grid_histogram_chunks` with one chunk per ``prange`` iteration."""
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)  # (prange's index is unsigned: keep the serial kernel's one signature)
+        mattes_bspline_grid_histogram_chunks(
+            ci, ci + 1, points, index, fixed_bins, rows, ok, start, w, grid_size, kmat, kvec, size3,
+            data, p2i, morigin, mask, mask_size, mask_p2i, mask_origin, has_mask, m_min, m_max,
+            bin_size, n_min, n_bins, cache_t, cache_k, cache_g, chunk_size, joint, count, used)
+
+
+@njit(cache=True)
+def mattes_bspline_grid_gradient_chunks(c_lo, c_hi, index, fixed_bins, start, w, n_grid, grid_size,
+                                        cache_t, cache_k, cache_g, n_bins, log_ratio, rowwise,
+                                        chunk_size, part):
+    """Mattes pass 2, chunks ``c_lo..c_hi-1``, serially: rows ``sum_s w_s J_s^T g_s`` of ``part (n_chunks, d * n_grid)``.
+
+    From the pass-1 caches; :func:`mattes_bspline_grid_gradient` runs the
+    chunks in parallel.
+    """
     n = index.shape[0]
     d = grid_size.shape[0]
-    nc = (n + chunk_size - 1) // chunk_size
-    part = np.zeros((nc, d * n_grid))
     gx = grid_size[0]
     gy = grid_size[1]
     gxy = gx * gy
-    for c in prange(nc):
+    for c in range(c_lo, c_hi):
         ones = np.ones(4)
         xacc = np.zeros((1, d, gx))
         row_j = -1
@@ -383,4 +399,15 @@ def mattes_bspline_grid_gradient(index, fixed_bins, start, w, n_grid, grid_size,
                 _sample_scatter(part, c, i, j, k, start, w, ones, v0, v1, v2, d, n_grid, gx, gxy)
         if hi >= 0:
             _flush(part, c, xacc, lo, hi, row_j, row_k, start, w, d, n_grid, gx, gy)
-    return part
+
+
+@parallel_kernel
+def mattes_bspline_grid_gradient(c_lo, c_hi, index, fixed_bins, start, w, n_grid, grid_size,
+                                 cache_t, cache_k, cache_g, n_bins, log_ratio, rowwise, chunk_size,
+                                 part):
+    """:func:`mattes_bspline_grid_gradient_chunks` with one chunk per ``prange`` iteration."""
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)  # (prange's index is unsigned: keep the serial kernel's one signature)
+        mattes_bspline_grid_gradient_chunks(ci, ci + 1, index, fixed_bins, start, w, n_grid,
+                                            grid_size, cache_t, cache_k, cache_g, n_bins, log_ratio,
+                                            rowwise, chunk_size, part)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import weakref
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -38,18 +39,49 @@ class ImagePack:
         out[: self.size.shape[0]] = self.size
         return out
 
+    #: The image array the values were copied from (identifies a shared pack).
+    source: Any = field(default=None, repr=False, compare=False)
+
     @classmethod
     def from_image(cls, image: Image) -> ImagePack:
-        return cls(
-            data=np.array(image.array, dtype=np.float64, order='C').reshape(-1),
+        """The image's pack, shared with every other holder of a pack of the same image.
+
+        The float64 values are the largest array a metric keeps (twice a
+        float32 image), so they are never copied twice: a C-ordered float64
+        image (every smoothed pyramid level) is used as it is, and a
+        registration that initialises several metrics on the same image (the
+        guard's score, each stage, a regularized metric's data term) gets one
+        pack, kept in a weak registry while some metric holds it (an
+        :class:`Image`'s array is read-only, so the values cannot go stale).
+        ``data`` is read-only; kernels only read it.
+        """
+        key = id(image)
+        hit = _SHARED_PACKS.get(key)
+        if hit is not None and hit.source is image.array:
+            return hit
+        arr = image.array
+        if arr.dtype == np.float64 and arr.flags.c_contiguous:
+            data = arr.reshape(-1)  # (a view of the read-only array, e.g. a pyramid level: no copy)
+        else:
+            data = np.array(arr, dtype=np.float64, order='C').reshape(-1)
+            data.flags.writeable = False  # (read-only either way: one numba specialisation)
+        pack = cls(
+            data=data,
             size=np.asarray(image.size, dtype=np.int64),
             p2i=np.array(image.physical_to_index_matrix, dtype=np.float64, order='C'),
             origin=np.array(image.origin, dtype=np.float64, order='C'),
             spacing=np.array(image.spacing, dtype=np.float64, order='C'),
+            source=image.array,
         )
+        _SHARED_PACKS[key] = pack
+        return pack
 
     def args(self) -> tuple:
         return (self.data, self.size, self.p2i, self.origin, self.spacing)
+
+
+#: Packs alive somewhere, by ``id`` of their image (entries vanish with the last holder).
+_SHARED_PACKS: weakref.WeakValueDictionary[int, ImagePack] = weakref.WeakValueDictionary()
 
 
 @dataclass(frozen=True)

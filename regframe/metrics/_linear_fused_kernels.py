@@ -7,6 +7,12 @@ moving mask: _physical_sample, physical gradient).  ``physical`` must be True
 for mode 2 and for a moving mask (the gradient sums are then physical) and None
 otherwise (index-space sums); see :mod:`._sample_kernels` for why None.
 
+Each pass is a pair: ``*_chunks(c_lo, c_hi, ..., outputs)``, a serial kernel
+that computes chunks ``c_lo..c_hi-1`` into their rows of the caller's output
+arrays, and a parallel kernel of the same signature whose ``prange`` body calls
+it for one chunk; :func:`regframe._parallel.run_chunks` picks one by problem
+size (the parallel one is compiled only when a problem needs it).
+
 Conventions (positions, fast/physical paths, gradient-sum blocks, chunking):
 :mod:`._sample_kernels`.
 """
@@ -18,31 +24,28 @@ from numba import njit, prange
 
 from .._parallel import parallel_kernel
 from ._parzen_kernels import _cache_sample, _mattes_weight, _parzen, _parzen_add
-from ._sample_kernels import BLOCK, _lin3, _next_position, _physical_sample, _start_position
+from ._sample_kernels import BLOCK, _lin3, _moving_frame, _next_position, _physical_sample, _start_position
 
 
 # --------------------------------------------------------------------------- MeanSquares
 
 
-@parallel_kernel
-def mean_squares_linear(points, dense, grid_size, fixed, kmat, kvec, size3, center3,
-                        a, o, data, size, p2i, origin, spacing,
-                        mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode, chunk_size):
-    """Fused MeanSquares pass for a linear transform (map, interpolate, accumulate).
+@njit(cache=True)
+def mean_squares_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, kmat, kvec, size3,
+                               center3, a, o, data, size, p2i, origin, spacing, mask, mask_size,
+                               mask_p2i, mask_origin, has_mask, physical, mode, chunk_size, part):
+    """Fused MeanSquares pass for a linear transform (map, interpolate, accumulate), serially.
 
-    Returns
-    -------
-    (n_chunks, 2 + 12) float64
-        Per chunk: ``sum (m - f)^2``, valid count, then (``mode > 0``) the
-        gradient-sum block with weights ``2 (m - f)``.
+    Row ``c`` of ``part (n_chunks, 2 + 12)`` receives chunk ``c``'s ``sum (m -
+    f)^2``, valid count, then (``mode > 0``) the gradient-sum block with
+    weights ``2 (m - f)``, for the chunks ``c_lo..c_hi-1``.
+    :func:`mean_squares_linear` runs the chunks in parallel (see
+    :func:`regframe._parallel.run_chunks`).
     """
     n = fixed.shape[0]
     d = a.shape[0]
-    width = 2 + BLOCK
-    nc = (n + chunk_size - 1) // chunk_size
-    part = np.zeros((nc, width))
     with_gradient = mode > 0
-    for c in prange(nc):
+    for c in range(c_lo, c_hi):
         xs = np.empty(d)
         y = np.empty(d)
         yp = np.empty(d)
@@ -119,7 +122,18 @@ def mean_squares_linear(points, dense, grid_size, fixed, kmat, kvec, size3, cent
         part[c, 11] = v0
         part[c, 12] = v1
         part[c, 13] = v2
-    return part
+
+
+@parallel_kernel
+def mean_squares_linear(c_lo, c_hi, points, dense, grid_size, fixed, kmat, kvec, size3, center3,
+                        a, o, data, size, p2i, origin, spacing, mask, mask_size, mask_p2i,
+                        mask_origin, has_mask, physical, mode, chunk_size, part):
+    """:func:`mean_squares_linear_chunks` with one chunk per ``prange`` iteration."""
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)  # (prange's index is unsigned: keep the serial kernel's one signature)
+        mean_squares_linear_chunks(ci, ci + 1, points, dense, grid_size, fixed, kmat, kvec, size3,
+                                   center3, a, o, data, size, p2i, origin, spacing, mask, mask_size,
+                                   mask_p2i, mask_origin, has_mask, physical, mode, chunk_size, part)
 
 
 # --------------------------------------------------------------------------- NormalizedCorrelation
@@ -137,24 +151,25 @@ def _correlation_add(sums, fs, ms):
     return fs, ms
 
 
-@parallel_kernel
-def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref,
-                       kmat, kvec, size3, center3, a, o, data, size, p2i, origin, spacing,
-                       mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode, chunk_size):
-    """Fused NormalizedCorrelation pass for a linear transform.
+@njit(cache=True)
+def correlation_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, fixed_ref, moving_ref,
+                              kmat, kvec, size3, center3, a, o, data, size, p2i, origin, spacing,
+                              mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode,
+                              chunk_size, part):
+    """Fused NormalizedCorrelation pass for a linear transform, chunks ``c_lo..c_hi-1``, serially.
 
     With ``f' = f - fixed_ref`` and ``m' = m - moving_ref`` (shifts that keep
-    the one-pass sums well conditioned) each chunk row holds: count,
-    ``sum f'``, ``sum m'``, ``sum f'^2``, ``sum m'^2``, ``sum f'm'`` and, if
-    ``mode > 0``, three gradient-sum blocks with weights ``1``, ``f'``, ``m'``.
+    the one-pass sums well conditioned) row ``c`` of ``part (n_chunks, 6 + 36)``
+    receives: count, ``sum f'``, ``sum m'``, ``sum f'^2``, ``sum m'^2``,
+    ``sum f'm'`` and, if ``mode > 0``, three gradient-sum blocks with weights
+    ``1``, ``f'``, ``m'``.  :func:`correlation_linear` runs the chunks in
+    parallel (see :func:`regframe._parallel.run_chunks`).
     """
     n = fixed.shape[0]
     d = a.shape[0]
     width = 6 + 3 * BLOCK
-    nc = (n + chunk_size - 1) // chunk_size
-    part = np.zeros((nc, width))
     with_gradient = mode > 0
-    for c in prange(nc):
+    for c in range(c_lo, c_hi):
         xs = np.empty(d)
         y = np.empty(d)
         yp = np.empty(d)
@@ -216,46 +231,56 @@ def correlation_linear(points, dense, grid_size, fixed, fixed_ref, moving_ref,
                     acc[off + 11] += w2
         for k in range(width):
             part[c, k] = acc[k]
-    return part
+
+
+@parallel_kernel
+def correlation_linear(c_lo, c_hi, points, dense, grid_size, fixed, fixed_ref, moving_ref,
+                       kmat, kvec, size3, center3, a, o, data, size, p2i, origin, spacing,
+                       mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode, chunk_size,
+                       part):
+    """:func:`correlation_linear_chunks` with one chunk per ``prange`` iteration."""
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)  # (prange's index is unsigned: keep the serial kernel's one signature)
+        correlation_linear_chunks(ci, ci + 1, points, dense, grid_size, fixed, fixed_ref, moving_ref,
+                                  kmat, kvec, size3, center3, a, o, data, size, p2i, origin, spacing,
+                                  mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode,
+                                  chunk_size, part)
 
 
 # --------------------------------------------------------------------------- Mattes
 
 
-@parallel_kernel
-def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, size3,
-                            a, o, data, size, p2i, origin, spacing,
-                            mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode,
-                            m_min, m_max, bin_size, n_min, n_bins, cache_t, cache_k, cache_g,
-                            chunk_size):
-    """Fused Mattes pass 1 for a linear transform: map, interpolate, Parzen histogram.
+@njit(cache=True)
+def mattes_linear_histogram_chunks(c_lo, c_hi, points, dense, grid_size, fixed_bins, kmat, kvec,
+                                   size3, a, o, data, size, p2i, origin, spacing, mask, mask_size,
+                                   mask_p2i, mask_origin, has_mask, physical, mode, m_min, m_max,
+                                   bin_size, n_min, n_bins, cache_t, cache_k, cache_g, chunk_size,
+                                   joint, count, used):
+    """Fused Mattes pass 1 for a linear transform, chunks ``c_lo..c_hi-1``, serially.
 
-    Same outputs as :func:`mattes_histogram`.  When the caches have one row per
+    Map, interpolate and add to the Parzen histogram: chunk ``c`` fills row
+    ``c`` of ``joint (n_chunks, B*B)`` (row = fixed bin), ``count (n_chunks,
+    B)`` (fixed-bin counts) and ``used (n_chunks,)``, as
+    :func:`mattes_histogram` returns them.  When the caches have one row per
     sample (``cache_k.shape[0] == n``; pass empty arrays otherwise) the moving
     gradient (gradient ``mode`` as in :func:`sample_moving`) is evaluated too and
     every sample's Parzen coordinate ``t``, bin ``k`` (``-1`` for an unused
     sample) and gradient are stored, so that pass 2
-    (:func:`mattes_linear_gradient`) does not interpolate again.
+    (:func:`mattes_linear_gradient_chunks`) does not interpolate again.
+    :func:`mattes_linear_histogram` runs the chunks in parallel (see
+    :func:`regframe._parallel.run_chunks`).
     """
     n = fixed_bins.shape[0]
     d = a.shape[0]
     caching = cache_k.shape[0] == n
-    nc = (n + chunk_size - 1) // chunk_size
-    joint = np.zeros((nc, n_bins * n_bins))
-    count = np.zeros((nc, n_bins))
-    used = np.zeros(nc)
-    for c in prange(nc):
-        xs = np.empty(d)
-        y = np.empty(d)
-        yp = np.empty(d)
-        ci = np.empty(d)
-        g = np.zeros(d)
-        k00, k01, k02 = kmat[0, 0], kmat[0, 1], kmat[0, 2]
-        k10, k11, k12 = kmat[1, 0], kmat[1, 1], kmat[1, 2]
-        k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
-        q0, q1, q2 = kvec[0], kvec[1], kvec[2]
-        nx, ny, nz = size3[0], size3[1], size3[2]
-        gs0, gs1 = float(grid_size[0]), float(grid_size[1])
+    xs = np.empty(d)
+    y = np.empty(d)
+    yp = np.empty(d)
+    ci = np.empty(d)
+    g = np.zeros(d)
+    k00, k01, k02, k10, k11, k12, k20, k21, k22, q0, q1, q2, nx, ny, nz = _moving_frame(kmat, kvec, size3)
+    gs0, gs1 = float(grid_size[0]), float(grid_size[1])
+    for c in range(c_lo, c_hi):
         start = c * chunk_size
         stop = min(start + chunk_size, n)
         x0, x1, x2 = _start_position(start, grid_size)
@@ -288,25 +313,42 @@ def mattes_linear_histogram(points, dense, grid_size, fixed_bins, kmat, kvec, si
             _parzen_add(joint, count, c, fixed_bins[s], t, k, n_bins)
             k_used += 1.0
         used[c] = k_used
-    return joint, count, used
 
 
 @parallel_kernel
-def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
-                           cache_t, cache_k, cache_g, n_bins, log_ratio, chunk_size):
-    """Fused Mattes pass 2 for a linear transform, from the caches of pass 1.
+def mattes_linear_histogram(c_lo, c_hi, points, dense, grid_size, fixed_bins, kmat, kvec, size3,
+                            a, o, data, size, p2i, origin, spacing, mask, mask_size, mask_p2i,
+                            mask_origin, has_mask, physical, mode, m_min, m_max, bin_size, n_min,
+                            n_bins, cache_t, cache_k, cache_g, chunk_size, joint, count, used):
+    """:func:`mattes_linear_histogram_chunks` with one chunk per ``prange`` iteration.
+
+    The loop body is one call of the serial kernel (not inlined), so numba's
+    parallel passes see a one-line body and both share the chunk code.
+    """
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)  # (prange's index is unsigned: keep the serial kernel's one signature)
+        mattes_linear_histogram_chunks(
+            ci, ci + 1, points, dense, grid_size, fixed_bins, kmat, kvec, size3, a, o, data, size,
+            p2i, origin, spacing, mask, mask_size, mask_p2i, mask_origin, has_mask, physical, mode,
+            m_min, m_max, bin_size, n_min, n_bins, cache_t, cache_k, cache_g, chunk_size, joint,
+            count, used)
+
+
+@njit(cache=True)
+def mattes_linear_gradient_chunks(c_lo, c_hi, points, dense, grid_size, fixed_bins, center3,
+                                  cache_t, cache_k, cache_g, n_bins, log_ratio, chunk_size, part):
+    """Fused Mattes pass 2 for a linear transform from the caches of pass 1, chunks ``c_lo..c_hi-1``.
 
     Forms ``w_s`` (see :func:`mattes_weights`) for every used sample and
-    accumulates one gradient-sum block with weights ``w_s``: partials
-    ``(n_chunks, 12)`` (outer products with ``x - c``, then the plain sums).
+    accumulates one gradient-sum block with weights ``w_s`` into row ``c`` of
+    ``part (n_chunks, 12)`` (outer products with ``x - c``, then the plain
+    sums).  :func:`mattes_linear_gradient` runs the chunks in parallel.
     """
     n = fixed_bins.shape[0]
     d = points.shape[1]  # (dense sets pass an empty (0, d) array)
-    nc = (n + chunk_size - 1) // chunk_size
-    part = np.zeros((nc, BLOCK))
-    for c in prange(nc):
-        cx, cy, cz = center3[0], center3[1], center3[2]
-        gs0, gs1 = float(grid_size[0]), float(grid_size[1])
+    cx, cy, cz = center3[0], center3[1], center3[2]
+    gs0, gs1 = float(grid_size[0]), float(grid_size[1])
+    for c in range(c_lo, c_hi):
         start = c * chunk_size
         stop = min(start + chunk_size, n)
         x0, x1, x2 = _start_position(start, grid_size)
@@ -349,4 +391,13 @@ def mattes_linear_gradient(points, dense, grid_size, fixed_bins, center3,
         part[c, 9] = v0
         part[c, 10] = v1
         part[c, 11] = v2
-    return part
+
+
+@parallel_kernel
+def mattes_linear_gradient(c_lo, c_hi, points, dense, grid_size, fixed_bins, center3,
+                           cache_t, cache_k, cache_g, n_bins, log_ratio, chunk_size, part):
+    """:func:`mattes_linear_gradient_chunks` with one chunk per ``prange`` iteration."""
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)
+        mattes_linear_gradient_chunks(ci, ci + 1, points, dense, grid_size, fixed_bins, center3,
+                                      cache_t, cache_k, cache_g, n_bins, log_ratio, chunk_size, part)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE, reduce_in_order
+from .._parallel import CHUNK_SIZE, n_chunks, reduce_in_order, run_chunks
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
 from . import _linear_fused_kernels as _k
@@ -109,10 +109,13 @@ class NormalizedCorrelation(ImageMetric):
         pts, dense, gsize, kmat, kvec, size3, c3, a, o = self._linear_args(st)
         mode = self._mode(with_gradient)
         phys = self._physical(st)
-        part = _k.correlation_linear(
+        n = st.points.shape[0]
+        part = np.zeros((n_chunks(n), 6 + 3 * _sk.BLOCK))
+        run_chunks(
+            _k.correlation_linear_chunks, _k.correlation_linear, n, part.shape[0],
             pts, dense, gsize, st.fixed_values, self._fixed_ref, self._moving_ref,
             kmat, kvec, size3, c3, a, o, *st.moving_pack.args(), *st.moving_mask.args(),
-            self._path(st), mode, CHUNK_SIZE,
+            self._path(st), mode, CHUNK_SIZE, part,
         )
         t = reduce_in_order(part)
         value, alpha, beta, fbar, mbar = self._correlation(t, st.points.shape[0])

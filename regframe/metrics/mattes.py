@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE, reduce_in_order
+from .._parallel import CHUNK_SIZE, n_chunks, reduce_in_order, run_chunks
 from .._validation import check_positive_int
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
 from . import _linear_fused_kernels as _k
 from . import _parzen_kernels as _pk
 from ._bspline_grid import GridSupport
+from ._sample_kernels import BLOCK
 from .base import GradientMode, ImageMetric, SampleBatch, _State
 
 __all__ = ["MattesMutualInformation"]
@@ -183,6 +184,9 @@ class MattesMutualInformation(ImageMetric):
             self._supports = caches
         return caches
 
+    def _release_buffers(self) -> None:
+        self._caches = self._supports = None
+
     def _sample_caches(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
         """Per-sample buffers of the two-pass linear path, reused between evaluations."""
         if n == 0:
@@ -198,18 +202,23 @@ class MattesMutualInformation(ImageMetric):
         phys = self._physical(st)
         # pass 1 caches each sample's Parzen coordinate and moving gradient for pass 2
         cache_t, cache_k, cache_g = self._sample_caches(st.points.shape[0] if with_gradient else 0)
-        joint, count, used = _k.mattes_linear_histogram(
+        n, b = st.points.shape[0], self.n_bins
+        nc = n_chunks(n, HISTOGRAM_CHUNK_SIZE)
+        joint, count, used = np.zeros((nc, b * b)), np.zeros((nc, b)), np.zeros(nc)
+        run_chunks(
+            _k.mattes_linear_histogram_chunks, _k.mattes_linear_histogram, n, nc,
             pts, dense, gsize, self._fixed_bins, kmat, kvec, size3, a, o,
             *st.moving_pack.args(), *st.moving_mask.args(), self._path(st), self._mode(with_gradient),
-            *self._moving_bin_args(), cache_t, cache_k, cache_g,
-            HISTOGRAM_CHUNK_SIZE,
+            *self._moving_bin_args(), cache_t, cache_k, cache_g, HISTOGRAM_CHUNK_SIZE, joint, count, used,
         )
-        stats = self._stats(joint, count, used, st.points.shape[0])
+        stats = self._stats(joint, count, used, n)
         if not with_gradient:
             return stats.value, None
-        part = _k.mattes_linear_gradient(
-            pts, dense, gsize, self._fixed_bins, c3, cache_t, cache_k, cache_g, self.n_bins,
-            stats.log_ratio, CHUNK_SIZE,
+        part = np.zeros((n_chunks(n), BLOCK))
+        run_chunks(
+            _k.mattes_linear_gradient_chunks, _k.mattes_linear_gradient, n, part.shape[0],
+            pts, dense, gsize, self._fixed_bins, c3, cache_t, cache_k, cache_g, b, stats.log_ratio,
+            CHUNK_SIZE, part,
         )
         sums = reduce_in_order(part) / (self._moving_bin_size * stats.n_used)
         return stats.value, self._linear_gradient(st, sums, phys)
@@ -251,10 +260,14 @@ class MattesMutualInformation(ImageMetric):
         rows, ok, start, weights = grid.kernel_args(transform)
         grid_size = transform._kernel_grid()[2]
         cache_t, cache_k, cache_g = self._sample_caches(n if with_gradient else 0)
-        joint, count, used = _gk.mattes_bspline_grid_histogram(
+        b = self.n_bins
+        nc = n_chunks(n, HISTOGRAM_CHUNK_SIZE)
+        joint, count, used = np.zeros((nc, b * b)), np.zeros((nc, b)), np.zeros(nc)
+        run_chunks(
+            _gk.mattes_bspline_grid_histogram_chunks, _gk.mattes_bspline_grid_histogram, n, nc,
             st.points, grid.index, self._fixed_bins, rows, ok, start, weights, grid_size,
             *self._moving_args(st), *self._moving_bin_args(), cache_t, cache_k, cache_g,
-            HISTOGRAM_CHUNK_SIZE,
+            HISTOGRAM_CHUNK_SIZE, joint, count, used,
         )
         stats = self._stats(joint, count, used, n)
         if not with_gradient:
@@ -262,10 +275,13 @@ class MattesMutualInformation(ImageMetric):
         grad = np.zeros(transform.n_parameters)
         chunk, blocks = self._bspline_blocks(st)
         for lo, hi in blocks:
-            part = _gk.mattes_bspline_grid_gradient(
-                grid.index[lo:hi], self._fixed_bins[lo:hi], start, weights,
-                int(transform.n_control_points), grid_size, cache_t[lo:hi], cache_k[lo:hi],
-                cache_g[lo:hi], self.n_bins, stats.log_ratio, grid.rowwise, chunk,
+            n_grid = int(transform.n_control_points)
+            part = np.zeros((n_chunks(hi - lo, chunk), transform.ndim * n_grid))
+            run_chunks(
+                _gk.mattes_bspline_grid_gradient_chunks, _gk.mattes_bspline_grid_gradient, hi - lo,
+                part.shape[0], grid.index[lo:hi], self._fixed_bins[lo:hi], start, weights, n_grid,
+                grid_size, cache_t[lo:hi], cache_k[lo:hi], cache_g[lo:hi], self.n_bins,
+                stats.log_ratio, grid.rowwise, chunk, part,
             )
             grad += reduce_in_order(part)
         return stats.value, grad / (self._moving_bin_size * stats.n_used)

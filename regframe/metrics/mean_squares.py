@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .._parallel import CHUNK_SIZE, reduce_in_order
+from .._parallel import CHUNK_SIZE, n_chunks, reduce_in_order, run_chunks
 from . import _bspline_grid_kernels as _gk
 from . import _bspline_kernels as _bk
 from . import _linear_fused_kernels as _k
+from ._sample_kernels import BLOCK
 from .base import PointwiseMetric, _State
 
 __all__ = ["MeanSquares"]
@@ -67,9 +68,12 @@ class MeanSquares(PointwiseMetric):
         pts, dense, gsize, kmat, kvec, size3, c3, a, o = self._linear_args(st)
         mode = self._mode(with_gradient)
         phys = self._physical(st)
-        part = _k.mean_squares_linear(
+        n = st.points.shape[0]
+        part = np.zeros((n_chunks(n), 2 + BLOCK))
+        run_chunks(
+            _k.mean_squares_linear_chunks, _k.mean_squares_linear, n, part.shape[0],
             pts, dense, gsize, st.fixed_values, kmat, kvec, size3, c3, a, o,
-            *st.moving_pack.args(), *st.moving_mask.args(), self._path(st), mode, CHUNK_SIZE,
+            *st.moving_pack.args(), *st.moving_mask.args(), self._path(st), mode, CHUNK_SIZE, part,
         )
         total = reduce_in_order(part)
         n_valid = int(total[1])

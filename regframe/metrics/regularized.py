@@ -476,6 +476,12 @@ class RegularizedMetric(Metric):
         self._transform = transform
         return self
 
+    def _release_buffers(self) -> None:
+        """Forward to the data metric (see :meth:`ImageMetric._release_buffers`)."""
+        release = getattr(self.metric, "_release_buffers", None)
+        if release is not None:
+            release()
+
     # ------------------------------------------------------------ accessors
     @property
     def weights(self) -> tuple[float, ...] | None:

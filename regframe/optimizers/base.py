@@ -19,8 +19,8 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -127,7 +127,10 @@ class IterationState:
         derivative-free methods).
     parameters : ndarray
         Transform parameters at which ``value`` was evaluated (a read-only
-        copy).
+        copy).  In a *history* only the last state keeps a vector of more
+        than :data:`HISTORY_PARAMETERS_LIMIT` values (a B-spline grid: one copy
+        per iteration outgrew the image); earlier ones hold an empty array.
+        Callbacks always receive the full vector.
     learning_rate : float
         Learning rate (GD), step length (regular step) or line-search
         multiplier used for the step taken from this point (NaN if none).
@@ -213,6 +216,29 @@ class OptimizerResult:
 #: ``callback(state) -> bool | None``; returning True stops the run.
 Callback = Callable[[IterationState], Any]
 
+#: History states keep parameter vectors of at most this many values (every linear transform
+#: and small grids); larger ones are kept by the last state only (see :func:`append_state`).
+HISTORY_PARAMETERS_LIMIT = 256
+
+_NO_PARAMETERS = _read_only(np.zeros(0))
+
+_S = TypeVar("_S")
+
+
+def append_state(history: list[_S], state: _S) -> None:
+    """Append ``state`` (a dataclass with ``parameters``) to ``history``, bounding its memory.
+
+    The previous last state gives up a parameter vector longer than
+    :data:`HISTORY_PARAMETERS_LIMIT` (it becomes an empty array), so a history
+    holds one such vector however many iterations it records; values, gradient
+    norms and step sizes are kept for every state.
+    """
+    if history:
+        last = history[-1]
+        if last.parameters.size > HISTORY_PARAMETERS_LIMIT:  # type: ignore[attr-defined]
+            history[-1] = replace(last, parameters=_NO_PARAMETERS)  # type: ignore[type-var]
+    history.append(state)
+
 
 class _CountingCost:
     """Wraps a cost to count evaluations and reject non-finite results."""
@@ -251,8 +277,8 @@ class _Recorder:
         self.history: list[IterationState] = []
 
     def record(self, state: IterationState) -> bool:
-        """Store ``state``; return True when the callback asks to stop."""
-        self.history.append(state)
+        """Store ``state`` (see :func:`append_state`); return True when the callback asks to stop."""
+        append_state(self.history, state)
         if self.callback is None:
             return False
         return bool(self.callback(state))

@@ -175,8 +175,8 @@ class _ScipyOptimizer(Optimizer):
                 z_step = float(np.linalg.norm(z - prev_z[0]))
                 prev_z[0] = z
                 params = to_params(z)
-                step_norm = float(np.linalg.norm(params - prev_params[-1])) if prev_params else math.nan
-                prev_params.append(params)
+                step_norm = float(np.linalg.norm(params - prev_params[0])) if prev_params else math.nan
+                prev_params[:] = [params]  # (only the last: one vector per iteration outgrew the image)
                 gnorm = grad_norms.get(z.tobytes(), math.nan)
                 state = IterationState(n_iter, float(intermediate_result.fun), gnorm, params, math.nan,
                                        step_norm, math.nan)

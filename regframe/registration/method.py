@@ -20,7 +20,7 @@ from ..image import Image, as_mask, check_image
 from ..interpolators import Interpolator
 from ..metrics.base import Metric
 from ..metrics.sampling import FullSampler, Sampler
-from ..optimizers.base import IterationState, Optimizer, OptimizerResult, StopReason
+from ..optimizers.base import IterationState, Optimizer, OptimizerResult, StopReason, append_state
 from ..transforms.base import Transform
 from ..transforms.composite import CompositeTransform
 from .pyramid import ImagePyramid, LevelSchedule
@@ -37,7 +37,10 @@ class RegistrationState:
 
     ``value`` and ``gradient_norm`` were evaluated at ``parameters`` (the
     parameters of the optimised transform *before* the step of this
-    iteration), so the pair is always consistent.
+    iteration), so the pair is always consistent.  In a result's ``history``
+    a vector of more than
+    :data:`~regframe.optimizers.base.HISTORY_PARAMETERS_LIMIT` values is kept
+    by the last state only (earlier states hold an empty array).
     """
 
     level: int
@@ -313,13 +316,16 @@ class RegistrationMethod:
                     convergence_value=state.convergence_value,
                     stage=self.stage,
                 )
-                history.append(rs)
+                append_state(history, rs)
                 stop = False
                 for cb in self.callbacks:
                     stop = bool(cb(rs)) or stop
                 return stop
 
             res: OptimizerResult = self.optimizer.optimize(self.metric, callback=on_iteration)
+            release = getattr(self.metric, "_release_buffers", None)
+            if release is not None:  # (scratch of this level: not kept while the next one is built)
+                release()
             final_value = float(res.value)
             levels.append(
                 LevelResult(

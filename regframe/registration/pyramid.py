@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -151,11 +152,17 @@ def _shrink_offsets(n: int, f: int) -> tuple[NDArray[np.int64], bool]:
     return np.arange(m, dtype=np.int64) * f + twice_start // 2, bool(twice_start % 2)
 
 
-def _shrink_axis(array: NDArray[np.float64], axis: int, f: int) -> NDArray[np.float64]:
+def _shrink_axis(array: NDArray[Any], axis: int, f: int) -> NDArray[np.float64]:
+    """Shrink one axis; float64 result (taken voxels are converted, exactly, before averaging)."""
     idx, halfway = _shrink_offsets(array.shape[axis], f)
+    out = np.take(array, idx, axis=axis).astype(np.float64, copy=False)  # (a new array either way)
     if not halfway:
-        return np.take(array, idx, axis=axis)
-    return 0.5 * np.take(array, idx, axis=axis) + 0.5 * np.take(array, idx + 1, axis=axis)
+        return out
+    hi = np.take(array, idx + 1, axis=axis).astype(np.float64, copy=False)
+    out *= 0.5  # 0.5 * lo + 0.5 * hi, in place (two output-sized arrays at a time)
+    hi *= 0.5
+    out += hi
+    return out
 
 
 def shrink_image(image: Image, factors: Sequence[int] | int) -> Image:
@@ -168,7 +175,7 @@ def shrink_image(image: Image, factors: Sequence[int] | int) -> Image:
     if np.all(f == 1):
         return image
     grid = shrink_geometry(image, f)
-    values = np.asarray(image.array, dtype=np.float64)
+    values = image.array  # (float64 from the first shrink on: no full-size copy)
     for d in range(image.ndim):  # separable: one axis at a time (numpy axes are reversed)
         if f[d] > 1:
             values = _shrink_axis(values, image.ndim - 1 - d, int(f[d]))
@@ -180,17 +187,22 @@ def level_image(image: Image, level: Level) -> Image:
 
     Smoothing and linear resampling are separable, so each axis is filtered and
     then shrunk before the next axis is filtered: the same image (up to
-    rounding) for a fraction of the work at coarse levels.
+    rounding) for a fraction of the work at coarse levels.  Computed in
+    float64 with one full-size array at a time: the first filter (or shrink)
+    reads the image's own values and later filters work in place (scipy's
+    1-D filters buffer each line, as its ``gaussian_filter`` relies on), so
+    building a full-resolution level costs one float64 copy, not three.
     """
     sigma = level_sigma(level, image)
     f = np.broadcast_to(np.asarray(level.shrink_factors, dtype=np.int64), (image.ndim,))
     if np.all(sigma == 0) and np.all(f == 1):
         return image
-    values = np.asarray(image.array, dtype=np.float64)
+    values = image.array
     for d in range(image.ndim):
         axis = image.ndim - 1 - d
         if sigma[d] > 0:
-            values = ndimage.gaussian_filter1d(values, float(sigma[d]), axis=axis, mode="nearest")
+            out = np.float64 if values is image.array else values
+            values = ndimage.gaussian_filter1d(values, float(sigma[d]), axis=axis, mode="nearest", output=out)
         if f[d] > 1:
             values = _shrink_axis(values, axis, int(f[d]))
     grid = shrink_geometry(image, f) if np.any(f > 1) else image

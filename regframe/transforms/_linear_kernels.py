@@ -8,23 +8,33 @@ partials that the caller reduces in chunk order.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .._parallel import parallel_kernel
 
 
-@parallel_kernel
-def affine_points(points, matrix, offset):
-    """``out[s] = matrix @ points[s] + offset`` for ``(n, d)`` points."""
+@njit(cache=True)
+def affine_points_chunks(c_lo, c_hi, points, matrix, offset, chunk_size, out):
+    """``out[s] = matrix @ points[s] + offset`` for the ``(n, d)`` points of chunks ``c_lo..c_hi-1``.
+
+    Serially; :func:`affine_points` runs the chunks in parallel (see
+    :func:`regframe._parallel.run_chunks`).
+    """
     n, d = points.shape
-    out = np.empty((n, d))
-    for s in prange(n):
+    for s in range(c_lo * chunk_size, min(c_hi * chunk_size, n)):
         for i in range(d):
             acc = offset[i]
             for j in range(d):
                 acc += matrix[i, j] * points[s, j]
             out[s, i] = acc
-    return out
+
+
+@parallel_kernel
+def affine_points(c_lo, c_hi, points, matrix, offset, chunk_size, out):
+    """:func:`affine_points_chunks` with one chunk per ``prange`` iteration."""
+    for c in prange(c_lo, c_hi):
+        ci = np.int64(c)  # (prange's index is unsigned: keep the serial kernel's one signature)
+        affine_points_chunks(ci, ci + 1, points, matrix, offset, chunk_size, out)
 
 
 @parallel_kernel

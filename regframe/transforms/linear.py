@@ -7,7 +7,7 @@ from abc import abstractmethod
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._parallel import CHUNK_SIZE, reduce_in_order
+from .._parallel import CHUNK_SIZE, n_chunks, reduce_in_order, run_chunks
 from .._validation import as_float_vector, check_ndim
 from ..errors import NotInvertibleError, ShapeError
 from . import _linear_kernels as _k
@@ -111,7 +111,11 @@ class MatrixOffsetTransformBase(Transform):
     # --------------------------------------------------------------- mapping
     def _transform_points(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
         a = np.ascontiguousarray(self.compute_matrix(), dtype=np.float64)
-        return _k.affine_points(points, a, np.ascontiguousarray(self.offset))
+        n = points.shape[0]
+        out = np.empty(points.shape)
+        run_chunks(_k.affine_points_chunks, _k.affine_points, n, n_chunks(n), points, a,
+                   np.ascontiguousarray(self.offset), CHUNK_SIZE, out)
+        return out
 
     def _jacobian(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
         da = self.compute_matrix_derivatives()
