@@ -47,7 +47,7 @@ from ..image import Image
 from ..metrics.dense import DenseMetric
 from ..transforms.base import Transform
 from ..transforms.composite import CompositeTransform
-from ..transforms.displacement import DisplacementFieldTransform, newton_invert
+from ..transforms.displacement import DisplacementFieldTransform
 from . import _syn_kernels as _k
 from .method import RegistrationState
 from .pyramid import LevelSchedule, level_image
@@ -66,8 +66,6 @@ _MIN_JACOBIAN = 0.25
 _HOLD_RAMP = 4
 #: Width (voxels) of the ramp that brings updates to zero at the grid border.
 _TAPER_WIDTH = 4.0
-#: Voxels per block of the Newton refinement.
-_NEWTON_BLOCK = 1 << 15
 #: Largest inverse residual (voxels) accepted without a warning.
 _WARN_RESIDUAL = 0.01
 #: Target residual (voxels) of the refined inverse fields.
@@ -163,12 +161,6 @@ def _times_matrix(field: NDArray, mat: NDArray) -> NDArray:
     return out
 
 
-def _index_points(shape: tuple[int, ...]) -> NDArray:
-    """Continuous indices (ITK order) of every voxel of a grid, ``(n_voxels, d)``, raster order."""
-    d = len(shape)
-    idx = np.indices(shape, dtype=np.float64).reshape(d, -1)
-    return np.ascontiguousarray(idx[::-1].T)
-
 
 class _Grid:
     """A voxel grid with identity maps, the helpers of field arithmetic on it."""
@@ -201,21 +193,14 @@ class _Grid:
     def newton_inverse(self, u: NDArray, v: NDArray) -> tuple[NDArray, float]:
         """Refine ``v ~ inverse(u)`` by damped Newton iteration per voxel (robust where ``u`` compresses).
 
-        Reuses :func:`~regframe.transforms.displacement.newton_invert` on the
-        field in index units; returns the field and the largest residual.
+        The iteration of :func:`~regframe.transforms.displacement.newton_invert`
+        as one kernel on the field in index units; returns the field and the
+        largest residual.
         """
-        d = self.d
-        t = DisplacementFieldTransform.from_array(u.reshape(self.shape + (d,)), self.index_space)
-        y = _index_points(self.shape)
-        out = np.empty(self.nv * d)
-        worst = 0.0
-        for lo in range(0, self.nv, _NEWTON_BLOCK):  # blocks bound the (n, d, d) Jacobian temporaries
-            hi = min(lo + _NEWTON_BLOCK, self.nv)
-            x, res = newton_invert(t, y[lo:hi], initial=y[lo:hi] + v[lo * d : hi * d].reshape(-1, d),
-                                   tolerance=_REFINE_TOLERANCE, max_iterations=_REFINE_ITERATIONS)
-            out[lo * d : hi * d] = (x - y[lo:hi]).reshape(-1)
-            worst = max(worst, float(np.max(res, initial=0.0)))
-        return out, worst
+        out = np.empty(self.nv * self.d)
+        res = np.empty(self.nv)
+        _k.invert_field(u, self.size, v, _REFINE_TOLERANCE, _REFINE_ITERATIONS, out, res, CHUNK_SIZE)
+        return out, float(np.max(res, initial=0.0))
 
     def jacobian_det(self, u: NDArray) -> NDArray:
         """``det(I + du/dx)`` of a field at every voxel (central differences, index units)."""
@@ -223,33 +208,57 @@ class _Grid:
         _k.jacobian_det(u, self.size, out, CHUNK_SIZE)
         return out
 
-    def limit_folding(self, upd: NDArray, u: NDArray, new_u: NDArray, lowest: float) -> tuple[NDArray, NDArray]:
+    def limit_folding(self, upd: NDArray, u: NDArray, new_u: NDArray, lowest: float,
+                      det0: NDArray | None = None) -> tuple[NDArray, NDArray, NDArray | None]:
         """Hold the update back where it would push ``det J`` of the field out of ``[lowest, 1/lowest]``.
 
-        ``new_u`` is ``u`` composed with ``upd``.  Voxels where the new
-        determinant leaves the band *and* moves further from 1 than before get
-        a zero update, as do the voxels within 2 of them (the determinant depends on
-        the neighbours), ramped back to 1 over a few voxels (a smooth weight, so
-        the held-back update does not fold at the edge of the region); returns
-        the update and the composed field.
+        ``new_u`` is ``u`` composed with ``upd``; ``det0``, when known, is
+        :meth:`jacobian_det` of ``u``.  Voxels where the new determinant leaves
+        the band *and* moves further from 1 than before get a zero update, as do
+        the voxels within 2 of them (the determinant depends on the neighbours),
+        ramped back to 1 over a few voxels (a smooth weight, so the held-back
+        update does not fold at the edge of the region).  Returns the update,
+        the composed field and its determinant (None when the update was held
+        back: it changed).  The weights and the composition are computed in the
+        box around the held-back voxels only (the same values: the weight is 1
+        beyond it).
         """
         det1 = self.jacobian_det(new_u)
         out_low = det1 < lowest
         out_high = det1 > 1.0 / lowest
         if not (np.any(out_low) or np.any(out_high)):
-            return upd, new_u
-        det0 = self.jacobian_det(u)
-        bad = (out_low & (det1 < det0)) | (out_high & (det1 > det0))
+            return upd, new_u, det1
+        if det0 is None:
+            det0 = self.jacobian_det(u)
+        bad = ((out_low & (det1 < det0)) | (out_high & (det1 > det0))).reshape(self.shape)
         if not np.any(bad):
-            return upd, new_u
+            return upd, new_u, det1
+        # the box of the bad voxels, widened by every reach below (2 + _HOLD_RAMP voxels of dilation, the
+        # Gaussian's 4 sigma) and 2 more, so that the weight is exactly 1 on and beyond its edges
+        reach = 2 + _HOLD_RAMP + 4 * int(np.ceil(_HOLD_RAMP / 2.0)) + 2
+        box = []
+        for axis in range(self.d):
+            hit = np.nonzero(np.any(bad, axis=tuple(a for a in range(self.d) if a != axis)))[0]
+            box.append(slice(max(int(hit[0]) - reach, 0), min(int(hit[-1]) + reach + 1, self.shape[axis])))
+        box_t = tuple(box)
         # the determinant at a voxel depends on its neighbours' displacements: freeze 2 voxels
         # around, and ramp the weight up smoothly outside (a steep ramp would itself compress)
-        frozen = ndimage.maximum_filter(bad.reshape(self.shape), size=5, mode="nearest")
+        frozen = ndimage.maximum_filter(bad[box_t], size=5, mode="nearest")
         wide = ndimage.maximum_filter(frozen, size=2 * _HOLD_RAMP + 1, mode="nearest")
-        weight = 1.0 - ndimage.gaussian_filter(wide.astype(np.float64), _HOLD_RAMP / 2.0, mode="nearest").reshape(-1)
-        weight[frozen.reshape(-1)] = 0.0
-        upd = upd * np.repeat(np.clip(weight, 0.0, 1.0), self.d)
-        return upd, self.compose(upd, u)
+        weight = 1.0 - ndimage.gaussian_filter(wide.astype(np.float64), _HOLD_RAMP / 2.0, mode="nearest")
+        weight[frozen] = 0.0
+        sub_shape = weight.shape
+        sub_upd = upd.reshape(self.shape + (self.d,))[box_t] * np.clip(weight, 0.0, 1.0)[..., None]
+        upd = upd.copy()
+        upd.reshape(self.shape + (self.d,))[box_t] = sub_upd
+        # compose inside the box: u sampled at x + upd(x), x the box voxels (global index = local + start)
+        start = np.array([sl.start for sl in box_t][::-1], dtype=np.float64)
+        sub_flat = np.ascontiguousarray(sub_upd).reshape(-1)
+        sampled = _sample(u, self.d, self.size, np.asarray(sub_shape[::-1], dtype=np.int64), self.eye, start,
+                          sub_flat)[0]
+        new_u = new_u.copy()
+        new_u.reshape(self.shape + (self.d,))[box_t] = (sub_flat + sampled).reshape(sub_shape + (self.d,))
+        return upd, new_u, None
 
     def smooth(self, u: NDArray, sigma: float) -> NDArray:
         """Gaussian smoothing of every component (sigma in voxels), edge-replicating."""
@@ -307,6 +316,8 @@ class _Side:
     mask: NDArray | None
     u: NDArray
     v: NDArray
+    #: ``det J`` of ``u`` when known (kept between iterations by the fold prevention)
+    det: NDArray | None = None
 
     def warp(self, grid_size: NDArray, source: NDArray | None = None) -> NDArray:
         """``source`` (default: the image) on its grid, pulled to the middle grid through ``A o (id + u)``."""
@@ -578,12 +589,13 @@ def syn_register(
                     upd *= step / norm
                     new_u = grid.compose(upd, s.u)
                     if min_jacobian > 0:
-                        upd, new_u = grid.limit_folding(upd, s.u, new_u, min_jacobian)
+                        upd, new_u, s.det = grid.limit_folding(upd, s.u, new_u, min_jacobian, s.det)
                     s.u = new_u
             if total_sigma > 0:
                 for s in sides:
                     s.u = grid.smooth(s.u, total_sigma)
                     s.u *= border
+                    s.det = None
             state = RegistrationState(level=li, iteration=it, value=value, gradient_norm=float("nan"),
                                       parameters=np.zeros(0))
             if any(cb(state) is True for cb in callbacks):
