@@ -254,6 +254,40 @@ def map_interp_3d(src, nch, src_size, field, grid_size, mat, off, out, chunk_siz
 
 
 @parallel_kernel
+def descent_direction(d_energy, values, grid_size, out, chunk_size):
+    """``out = -d_energy * grad(values)`` interleaved, ``grad`` as ``numpy.gradient`` (index units).
+
+    Central differences ``(f[i+1] - f[i-1]) / 2`` inside, one-sided ``f[1] - f[0]``
+    and ``f[n-1] - f[n-2]`` on the border, 0 along axes of one voxel.
+    """
+    d = grid_size.shape[0]
+    nv = 1
+    for a in range(d):
+        nv *= grid_size[a]
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        for v in range(lo, min(lo + chunk_size, nv)):
+            rest = v
+            stride = 1
+            scale = -d_energy[v]
+            for a in range(d):
+                n = grid_size[a]
+                i = rest % n
+                rest //= n
+                if n < 2:
+                    g = 0.0
+                elif i == 0:
+                    g = values[v + stride] - values[v]
+                elif i == n - 1:
+                    g = values[v] - values[v - stride]
+                else:
+                    g = (values[v + stride] - values[v - stride]) / 2.0
+                out[v * d + a] = scale * g
+                stride *= n
+
+
+@parallel_kernel
 def jacobian_det(field, grid_size, out, chunk_size):
     """Smallest ``det(I + du/dx)`` at every voxel over the one-sided difference stencils.
 
@@ -450,3 +484,49 @@ def _solve_small(jac, r, step, d):
     step[0] = -(c00 * r[0] + c10 * r[1] + c20 * r[2]) / det
     step[1] = -(c01 * r[0] + c11 * r[1] + c21 * r[2]) / det
     step[2] = -(c02 * r[0] + c12 * r[1] + c22 * r[2]) / det
+
+
+@njit(cache=True)
+def _one_sided(field, v, st, pos, ext, comp):
+    """Forward and backward differences of component ``comp`` (of 2) along an axis (stride ``st``)."""
+    here = field[v * 2 + comp]
+    if ext < 2:
+        return 0.0, 0.0
+    if pos == 0:
+        fa = field[(v + st) * 2 + comp] - here
+        return fa, fa
+    if pos == ext - 1:
+        ba = here - field[(v - st) * 2 + comp]
+        return ba, ba
+    return field[(v + st) * 2 + comp] - here, here - field[(v - st) * 2 + comp]
+
+
+@parallel_kernel
+def jacobian_det_2d(field, grid_size, out, chunk_size):
+    """:func:`jacobian_det` for 2-D grids (the same values, without the small work arrays)."""
+    nx = grid_size[0]
+    ny = grid_size[1]
+    nv = nx * ny
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        for v in range(lo, min(lo + chunk_size, nv)):
+            px = v % nx
+            py = v // nx
+            f00, b00 = _one_sided(field, v, 1, px, nx, 0)
+            f01, b01 = _one_sided(field, v, 1, px, nx, 1)
+            f10, b10 = _one_sided(field, v, nx, py, ny, 0)
+            f11, b11 = _one_sided(field, v, nx, py, ny, 1)
+            f00 += 1.0
+            b00 += 1.0
+            f01 += 0.0
+            b01 += 0.0
+            f10 += 0.0
+            b10 += 0.0
+            f11 += 1.0
+            b11 += 1.0
+            best = f00 * f11 - f01 * f10
+            best = min(best, f00 * b11 - f01 * b10)
+            best = min(best, b00 * f11 - b01 * f10)
+            best = min(best, b00 * b11 - b01 * b10)
+            out[v] = best

@@ -244,7 +244,7 @@ class _Grid:
     def jacobian_det(self, u: NDArray) -> NDArray:
         """``det(I + du/dx)`` of a field at every voxel (central differences, index units)."""
         out = np.empty(self.nv)
-        _k.jacobian_det(u, self.size, out, CHUNK_SIZE)
+        (_k.jacobian_det_2d if self.d == 2 else _k.jacobian_det)(u, self.size, out, CHUNK_SIZE)
         return out
 
     def limit_folding(self, upd: NDArray, u: NDArray, new_u: NDArray, lowest: float,
@@ -324,14 +324,12 @@ class _Grid:
             w = w * ramp.reshape(shape)
         return np.repeat(w.reshape(-1), self.d)
 
-    def image_gradient(self, values: NDArray) -> NDArray:
-        """Central-difference gradient (index units) of a scalar image, interleaved ``(nv*d,)``."""
-        arr = values.reshape(self.shape)
-        grads = np.gradient(arr) if self.d > 1 else [np.gradient(arr)]
-        out = np.empty((self.nv, self.d))
-        for a in range(self.d):  # numpy axis d-1-a is ITK axis a
-            out[:, a] = grads[self.d - 1 - a].reshape(-1)
-        return out.reshape(-1)
+    def descent(self, d_energy: NDArray, values: NDArray) -> NDArray:
+        """``-dE/dI * grad I`` interleaved ``(nv*d,)``: ``grad`` by central differences in index units, one-sided
+        on the border (``numpy.gradient``'s values), in one kernel."""
+        out = np.empty(self.nv * self.d)
+        _k.descent_direction(d_energy, values, self.size, out, CHUNK_SIZE)
+        return out
 
     def resample_field(self, u: NDArray, coarse: _Grid) -> NDArray:
         """A field of ``coarse`` (index units) sampled on this grid, in this grid's index units."""
@@ -357,11 +355,22 @@ class _Side:
     v: NDArray
     #: ``det J`` of ``u`` when known (kept between iterations by the fold prevention)
     det: NDArray | None = None
+    #: image and mask interleaved (made on first use)
+    stacked: NDArray | None = None
 
     def warp(self, grid_size: NDArray, source: NDArray | None = None) -> NDArray:
         """``source`` (default: the image) on its grid, pulled to the middle grid through ``A o (id + u)``."""
         src = self.image if source is None else source
         return _sample(src, 1, self.size, grid_size, self.mat, self.off, self.u)[0]
+
+    def pull(self, grid_size: NDArray) -> tuple[NDArray, NDArray | None]:
+        """The image and its mask (None without one) pulled to the middle grid, by one interpolation of both."""
+        if self.mask is None:
+            return self.warp(grid_size), None
+        if self.stacked is None:
+            self.stacked = np.ascontiguousarray(np.stack([self.image, self.mask], -1)).reshape(-1)
+        both = _sample(self.stacked, 2, self.size, grid_size, self.mat, self.off, self.u)[0]
+        return np.ascontiguousarray(both[0::2]), both[1::2]
 
 
 # ---------------------------------------------------------------------------
@@ -608,11 +617,12 @@ def syn_register(
         n_done = 0
         level_converged = False
         for it in range(iterations[li]):
-            warped = [s.warp(grid.size) for s in sides]
+            pulled = [s.pull(grid.size) for s in sides]
+            warped = [img_w for img_w, _ in pulled]
             weights = None
-            for s in sides:
-                if s.mask is not None:
-                    wm = (s.warp(grid.size, s.mask) >= 0.5).astype(np.float64)
+            for _, mask_w in pulled:
+                if mask_w is not None:
+                    wm = (mask_w >= 0.5).astype(np.float64)
                     weights = wm if weights is None else weights * wm
             ev = dense.evaluate(warped[0], warped[1], tuple(grid.size), weights)
             value = ev.value
@@ -620,7 +630,7 @@ def syn_register(
             history.append(value)
             n_done = it + 1
             for s, img_w, dE in zip(sides, warped, (ev.d_fixed, ev.d_moving)):
-                upd = -np.repeat(dE, d) * grid.image_gradient(img_w)
+                upd = grid.descent(dE, img_w)
                 upd = grid.smooth(upd, update_sigma)
                 upd *= border
                 norm = grid.max_norm(upd)
