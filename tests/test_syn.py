@@ -188,10 +188,9 @@ def test_corner_jacobian_matches_numpy_over_every_stencil(shape, rng) -> None:
         best = np.minimum(best, np.linalg.det(jac))
     np.testing.assert_allclose(out, best.reshape(-1), atol=1e-12)
     assert out.min() < 0  # the random field folds somewhere: the check is not vacuous
-    if d == 2:  # the 2-D fast path gives the same values
-        fast = np.empty_like(out)
-        K.jacobian_det_2d(u, np.array(shape[::-1], dtype=np.int64), fast, 4)
-        np.testing.assert_array_equal(fast, out)
+    fast = np.empty_like(out)  # the 2-D and 3-D fast paths give the same values
+    (K.jacobian_det_2d if d == 2 else K.jacobian_det_3d)(u, np.array(shape[::-1], dtype=np.int64), fast, 4)
+    np.testing.assert_array_equal(fast, out)
 
 
 @pytest.mark.parametrize("shape", [(7, 9), (5, 6, 7), (1, 8)])

@@ -399,6 +399,7 @@ def invert_field(u, size, guess, tolerance, max_iterations, out, residual, chunk
         rt = np.empty(d)
         step = np.empty(d)
         jac = np.empty((d, d))
+        jac_t = np.empty((d, d))
         base = np.empty(d, dtype=np.int64)
         frac = np.empty(d)
         vals = np.empty(d)
@@ -412,12 +413,14 @@ def invert_field(u, size, guess, tolerance, max_iterations, out, residual, chunk
             for a in range(d):
                 y[a] = np.float64(idx[a])
                 x[a] = y[a] + guess[v * d + a]
-            _interp(u, d, size, x, base, frac, vals, jac, d)
+            _interp(u, d, size, x, base, frac, vals, jac, 0)
             norm = 0.0
             for a in range(d):
                 r[a] = x[a] + vals[a] - y[a]
                 norm += r[a] * r[a]
             norm = np.sqrt(norm)
+            if norm > tolerance and max_iterations > 0:  # the Jacobian only where a step is needed
+                _interp(u, d, size, x, base, frac, vals, jac, d)
             for _ in range(max_iterations):
                 if norm <= tolerance:
                     break
@@ -428,7 +431,8 @@ def invert_field(u, size, guess, tolerance, max_iterations, out, residual, chunk
                 for _halving in range(30):
                     for a in range(d):
                         trial[a] = x[a] + t * step[a]
-                    _interp(u, d, size, trial, base, frac, vals, jac, 0)
+                    # the Jacobian comes along (the next step needs it where the trial is accepted)
+                    _interp(u, d, size, trial, base, frac, vals, jac_t, d)
                     nt = 0.0
                     for a in range(d):
                         rt[a] = trial[a] + vals[a] - y[a]
@@ -438,12 +442,13 @@ def invert_field(u, size, guess, tolerance, max_iterations, out, residual, chunk
                         for a in range(d):
                             x[a] = trial[a]
                             r[a] = rt[a]
+                            for b in range(d):
+                                jac[a, b] = jac_t[a, b]
                         norm = nt
                         break
                     t *= 0.5
                 else:
                     break  # no decrease along the step: stuck
-                _interp(u, d, size, x, base, frac, vals, jac, d)
             for a in range(d):
                 out[v * d + a] = x[a] - y[a]
             residual[v] = norm
@@ -486,21 +491,6 @@ def _solve_small(jac, r, step, d):
     step[2] = -(c02 * r[0] + c12 * r[1] + c22 * r[2]) / det
 
 
-@njit(cache=True)
-def _one_sided(field, v, st, pos, ext, comp):
-    """Forward and backward differences of component ``comp`` (of 2) along an axis (stride ``st``)."""
-    here = field[v * 2 + comp]
-    if ext < 2:
-        return 0.0, 0.0
-    if pos == 0:
-        fa = field[(v + st) * 2 + comp] - here
-        return fa, fa
-    if pos == ext - 1:
-        ba = here - field[(v - st) * 2 + comp]
-        return ba, ba
-    return field[(v + st) * 2 + comp] - here, here - field[(v - st) * 2 + comp]
-
-
 @parallel_kernel
 def jacobian_det_2d(field, grid_size, out, chunk_size):
     """:func:`jacobian_det` for 2-D grids (the same values, without the small work arrays)."""
@@ -513,10 +503,10 @@ def jacobian_det_2d(field, grid_size, out, chunk_size):
         for v in range(lo, min(lo + chunk_size, nv)):
             px = v % nx
             py = v // nx
-            f00, b00 = _one_sided(field, v, 1, px, nx, 0)
-            f01, b01 = _one_sided(field, v, 1, px, nx, 1)
-            f10, b10 = _one_sided(field, v, nx, py, ny, 0)
-            f11, b11 = _one_sided(field, v, nx, py, ny, 1)
+            f00, b00 = _differences(field, 2, v, 1, px, nx, 0)
+            f01, b01 = _differences(field, 2, v, 1, px, nx, 1)
+            f10, b10 = _differences(field, 2, v, nx, py, ny, 0)
+            f11, b11 = _differences(field, 2, v, nx, py, ny, 1)
             f00 += 1.0
             b00 += 1.0
             f01 += 0.0
@@ -530,3 +520,65 @@ def jacobian_det_2d(field, grid_size, out, chunk_size):
             best = min(best, b00 * f11 - b01 * f10)
             best = min(best, b00 * b11 - b01 * b10)
             out[v] = best
+
+
+@parallel_kernel
+def jacobian_det_3d(field, grid_size, out, chunk_size):
+    """:func:`jacobian_det` for 3-D grids (the same values, in the same order, with scalars)."""
+    nx = grid_size[0]
+    ny = grid_size[1]
+    nz = grid_size[2]
+    nv = nx * ny * nz
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        f = np.empty((3, 3))
+        b = np.empty((3, 3))
+        for v in range(lo, min(lo + chunk_size, nv)):
+            pos0 = v % nx
+            pos1 = (v // nx) % ny
+            pos2 = v // (nx * ny)
+            for comp in range(3):
+                one = 1.0 if comp == 0 else 0.0
+                fa, ba = _differences(field, 3, v, 1, pos0, nx, comp)
+                f[0, comp] = fa + one
+                b[0, comp] = ba + one
+                one = 1.0 if comp == 1 else 0.0
+                fa, ba = _differences(field, 3, v, nx, pos1, ny, comp)
+                f[1, comp] = fa + one
+                b[1, comp] = ba + one
+                one = 1.0 if comp == 2 else 0.0
+                fa, ba = _differences(field, 3, v, nx * ny, pos2, nz, comp)
+                f[2, comp] = fa + one
+                b[2, comp] = ba + one
+            best = np.inf
+            for m1 in range(2):
+                p0 = f[1, 0] if m1 else b[1, 0]
+                p1 = f[1, 1] if m1 else b[1, 1]
+                p2 = f[1, 2] if m1 else b[1, 2]
+                for m2 in range(2):
+                    q0 = f[2, 0] if m2 else b[2, 0]
+                    q1 = f[2, 1] if m2 else b[2, 1]
+                    q2 = f[2, 2] if m2 else b[2, 2]
+                    cx = p1 * q2 - p2 * q1
+                    cy = p2 * q0 - p0 * q2
+                    cz = p0 * q1 - p1 * q0
+                    best = min(best, f[0, 0] * cx + f[0, 1] * cy + f[0, 2] * cz)
+                    best = min(best, b[0, 0] * cx + b[0, 1] * cy + b[0, 2] * cz)
+            out[v] = best
+
+
+@njit(cache=True)
+def _differences(field, d, v, st, pos, ext, comp):
+    """Forward and backward differences of component ``comp`` (of ``d``) along an axis (stride ``st``),
+    one-sided on the border, as :func:`jacobian_det` takes them."""
+    here = field[v * d + comp]
+    if ext < 2:
+        return 0.0, 0.0
+    if pos == 0:
+        fa = field[(v + st) * d + comp] - here
+        return fa, fa
+    if pos == ext - 1:
+        ba = here - field[(v - st) * d + comp]
+        return ba, ba
+    return field[(v + st) * d + comp] - here, here - field[(v - st) * d + comp]
