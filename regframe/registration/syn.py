@@ -73,7 +73,7 @@ _FIXED_POINT_SWEEPS = 4
 #: Inverse consistency between the grid points (voxels) above which a field is smoothed locally at the end.
 _CONSISTENCY_TOLERANCE = 0.1
 #: Sigma (voxels) of that local smoothing.
-_CONSISTENCY_SIGMA = 2.0
+_CONSISTENCY_SIGMA = 1.5
 #: Largest inverse residual (voxels) accepted without a warning.
 _WARN_RESIDUAL = 0.01
 #: Target residual (voxels) of the refined inverse fields.
