@@ -463,7 +463,7 @@ def test_search_kernels_match_their_numpy_definitions():
     mapped = grid.voxel_points() @ a.T + t
     gmat = mov.physical_to_index_matrix @ a @ grid.index_to_physical_matrix
     goff = mov.physical_to_index_matrix @ (a @ grid.origin + t - mov.origin)
-    got_a, got_b = gk.sample_pair_2d(gmat, goff, *grid.shape, mov.array.reshape(-1).copy(), weights.reshape(-1).copy(),
+    got_a, got_b = gk.sample_pair_2d(gmat, goff, *grid.shape, np.ascontiguousarray(mov.array), weights,
                                      np.asarray(mov.size, dtype=np.int64))
     for got, arr in ((got_a, mov.array), (got_b, weights)):
         ref, inside = LinearInterpolator().set_image(mov.with_array(arr)).evaluate(mapped)

@@ -14,6 +14,8 @@ import math
 import numpy as np
 from numba import njit
 
+from ._warp_kernels import _linear_at
+
 
 @njit(cache=True)
 def sample_pair_2d(gmat, goff, rows, cols, data_a, data_b, size):
@@ -22,7 +24,7 @@ def sample_pair_2d(gmat, goff, rows, cols, data_a, data_b, size):
     The output voxel ``(r, q)`` (numpy order) reads the images at the
     continuous index ``gmat @ (q, r) + goff`` (ITK order).  The interpolant is
     :class:`~regframe.interpolators.LinearInterpolator`'s: edge-clamped in the
-    half-voxel skirt, 0 beyond it.  ``data_a``, ``data_b`` are flat (x fastest).
+    half-voxel skirt, 0 beyond it.  ``data_a``, ``data_b`` are 2-D arrays of ``size`` (ITK order).
     """
     out_a = np.empty((rows, cols))
     out_b = np.empty((rows, cols))
@@ -36,29 +38,8 @@ def sample_pair_2d(gmat, goff, rows, cols, data_a, data_b, size):
                 out_a[r, q] = 0.0
                 out_b[r, q] = 0.0
                 continue
-            b0 = max(math.floor(c0), 0.0)
-            b1 = max(math.floor(c1), 0.0)
-            f0 = max(c0 - b0, 0.0)
-            f1 = max(c1 - b1, 0.0)
-            i0 = np.int64(b0)
-            i1 = np.int64(b1)
-            s0 = 1 if i0 + 1 < nx else 0
-            s1 = nx if i1 + 1 < ny else 0
-            o = i0 + nx * i1
-            v00 = data_a[o]
-            v10 = data_a[o + s0]
-            v01 = data_a[o + s1]
-            v11 = data_a[o + s0 + s1]
-            a0 = v00 + f0 * (v10 - v00)
-            a1 = v01 + f0 * (v11 - v01)
-            out_a[r, q] = a0 + f1 * (a1 - a0)
-            v00 = data_b[o]
-            v10 = data_b[o + s0]
-            v01 = data_b[o + s1]
-            v11 = data_b[o + s0 + s1]
-            a0 = v00 + f0 * (v10 - v00)
-            a1 = v01 + f0 * (v11 - v01)
-            out_b[r, q] = a0 + f1 * (a1 - a0)
+            out_a[r, q] = _linear_at(data_a, c0, c1, nx, ny)
+            out_b[r, q] = _linear_at(data_b, c0, c1, nx, ny)
     return out_a, out_b
 
 

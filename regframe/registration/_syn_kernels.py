@@ -91,6 +91,25 @@ def _interp(src, nch, size, q, base, frac, vals, grad, n_grad):
                     grad[c, a] += prod * src[flat * nch + c]
 
 
+@njit(cache=True)
+def _unravel(v, size, idx):
+    """``idx`` (ITK order) of the flat raster index ``v`` on a grid of ``size``."""
+    rest = v
+    for a in range(size.shape[0]):
+        idx[a] = rest % size[a]
+        rest //= size[a]
+
+
+@njit(cache=True)
+def _advance(idx, size):
+    """``idx`` of the next voxel in raster order (x fastest)."""
+    for a in range(size.shape[0]):
+        idx[a] += 1
+        if idx[a] < size[a]:
+            break
+        idx[a] = 0
+
+
 @parallel_kernel
 def map_interp(src, nch, src_size, field, grid_size, mat, off, out, grad, want_grad, chunk_size):
     """Sample ``src`` at ``q = mat @ (x + u(x)) + off`` for every voxel ``x`` of a grid.
@@ -125,10 +144,7 @@ def map_interp(src, nch, src_size, field, grid_size, mat, off, out, grad, want_g
         g = np.empty((1, d))
         lo = c * chunk_size
         hi = min(lo + chunk_size, nv)
-        rest = lo
-        for a in range(d):
-            idx[a] = rest % grid_size[a]
-            rest //= grid_size[a]
+        _unravel(lo, grid_size, idx)
         for v in range(lo, hi):
             for a in range(d):
                 x[a] = idx[a] + (field[v * d + a] if has_field else 0.0)
@@ -146,12 +162,7 @@ def map_interp(src, nch, src_size, field, grid_size, mat, off, out, grad, want_g
                     for a in range(d):
                         acc += mat[a, b] * g[0, a]
                     grad[v * d + b] = acc
-            # next voxel index (raster order)
-            for a in range(d):
-                idx[a] += 1
-                if idx[a] < grid_size[a]:
-                    break
-                idx[a] = 0
+            _advance(idx, grid_size)
 
 
 # ---------------------------------------------------------------------------
@@ -405,10 +416,7 @@ def invert_field(u, size, guess, tolerance, max_iterations, out, residual, chunk
         vals = np.empty(d)
         lo = c * chunk_size
         hi = min(lo + chunk_size, nv)
-        rest = lo
-        for a in range(d):
-            idx[a] = rest % size[a]
-            rest //= size[a]
+        _unravel(lo, size, idx)
         for v in range(lo, hi):
             for a in range(d):
                 y[a] = np.float64(idx[a])
@@ -452,11 +460,7 @@ def invert_field(u, size, guess, tolerance, max_iterations, out, residual, chunk
             for a in range(d):
                 out[v * d + a] = x[a] - y[a]
             residual[v] = norm
-            for a in range(d):
-                idx[a] += 1
-                if idx[a] < size[a]:
-                    break
-                idx[a] = 0
+            _advance(idx, size)
 
 
 @njit(cache=True)

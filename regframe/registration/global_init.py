@@ -427,7 +427,7 @@ class _Search:
         self.interp_w = LinearInterpolator().set_image(moving_w.with_array(weights, copy=False))
         self.moving_p2i, self.moving_origin = moving_w.physical_to_index_matrix, moving_w.origin
         self.moving_size = np.asarray(moving_w.size, dtype=np.int64)
-        self.moving_flat = (np.ascontiguousarray(m * weights).ravel(), np.ascontiguousarray(weights).ravel())
+        self.moving_arrays = (np.ascontiguousarray(m * weights), np.ascontiguousarray(weights))
         self.start = start
         self.center = start.center
         self.voxel = float(np.min(fixed_w.spacing))
@@ -439,7 +439,7 @@ class _Search:
         if self.grid.ndim == 2:  # grid index -> moving continuous index, one affine map; both images at once
             gmat = self.moving_p2i @ matrix @ self.grid.index_to_physical_matrix
             goff = self.moving_p2i @ (matrix @ self.grid.origin + offset - self.moving_origin)
-            return _k.sample_pair_2d(gmat, goff, *self.grid.shape, self.moving_flat[0], self.moving_flat[1],
+            return _k.sample_pair_2d(gmat, goff, *self.grid.shape, self.moving_arrays[0], self.moving_arrays[1],
                                      self.moving_size)
         mapped = self.points @ matrix.T + offset
         mw = self.interp_mw.evaluate(mapped)[0].reshape(self.grid.shape)
