@@ -44,6 +44,33 @@ def sample_pair_2d(gmat, goff, rows, cols, data_a, data_b, size):
 
 
 @njit(cache=True)
+def split_tapered(mw, w, min_weight):
+    """``(sum w, valid, raw, prepared)`` of a tapered moving image ``mw`` and its taper ``w``.
+
+    ``valid = w > min_weight``; ``raw = mw / w`` there (0 elsewhere); ``prepared
+    = mw - (sum mw / sum w) w``, the zero-mean tapered image (when ``sum w > 0``).
+    """
+    shape = mw.shape
+    a = mw.ravel()
+    b = w.ravel()
+    n = a.size
+    total = 0.0
+    total_mw = 0.0
+    valid = np.empty(n, dtype=np.bool_)
+    raw = np.empty(n)
+    for i in range(n):
+        total += b[i]
+        total_mw += a[i]
+        valid[i] = b[i] > min_weight
+        raw[i] = a[i] / max(b[i], 1e-12) if valid[i] else 0.0
+    prepared = np.empty(n)
+    mean = total_mw / total if total > 0.0 else 0.0
+    for i in range(n):
+        prepared[i] = a[i] - mean * b[i]
+    return total, valid.reshape(shape), raw.reshape(shape), prepared.reshape(shape)
+
+
+@njit(cache=True)
 def normalized_cross_power(fa, fb, lowpass):
     """``conj(fa) fb / max(|.|, 1e-12 max|.| + 1e-300) * lowpass`` (arrays of one shape)."""
     n = fa.size

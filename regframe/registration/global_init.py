@@ -449,14 +449,11 @@ class _Search:
                  n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
         """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
         mw, w = self._sample(matrix, translation)
-        total = float(w.sum())
+        total, valid, raw, prepared = _k.split_tapered(mw, w, 0.05)  # one pass for the four
         if total <= 1e-9 * w.size:
             return []
-        valid = w > 0.05
-        raw = np.where(valid, mw / np.maximum(w, 1e-12), 0.0)
         if not phase:
             return [(matrix, translation, _overlap_ncc(self.corr.values, self.corr.mask, raw, valid, (0,) * w.ndim))]
-        prepared = mw - (float(mw.sum()) / total) * w
         if not np.any(prepared):
             return []
         out = []
