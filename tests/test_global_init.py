@@ -469,6 +469,13 @@ def test_search_kernels_match_their_numpy_definitions():
         ref, inside = LinearInterpolator().set_image(mov.with_array(arr)).evaluate(mapped)
         assert 0.2 < inside.mean() < 0.95  # the map leaves the moving grid: the outside rule is tested
         np.testing.assert_allclose(got.reshape(-1), ref, rtol=0, atol=1e-12)
+    # valid mask, raw values and the zero-mean tapered image of a sample
+    total, valid, raw, prepared = gk.split_tapered(got_a * got_b, got_b, 0.05)
+    assert total == pytest.approx(got_b.sum(), rel=1e-13) and 0 < valid.mean() < 1
+    np.testing.assert_array_equal(valid, got_b > 0.05)
+    np.testing.assert_allclose(raw, np.where(valid, got_a * got_b / np.maximum(got_b, 1e-12), 0.0), rtol=1e-15)
+    mw = got_a * got_b
+    np.testing.assert_allclose(prepared, mw - mw.sum() / got_b.sum() * got_b, rtol=0, atol=1e-13)
     # cross-power spectrum
     fa = sfft.rfftn(rng.random((30, 28)), s=(45, 42))
     fb = sfft.rfftn(rng.random((30, 28)), s=(45, 42))
