@@ -32,6 +32,7 @@ inverting the result afterwards.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -168,6 +169,17 @@ def _times_matrix(field: NDArray, mat: NDArray) -> NDArray:
         out[i::d] = acc
     return out
 
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_weights(sigma: float) -> NDArray:
+    """Normalised Gaussian weights of ``sigma`` voxels over ``[-r, r]``, ``r = int(4 sigma + 0.5)`` (scipy's)."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    out = phi / phi.sum()
+    out.flags.writeable = False
+    return out
 
 
 class _Grid:
@@ -311,12 +323,21 @@ class _Grid:
         return upd, new_u, None
 
     def smooth(self, u: NDArray, sigma: float) -> NDArray:
-        """Gaussian smoothing of every component (sigma in voxels), edge-replicating."""
+        """Gaussian smoothing of every component (sigma in voxels, truncated at 4 sigma), edge-replicating.
+
+        ``scipy.ndimage.gaussian_filter``'s passes, by ``correlate1d`` with the
+        weights kept per sigma (the wrapper's per-call work was a fifth of the
+        smoothing time on small grids).
+        """
         if sigma <= 0:
             return u
+        weights = _gaussian_weights(float(sigma))
         arr = u.reshape(self.shape + (self.d,))
-        out = ndimage.gaussian_filter(arr, sigma=[sigma] * self.d + [0.0], mode="nearest")
-        return np.ascontiguousarray(out).reshape(-1)
+        out = np.empty_like(arr)
+        ndimage.correlate1d(arr, weights, axis=0, output=out, mode="nearest")
+        for axis in range(1, self.d):
+            ndimage.correlate1d(out, weights, axis=axis, output=out, mode="nearest")
+        return out.reshape(-1)
 
     def border_weights(self, width: float) -> NDArray:
         """Per-component weights ramping from 0 on the grid border to 1 at ``width`` voxels inside.
