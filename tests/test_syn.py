@@ -230,6 +230,18 @@ def test_invert_field_kernel_matches_newton_invert(shape, rng) -> None:
     assert np.abs(out).max() > 1.0  # not the identity
 
 
+@pytest.mark.parametrize("shape", [(20, 17), (9, 11, 8)])
+def test_field_smoothing_equals_gaussian_filter(shape, rng) -> None:
+    from scipy import ndimage
+
+    from regframe.registration.syn import _Grid
+
+    d = len(shape)
+    u = rng.standard_normal(int(np.prod(shape)) * d)
+    ref = ndimage.gaussian_filter(u.reshape(shape + (d,)), [1.7] * d + [0.0], mode="nearest").reshape(-1)
+    np.testing.assert_allclose(_Grid(Image(np.zeros(shape))).smooth(u, 1.7), ref, rtol=0, atol=1e-15)
+
+
 def test_fold_prevention_in_a_box_matches_the_whole_grid(rng) -> None:
     """The hold-back weights and re-composition computed in the box around the held-back voxels equal
     the same computation over the whole grid."""
