@@ -66,7 +66,7 @@ def test_bad_pairs_raise_and_errors_pickle(pairs):
 @pytest.mark.data
 @pytest.mark.slow  # ~10 s on an idle machine, ~30 s on a loaded one: two worker processes import numba kernels
 def test_dask_local_cluster_bit_identical_and_failure_isolated(pairs):
-    distributed = pytest.importorskip("distributed")
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is in the test extra; install regframe[test]")
     items = [pairs[0], _broken(pairs), pairs[1], pairs[2]]
     serial = [rf.register(*p, **KW) for p in (pairs[0], pairs[1], pairs[2])]
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -94,7 +94,7 @@ def test_worker_tasks_keep_large_blocks_on_glibc_and_results_do_not_change(pairs
 @pytest.mark.data
 def test_dask_in_process_cluster_runs_the_pairs_in_order(pairs):
     """The dask path in the default run (threads, no worker processes: ~1 s); the process cluster is `slow`."""
-    distributed = pytest.importorskip("distributed")
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is in the test extra; install regframe[test]")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:
         results = rf.register_many([pairs[2], _broken(pairs), pairs[0]], client=client, progress="none", **KW)
