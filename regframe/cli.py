@@ -29,6 +29,7 @@ from typing import TextIO
 
 from .commands import command_modules
 from .commands._common import Output, add_common_options
+from .commands._interrupt import raise_if_interrupted, sigint_deferred_in_compiler
 from .errors import RegframeError, RegframeWarning
 
 __all__ = ["main", "build_parser"]
@@ -89,7 +90,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         return int(exc.code) if isinstance(exc.code, int) else 2
     out = Output(args, stdout, stderr)
     try:
-        return _run(args, out)
+        with sigint_deferred_in_compiler():
+            code = _run(args, out)
+            raise_if_interrupted()  # a Ctrl-C deferred after the last iteration
+        return code
     except KeyboardInterrupt:
         return _interrupted(args.command, stderr)
     except SystemError as exc:

@@ -480,6 +480,42 @@ def test_sigint_during_register_leaves_no_partial_files(pair, tmp_path):
     assert not [f for f in leftovers if f.name.startswith(".~partial") or f.stat().st_size == 0], leftovers
 
 
+def test_sigint_in_llvmlite_callback_is_deferred_not_swallowed(monkeypatch):
+    """CI saw a Ctrl-C land in llvmlite's ctypes callback: printed as "Exception ignored", run exit 0."""
+    import signal
+    import sys
+    from types import SimpleNamespace
+
+    from regframe.commands import _interrupt
+    from regframe.commands import demo as demo_command
+
+    code = compile("import sys\nframe = sys._getframe()\n", "/site-packages/llvmlite/binding/executionengine.py", "exec")
+    scope: dict = {}
+    exec(code, scope)
+    with _interrupt.sigint_deferred_in_compiler():
+        assert signal.getsignal(signal.SIGINT) is _interrupt._handler
+        _interrupt._handler(signal.SIGINT, scope["frame"])      # inside llvmlite: recorded, not raised
+        with pytest.raises(KeyboardInterrupt):
+            _interrupt.raise_if_interrupted()
+        with pytest.raises(KeyboardInterrupt):                   # anywhere else: raised at once
+            _interrupt._handler(signal.SIGINT, sys._getframe())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    _interrupt.raise_if_interrupted()                            # the flag ends with the command
+
+    def deferred_then_iterates(args, out):                       # the next iteration raises it
+        _interrupt._handler(signal.SIGINT, scope["frame"])
+        reporter = out.reporter()
+        reporter(SimpleNamespace(level=0, iteration=0, value=1.0, stage=None))
+        return 0
+
+    monkeypatch.setattr(demo_command, "run", deferred_then_iterates)
+    code_, out, err = run("demo")
+    assert code_ == 130 and "interrupted" in err
+    monkeypatch.setattr(demo_command, "run", lambda args, out: _interrupt._handler(signal.SIGINT, scope["frame"]) or 0)
+    code_, out, err = run("demo")                                # deferred after the last iteration
+    assert code_ == 130 and "interrupted" in err
+
+
 def test_check_gradient_bspline_alias_and_demo_time_precision():
     code, out, err = run("check-gradient", "-t", "bspline")
     assert code == 0, err

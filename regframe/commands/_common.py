@@ -10,6 +10,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..progress import ProgressReporter
+from ._interrupt import raise_if_interrupted
+
 __all__ = ["Output", "floats", "ints", "fraction", "pixel_type", "make_parent", "jsonable", "read_image_arg", "save_resampled",
            "add_common_options"]
 
@@ -129,12 +132,18 @@ class Output:
 
     def reporter(self, n_iterations: int | None = None, n_levels: int | None = None) -> Any:
         """A progress reporter writing to stderr (silent with --quiet)."""
-        from ..progress import ProgressReporter
-
-        return ProgressReporter(
+        return _InterruptibleReporter(
             n_iterations, n_levels=n_levels, stream=self.stderr,
             mode="none" if self.quiet else "auto", verbose=self.verbose,
         )
+
+
+class _InterruptibleReporter(ProgressReporter):
+    """A progress reporter that raises a deferred Ctrl-C at every iteration."""
+
+    def __call__(self, state: Any) -> None:
+        raise_if_interrupted()
+        super().__call__(state)
 
 
 def read_image_arg(path: str | Path, what: str, pixel_type: str | None = None) -> Any:
