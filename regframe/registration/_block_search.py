@@ -15,7 +15,7 @@ as a whole yet better than most, so it ranks early (in the 2-D sweep of
 ``benchmarks/bench_defaults.py`` every stretched pair was fitted within the first
 two chunks), while on a pair no affine map of blocks explains (two modalities,
 whose normalized correlation is low at any pose) matching all 150 cells cost
-0.5 s for nothing.  Used by
+about 0.6 s for nothing.  Used by
 :func:`~regframe.registration.global_init.global_candidates` (``anisotropic``)
 through its working grid, whose ``block_spectrum``, ``tapered_arrays``,
 ``peak_shift`` and ``evaluate`` it calls.
