@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from .._parallel import parallel_kernel
 from ._parzen_kernels import _cache_sample, _mattes_weight, _parzen, _parzen_add
-from ._sample_kernels import BLOCK, _lin3, _moving_frame, _next_position, _physical_sample, _start_position
+from ._sample_kernels import BLOCK, _lin3, _mask_at, _moving_frame, _next_position, _physical_sample, _start_position
 
 
 # --------------------------------------------------------------------------- MeanSquares
@@ -83,6 +83,8 @@ def mean_squares_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, kmat
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient)
+                if ok and has_mask:
+                    ok = _mask_at(mask, c0, c1, c2, nx, ny)
             if not ok:
                 continue
             r = m - fixed[s]
@@ -204,6 +206,8 @@ def correlation_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, fixed
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient)
+                if ok and has_mask:
+                    ok = _mask_at(mask, c0, c1, c2, nx, ny)
             if not ok:
                 continue
             fs, ms = _correlation_add(acc, fixed[s] - fixed_ref, m - moving_ref)
@@ -303,6 +307,8 @@ def mattes_linear_histogram_chunks(c_lo, c_hi, points, dense, grid_size, fixed_b
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, caching)
+                if ok and has_mask:
+                    ok = _mask_at(mask, c0, c1, c2, nx, ny)
             if caching:
                 cache_k[s] = -1
             if not ok or m < m_min or m > m_max:

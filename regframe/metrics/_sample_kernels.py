@@ -189,6 +189,13 @@ def _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
     return ok
 
 
+@njit(cache=True, inline="always")
+def _mask_at(mask, c0, c1, c2, nx, ny):
+    """Nearest-voxel test (round half up) of a mask on the moving grid at a continuous index inside the buffer."""
+    i = (math.floor(c2 + 0.5) * ny + math.floor(c1 + 0.5)) * nx + math.floor(c0 + 0.5)
+    return mask[_U(i)] != 0
+
+
 @njit(cache=True)
 def _linear_at(y, data, size, p2i, origin, ci):
     """ITK linear value at physical point ``y`` (n-D); returns (inside, value)."""
@@ -351,6 +358,8 @@ def sample_moving(points, kmat, kvec, size3, a, o, data, size, p2i, origin, spac
             c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
             c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
             ok, v, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, mode == 1)
+            if ok and has_mask:
+                ok = _mask_at(mask, c0, c1, c2, nx, ny)
             if ok:
                 valid[s] = True
                 values[s] = v
