@@ -141,12 +141,6 @@ class MaskPack:
     def args(self) -> tuple:
         return (self.data, self.size, self.p2i, self.origin, self.present)
 
-    def on_grid_of(self, pack: ImagePack) -> bool:
-        """The mask's voxels are ``pack``'s (same size and physical-to-index map): a continuous index of the
-        image is one of the mask."""
-        return bool(np.array_equal(self.size, pack.size) and np.array_equal(self.p2i, pack.p2i)
-                    and np.array_equal(self.origin, pack.origin))
-
     def contains(self, points: NDArray[np.float64]) -> NDArray[np.bool_]:
         """Nearest-voxel membership of physical points (all True without a mask)."""
         if not self.present:

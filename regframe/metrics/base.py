@@ -514,14 +514,8 @@ class ImageMetric(Metric, FusedArgs):
         return _MODE_CODE[self.gradient] if with_gradient else 0
 
     def _physical(self, st: _State) -> bool:
-        """Kernels take the physical path (else the index-space fast path).
-
-        A moving mask on the moving image's grid (same size, origin, spacing and direction - the usual case)
-        keeps the fast path, which tests it at the nearest voxel of the interpolation's own continuous index;
-        a mask on another grid needs the physical point (several times slower).
-        """
-        return self.gradient == "central_difference" or (st.moving_mask.present
-                                                          and not st.moving_mask.on_grid_of(st.moving_pack))
+        """Kernels take the physical path (else the index-space fast path, which also tests a moving mask)."""
+        return self.gradient == "central_difference"
 
     def _path(self, st: _State) -> bool | None:
         """The kernels' ``physical`` argument: True, or None for the fast path.
