@@ -149,8 +149,8 @@ def anisotropic_candidates(search: Any, found: list, scales: Sequence[float], co
     The cells are matched in the order of :func:`cells_by_score` on ``found`` (the search's scored similarity
     candidates); after every ``BLOCK_CHUNK`` of them the best ``N_BLOCK_FITS`` distinct ones not fitted yet are
     fitted, and the search ends once a fit scores ``confident`` or after ``BLOCK_PATIENCE`` chunks in a row
-    whose fits score no better than the best candidate so far (of ``found`` or fitted).  ``keep_matrix=False`` replaces each matrix by
-    its nearest scaled rotation (keeping the score of the affine fit).
+    whose fits score no better than the best candidate so far (of ``found`` or fitted).  ``keep_matrix=False``
+    replaces each matrix by its nearest scaled rotation (keeping the score of the affine fit).
     """
     blocks = _Blocks(search)
     a0, t0 = search.start.matrix, search.start.translation
