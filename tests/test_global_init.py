@@ -444,6 +444,32 @@ def test_global_candidates_anisotropic_projected_onto_a_similarity_start(shared_
         np.testing.assert_array_equal(a.parameters, b.parameters)
 
 
+def test_block_search_gives_up_after_its_patience_on_a_multimodal_pair(shared_data, monkeypatch):
+    """The brain slice pair of two modalities (masked): no affine map of the blocks correlates better than the
+    scaled rotations, so the search ends after BLOCK_PATIENCE chunks of cells instead of matching all 150; the
+    stretched section is still fitted within them."""
+    from regframe.registration import _block_search as bs
+
+    matched = []
+    match = bs._Blocks.match
+    monkeypatch.setattr(bs._Blocks, "match", lambda self, *a: matched.append(1) or match(self, *a))
+    images = [from_sitk(_read(shared_data("elastix_example", name)))
+              for name in ("fixed.mhd", "moving.mhd", "mask_fixed.mhd", "mask_moving.mhd")]
+    fixed, moving, fixed_mask, moving_mask = images
+    start = centered_initializer(fixed, moving, Similarity2DTransform(), mode="moments")
+    cands = global_candidates(fixed, moving, "similarity", start=start, fixed_mask=fixed_mask,
+                              moving_mask=moving_mask, anisotropic=True)
+    assert cands
+    n_cells = int(round(360.0 / bs.BLOCK_STEP)) * 5
+    assert 0 < len(matched) <= bs.BLOCK_PATIENCE * bs.BLOCK_CHUNK < n_cells, len(matched)
+    matched.clear()
+    fixed, moving, truth = _stretched_section(shared_data)
+    start = centered_initializer(fixed, moving, AffineTransform(2), mode="moments")
+    cands = global_candidates(fixed, moving, "affine", start=start)
+    assert 0 < len(matched) <= bs.BLOCK_PATIENCE * bs.BLOCK_CHUNK
+    assert _rms_error(cands[0], truth, fixed) < 4.0
+
+
 @pytest.mark.slow
 def test_register_affine_em_section_with_anisotropic_stretch(shared_data):
     """register(..., "affine") recovers the stretched section to well under a pixel."""

@@ -2,10 +2,10 @@
 
 Every fused kernel walks its chunk with the same prologue: the sample position
 (x0, x1, x2) (padded to 3-D), then either the fast path (continuous index from
-kmat/kvec, _lin3, index-space gradient) or the physical path (mode 2 or a
-moving mask: _physical_sample, physical gradient).  ``physical`` must be True
-for mode 2 and for a moving mask (the gradient sums are then physical) and None
-otherwise (index-space sums); see :mod:`._sample_kernels` for why None.
+kmat/kvec, _lin3, a moving mask by _mask_test, index-space gradient) or the
+physical path (mode 2: _physical_sample, physical gradient).  ``physical`` must
+be True for mode 2 (the gradient sums are then physical) and None otherwise
+(index-space sums); see :mod:`._sample_kernels` for why None.
 
 Each pass is a pair: ``*_chunks(c_lo, c_hi, ..., outputs)``, a serial kernel
 that computes chunks ``c_lo..c_hi-1`` into their rows of the caller's output
@@ -24,7 +24,8 @@ from numba import njit, prange
 
 from .._parallel import parallel_kernel
 from ._parzen_kernels import _cache_sample, _mattes_weight, _parzen, _parzen_add
-from ._sample_kernels import BLOCK, _lin3, _moving_frame, _next_position, _physical_sample, _start_position
+from ._sample_kernels import (BLOCK, _lin3, _mask_frame, _mask_test, _moving_frame, _next_position, _physical_sample,
+                              _start_position)
 
 
 # --------------------------------------------------------------------------- MeanSquares
@@ -56,6 +57,7 @@ def mean_squares_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, kmat
         k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
         q0, q1, q2 = kvec[0], kvec[1], kvec[2]
         nx, ny, nz = size3[0], size3[1], size3[2]
+        mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
         cx, cy, cz = center3[0], center3[1], center3[2]
         gs0, gs1 = float(grid_size[0]), float(grid_size[1])
         start = c * chunk_size
@@ -83,6 +85,8 @@ def mean_squares_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, kmat
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient)
+                if ok and has_mask:
+                    ok = _mask_test(mask, mask_frame, x0, x1, x2)
             if not ok:
                 continue
             r = m - fixed[s]
@@ -181,6 +185,7 @@ def correlation_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, fixed
         k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
         q0, q1, q2 = kvec[0], kvec[1], kvec[2]
         nx, ny, nz = size3[0], size3[1], size3[2]
+        mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
         cx, cy, cz = center3[0], center3[1], center3[2]
         gs0, gs1 = float(grid_size[0]), float(grid_size[1])
         start = c * chunk_size
@@ -204,6 +209,8 @@ def correlation_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, fixed
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient)
+                if ok and has_mask:
+                    ok = _mask_test(mask, mask_frame, x0, x1, x2)
             if not ok:
                 continue
             fs, ms = _correlation_add(acc, fixed[s] - fixed_ref, m - moving_ref)
@@ -279,6 +286,7 @@ def mattes_linear_histogram_chunks(c_lo, c_hi, points, dense, grid_size, fixed_b
     ci = np.empty(d)
     g = np.zeros(d)
     k00, k01, k02, k10, k11, k12, k20, k21, k22, q0, q1, q2, nx, ny, nz = _moving_frame(kmat, kvec, size3)
+    mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
     gs0, gs1 = float(grid_size[0]), float(grid_size[1])
     for c in range(c_lo, c_hi):
         start = c * chunk_size
@@ -303,6 +311,8 @@ def mattes_linear_histogram_chunks(c_lo, c_hi, points, dense, grid_size, fixed_b
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, caching)
+                if ok and has_mask:
+                    ok = _mask_test(mask, mask_frame, x0, x1, x2)
             if caching:
                 cache_k[s] = -1
             if not ok or m < m_min or m > m_max:

@@ -514,8 +514,8 @@ class ImageMetric(Metric, FusedArgs):
         return _MODE_CODE[self.gradient] if with_gradient else 0
 
     def _physical(self, st: _State) -> bool:
-        """Kernels take the physical path (else the index-space fast path)."""
-        return self.gradient == "central_difference" or st.moving_mask.present
+        """Kernels take the physical path (else the index-space fast path, which also tests a moving mask)."""
+        return self.gradient == "central_difference"
 
     def _path(self, st: _State) -> bool | None:
         """The kernels' ``physical`` argument: True, or None for the fast path.

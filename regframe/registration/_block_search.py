@@ -9,7 +9,13 @@ least-squares fits of their block shifts (blocks more than ``BLOCK_TOLERANCE``
 working voxels off dropped; fits stretching by more than ``MAX_ANISOTROPY``
 rejected).  The rotations and scales nearest the best similarity candidates go
 first, in chunks of ``BLOCK_CHUNK``; the search ends once a fit correlates
-convincingly.  Used by
+convincingly, or once ``BLOCK_PATIENCE`` chunks in a row fit nothing that
+correlates better than every candidate so far: the right cell correlates poorly
+as a whole yet better than most, so it ranks early (in the 2-D sweep of
+``benchmarks/bench_defaults.py`` every stretched pair was fitted within the first
+two chunks), while on a pair no affine map of blocks explains (two modalities,
+whose normalized correlation is low at any pose) matching all 150 cells cost
+about 0.6 s for nothing.  Used by
 :func:`~regframe.registration.global_init.global_candidates` (``anisotropic``)
 through its working grid, whose ``block_spectrum``, ``tapered_arrays``,
 ``peak_shift`` and ``evaluate`` it calls.
@@ -29,9 +35,11 @@ from ..transforms.euler import rotation_2d
 from .rotation_search_3d import distinct
 
 __all__ = ["anisotropic_candidates", "BLOCKS", "BLOCK_STEP", "N_BLOCK_FITS", "BLOCK_TOLERANCE", "MAX_ANISOTROPY",
-           "BLOCK_CHUNK"]
+           "BLOCK_CHUNK", "BLOCK_PATIENCE"]
 
 BLOCKS, BLOCK_STEP, N_BLOCK_FITS, BLOCK_TOLERANCE, MAX_ANISOTROPY, BLOCK_CHUNK = 3, 12.0, 3, 2.0, 2.0, 16
+#: Chunks in a row without a better fit that end the search.
+BLOCK_PATIENCE = 2
 
 
 def whitened(spectrum: NDArray[np.complex128]) -> NDArray[np.complex128]:
@@ -140,8 +148,9 @@ def anisotropic_candidates(search: Any, found: list, scales: Sequence[float], co
 
     The cells are matched in the order of :func:`cells_by_score` on ``found`` (the search's scored similarity
     candidates); after every ``BLOCK_CHUNK`` of them the best ``N_BLOCK_FITS`` distinct ones not fitted yet are
-    fitted, and the search ends once a fit scores ``confident``.  ``keep_matrix=False`` replaces each matrix by
-    its nearest scaled rotation (keeping the score of the affine fit).
+    fitted, and the search ends once a fit scores ``confident`` or after ``BLOCK_PATIENCE`` chunks in a row
+    whose fits score no better than the best candidate so far (of ``found`` or fitted).  ``keep_matrix=False``
+    replaces each matrix by its nearest scaled rotation (keeping the score of the affine fit).
     """
     blocks = _Blocks(search)
     a0, t0 = search.start.matrix, search.start.translation
@@ -149,6 +158,7 @@ def anisotropic_candidates(search: Any, found: list, scales: Sequence[float], co
     ranked: list[tuple[NDArray, list, float]] = []
     tried: set[int] = set()
     out: list[tuple[NDArray, NDArray, float]] = []
+    best, idle = max((c[2] for c in found), default=-np.inf), 0
     for n, (angle, sc) in enumerate(cells, 1):
         matrix = sc * (a0 @ rotation_2d(np.deg2rad(angle)))
         rows = blocks.match(matrix, t0)
@@ -156,11 +166,17 @@ def anisotropic_candidates(search: Any, found: list, scales: Sequence[float], co
             ranked.append((matrix, rows, float(np.median([r[2] for r in rows]))))
         if n % BLOCK_CHUNK and n < len(cells):
             continue
+        chunk: list[tuple[NDArray, NDArray, float]] = []
         for cell in distinct(ranked, N_BLOCK_FITS):
             if id(cell) not in tried:
                 tried.add(id(cell))
                 fitted = blocks.fit(cell[0], t0, cell[1])
-                out += search.evaluate(*fitted, True) if fitted is not None else []
-        if max((c[2] for c in out), default=-np.inf) >= confident:
+                chunk += search.evaluate(*fitted, True) if fitted is not None else []
+        out += chunk
+        top = max((c[2] for c in chunk), default=-np.inf)
+        if top >= confident:
+            break
+        best, idle = (top, 0) if top > best else (best, idle + 1)
+        if idle >= BLOCK_PATIENCE:
             break
     return [(m if keep_matrix else nearest_similarity(m), t, score) for m, t, score in out]
