@@ -104,7 +104,8 @@ def register_bspline(
     sampling : float, optional
         Fraction of fixed voxels sampled (seeded random, fixed per level).
         Default: every voxel up to ``min(max(16384, 10 * parameters), 32768)``
-        samples per level, else a seeded random subset of that size.
+        samples per level in 2-D (65536 in 3-D), else a seeded random subset of that
+        size; jittered in 3-D (:meth:`~regframe.registration.stages.bspline.BSplineStage.jittered`).
     n_iterations : int, default 50
         Maximum iterations per level of the B-spline stage.
     optimizer : {"lbfgsb", "gradient_descent"} or Optimizer, default "lbfgsb"

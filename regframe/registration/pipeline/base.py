@@ -164,6 +164,10 @@ class Stage(ABC):
         """Whether the runner compares this stage's data term before and after it (default: ``guarded``)."""
         return self.guarded
 
+    def judged_jittered(self, inputs: RegistrationInputs) -> bool:
+        """Whether the guard scores the stage on jittered samples, the kind it optimises (default: no)."""
+        return False
+
     @abstractmethod
     def run(self, ctx: StageContext, chain: Any) -> StageResult:
         """Run the stage from ``chain`` (a :class:`~regframe.registration.pipeline.chain.TransformChain`)."""

@@ -1,9 +1,11 @@
 """The never-worse guard: one score for any mapping, on one sample set at full resolution.
 
 The score is the data term of the stage being judged (no regularizers), on at
-most 50 000 seeded samples of the full-resolution fixed image without jitter,
-so the start, every stage and every restart are compared on exactly the same
-samples.  A mapping that leaves (almost) no overlap scores ``inf``.
+most 50 000 seeded samples of the full-resolution fixed image, so the start,
+every stage and every restart are compared on exactly the same samples: voxel
+centres, or jittered points for a stage that optimises jittered samples
+(:meth:`~regframe.registration.pipeline.base.Stage.judged_jittered`).  A mapping
+that leaves (almost) no overlap scores ``inf``.
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ def worse(after: float, before: float) -> bool:
 class GuardScore:
     """``score(mapping) -> float``: the data term of ``metric`` at full resolution (lower is better)."""
 
-    def __init__(self, inputs: RegistrationInputs, metric: str | Metric, seed: int = 0) -> None:
+    def __init__(self, inputs: RegistrationInputs, metric: str | Metric, seed: int = 0, *,
+                 jitter: bool = False) -> None:
         fixed = inputs.fixed
         assert fixed is not None
         n = fixed.n_voxels
         self.inputs = inputs
-        self.sampler = FullSampler() if n <= GUARD_SAMPLES else RandomSampler(GUARD_SAMPLES / n, seed=seed)
+        self.sampler = (FullSampler(jitter=jitter, seed=seed) if n <= GUARD_SAMPLES
+                        else RandomSampler(GUARD_SAMPLES / n, seed=seed, jitter=jitter))
         self.metric = Stage.template(metric) if isinstance(metric, Metric) else make_metric(
             metric, n_samples=min(n, GUARD_SAMPLES))
 

@@ -143,9 +143,10 @@ def run_pipeline(
         for i, stage in enumerate(stages):
             m = metric_of(stage)
             if m is not None:
-                key = m if isinstance(m, str) else id(m)
+                jitter = stage.judged_jittered(inputs)
+                key = (m if isinstance(m, str) else id(m), jitter)
                 if key not in by_metric:
-                    by_metric[key] = GuardScore(inputs, m, seed)
+                    by_metric[key] = GuardScore(inputs, m, seed, jitter=jitter)
                 scorers[i] = by_metric[key]
     run = _run_stages(stages, 0, start, ctx, scorers, guard)
     warns: list[str] = [w for o in run.outs for w in o.warnings]
