@@ -21,7 +21,9 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -197,3 +199,35 @@ def reduce_in_order(partials: NDArray[np.float64]) -> NDArray[np.float64]:
     if flat.shape[0] == 0:
         return np.zeros(tail)
     return _reduce_rows(flat).reshape(tail)
+
+
+# BLAS threads.  OpenBLAS (numpy's and SciPy's) splits a dot product of more than
+# some thousands of elements over its own threads: the sum's rounding then depends
+# on the machine's core count, and on 2 cores its threads fought numba's for the
+# CPU - a 27 000-element norm took 0.7 ms inside a 2-D B-spline registration
+# against 5 us alone, and SciPy's L-BFGS-B (BLAS inside) 1.6 s of a 7.6 s run.
+# Registrations therefore hold BLAS at one thread (threadpoolctl); nested and
+# concurrent holders share one limit, set by the first and lifted by the last.
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_limiter: Any = None
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Hold numpy's and SciPy's BLAS at one thread for the duration (thread-safe, re-entrant)."""
+    global _blas_depth, _blas_limiter
+    from threadpoolctl import threadpool_limits
+
+    with _blas_lock:
+        if _blas_depth == 0:
+            _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None

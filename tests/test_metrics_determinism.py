@@ -198,3 +198,45 @@ def test_serial_and_parallel_chunk_kernels_are_bit_identical(monkeypatch):
     for a, b in zip(serial, parallel):
         assert a.dtype == b.dtype and a.shape == b.shape
         assert a.tobytes() == b.tobytes()
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_registrations_hold_blas_at_one_thread_and_restore_it():
+    """OpenBLAS splits long dot products over its threads: sums would depend on the core count."""
+    from threadpoolctl import threadpool_limits
+
+    import regframe as rf
+    from regframe._parallel import single_threaded_blas
+    from regframe.datasets import phantom
+    from regframe.metrics import MeanSquares
+    from regframe.optimizers import RegularStepGradientDescent
+    from regframe.registration import RegistrationMethod, register
+
+    fixed = phantom(2, 48, seed=3)
+    moving = rf.Image(np.roll(fixed.array, 2, axis=1), spacing=fixed.spacing, origin=fixed.origin)
+    with threadpool_limits(limits=2, user_api="blas"):
+        outside = _blas_threads()
+        assert outside and max(outside) == 2
+        seen: list[list[int]] = []
+        register(fixed, moving, "translation", "mse", callbacks=[lambda s: seen.append(_blas_threads())])
+        assert seen and all(t == [1] * len(outside) for t in seen)
+        n = len(seen)
+        method = RegistrationMethod(metric=MeanSquares(), optimizer=RegularStepGradientDescent(n_iterations=3),
+                                    callbacks=[lambda s: seen.append(_blas_threads())])
+        method.run(fixed, moving, rf.TranslationTransform(2))
+        assert len(seen) > n and all(t == [1] * len(outside) for t in seen[n:])
+        assert _blas_threads() == outside                       # restored afterwards
+
+        # holders that leave out of order (two threads): the limit stays until the last one leaves
+        first, second = single_threaded_blas(), single_threaded_blas()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert _blas_threads() == [1] * len(outside)
+        second.__exit__(None, None, None)
+        assert _blas_threads() == outside

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._parallel import single_threaded_blas
 from ..errors import InvalidInputError
 from ..image import Image, as_mask, check_image
 from ..interpolators import Interpolator
@@ -255,6 +256,7 @@ class RegistrationMethod:
         return comp
 
     # ---------------------------------------------------------------------- run
+    @single_threaded_blas()
     def run(self, fixed: Image | ImagePyramid, moving: Image | ImagePyramid, transform: Transform) -> RegistrationResult:
         """Register ``moving`` to ``fixed`` starting from ``transform`` (copied).
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._parallel import single_threaded_blas
 from ...errors import NoOverlapError, NonFiniteError, RegistrationWarning
 from ...optimizers.base import StopReason
 from ...transforms.base import Transform
@@ -95,6 +96,7 @@ def _name(metric: Any) -> str:
     return metric if isinstance(metric, str) else type(metric).__name__
 
 
+@single_threaded_blas()
 def run_pipeline(
     stages: Sequence[Stage],
     inputs: RegistrationInputs,
