@@ -192,27 +192,38 @@ def _in_mask(y, mask, mask_size, mask_p2i, mask_origin):
     return ok
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _mask_frame(a, o, mask_p2i, mask_origin, mask_size):
     """The fast path's mask map as scalars ``(m00, ..., m22, r0, r1, r2, mx, my, mz)``: the mask's
-    continuous index ``mask_p2i (a x + o - mask_origin)`` of position ``x``, and its size (3-D padded)."""
+    continuous index ``mask_p2i (a x + o - mask_origin)`` of position ``x``, and its size (3-D padded).
+
+    Scalar code, called once per chunk (not inlined): it adds no array allocation and little
+    code to the kernels, which compile it even when no mask is given (first-run time).
+    """
     d = a.shape[0]
-    mk = np.zeros((3, 3))
-    r = np.zeros(3)
-    ms = np.ones(3, dtype=np.int64)
-    for i in range(d):
-        for j in range(d):
-            acc = 0.0
-            for k in range(d):
-                acc += mask_p2i[i, k] * a[k, j]
-            mk[i, j] = acc
-        acc = 0.0
-        for k in range(d):
-            acc += mask_p2i[i, k] * (o[k] - mask_origin[k])
-        r[i] = acc
-        ms[i] = mask_size[i]
-    return (mk[0, 0], mk[0, 1], mk[0, 2], mk[1, 0], mk[1, 1], mk[1, 2], mk[2, 0], mk[2, 1], mk[2, 2],
-            r[0], r[1], r[2], ms[0], ms[1], ms[2])
+    m00 = m01 = m02 = m10 = m11 = m12 = m20 = m21 = m22 = r0 = r1 = r2 = 0.0
+    mx = my = mz = 1
+    for k in range(d):
+        m00 += mask_p2i[0, k] * a[k, 0]
+        r0 += mask_p2i[0, k] * (o[k] - mask_origin[k])
+        if d > 1:
+            m01 += mask_p2i[0, k] * a[k, 1]
+            m10 += mask_p2i[1, k] * a[k, 0]
+            m11 += mask_p2i[1, k] * a[k, 1]
+            r1 += mask_p2i[1, k] * (o[k] - mask_origin[k])
+        if d > 2:
+            m02 += mask_p2i[0, k] * a[k, 2]
+            m12 += mask_p2i[1, k] * a[k, 2]
+            m20 += mask_p2i[2, k] * a[k, 0]
+            m21 += mask_p2i[2, k] * a[k, 1]
+            m22 += mask_p2i[2, k] * a[k, 2]
+            r2 += mask_p2i[2, k] * (o[k] - mask_origin[k])
+    mx = int(mask_size[0])
+    if d > 1:
+        my = int(mask_size[1])
+    if d > 2:
+        mz = int(mask_size[2])
+    return m00, m01, m02, m10, m11, m12, m20, m21, m22, r0, r1, r2, mx, my, mz
 
 
 @njit(cache=True, inline="always")
