@@ -139,7 +139,14 @@ class MaskPack:
         )
 
     def args(self) -> tuple:
-        return (self.data, self.size, self.p2i, self.origin, self.present)
+        """Kernel arguments ``(mask, mask_size, mask_p2i, mask_origin, has_mask)``.
+
+        ``has_mask`` is ``True`` or ``None`` (never ``False``): numba prunes a branch on
+        ``has_mask is not None`` for a ``None`` argument, so a run without a mask compiles
+        no mask test into the fast path of its kernels (as ``physical=None`` does for the
+        physical path).
+        """
+        return (self.data, self.size, self.p2i, self.origin, True if self.present else None)
 
     def contains(self, points: NDArray[np.float64]) -> NDArray[np.bool_]:
         """Nearest-voxel membership of physical points (all True without a mask)."""

@@ -57,7 +57,8 @@ def mean_squares_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, kmat
         k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
         q0, q1, q2 = kvec[0], kvec[1], kvec[2]
         nx, ny, nz = size3[0], size3[1], size3[2]
-        mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
+        if has_mask is not None:  # pruned without a mask (no mask code compiled)
+            mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
         cx, cy, cz = center3[0], center3[1], center3[2]
         gs0, gs1 = float(grid_size[0]), float(grid_size[1])
         start = c * chunk_size
@@ -85,8 +86,8 @@ def mean_squares_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, kmat
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient)
-                if ok and has_mask:
-                    ok = _mask_test(mask, mask_frame, x0, x1, x2)
+                if has_mask is not None:
+                    ok = ok and _mask_test(mask, mask_frame, x0, x1, x2)
             if not ok:
                 continue
             r = m - fixed[s]
@@ -185,7 +186,8 @@ def correlation_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, fixed
         k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
         q0, q1, q2 = kvec[0], kvec[1], kvec[2]
         nx, ny, nz = size3[0], size3[1], size3[2]
-        mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
+        if has_mask is not None:  # pruned without a mask (no mask code compiled)
+            mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
         cx, cy, cz = center3[0], center3[1], center3[2]
         gs0, gs1 = float(grid_size[0]), float(grid_size[1])
         start = c * chunk_size
@@ -209,8 +211,8 @@ def correlation_linear_chunks(c_lo, c_hi, points, dense, grid_size, fixed, fixed
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, with_gradient)
-                if ok and has_mask:
-                    ok = _mask_test(mask, mask_frame, x0, x1, x2)
+                if has_mask is not None:
+                    ok = ok and _mask_test(mask, mask_frame, x0, x1, x2)
             if not ok:
                 continue
             fs, ms = _correlation_add(acc, fixed[s] - fixed_ref, m - moving_ref)
@@ -286,7 +288,8 @@ def mattes_linear_histogram_chunks(c_lo, c_hi, points, dense, grid_size, fixed_b
     ci = np.empty(d)
     g = np.zeros(d)
     k00, k01, k02, k10, k11, k12, k20, k21, k22, q0, q1, q2, nx, ny, nz = _moving_frame(kmat, kvec, size3)
-    mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
+    if has_mask is not None:  # pruned without a mask (no mask code compiled)
+        mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
     gs0, gs1 = float(grid_size[0]), float(grid_size[1])
     for c in range(c_lo, c_hi):
         start = c * chunk_size
@@ -311,8 +314,8 @@ def mattes_linear_histogram_chunks(c_lo, c_hi, points, dense, grid_size, fixed_b
                 c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
                 c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
                 ok, m, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, caching)
-                if ok and has_mask:
-                    ok = _mask_test(mask, mask_frame, x0, x1, x2)
+                if has_mask is not None:
+                    ok = ok and _mask_test(mask, mask_frame, x0, x1, x2)
             if caching:
                 cache_k[s] = -1
             if not ok or m < m_min or m > m_max:

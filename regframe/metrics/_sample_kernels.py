@@ -45,7 +45,8 @@ Moving image
     :mod:`regframe.interpolators` uses.
 Moving mask
     ``mask`` (flat uint8), ``mask_size``, ``mask_p2i``, ``mask_origin``;
-    ``has_mask`` False disables it.  A point is inside when its nearest voxel
+    ``has_mask`` ``None`` disables it (numba prunes the branch, so a run without
+    a mask compiles no mask test).  A point is inside when its nearest voxel
     (ITK ``TransformPhysicalPointToIndex``, round half up) is in the mask
     buffer and non-zero.  The fast path folds the mask's map like the moving
     image's (:func:`_mask_frame`, from ``a``/``o``: scalars, no physical point),
@@ -379,7 +380,8 @@ def sample_moving(points, kmat, kvec, size3, a, o, data, size, p2i, origin, spac
         k20, k21, k22 = kmat[2, 0], kmat[2, 1], kmat[2, 2]
         q0, q1, q2 = kvec[0], kvec[1], kvec[2]
         nx, ny, nz = size3[0], size3[1], size3[2]
-        mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
+        if has_mask is not None:  # pruned without a mask (no mask code compiled)
+            mask_frame = _mask_frame(a, o, mask_p2i, mask_origin, mask_size)
         stop = min((c + 1) * chunk_size, n)
         for s in range(c * chunk_size, stop):
             if physical is not None:
@@ -401,8 +403,8 @@ def sample_moving(points, kmat, kvec, size3, a, o, data, size, p2i, origin, spac
             c1 = k10 * x0 + k11 * x1 + k12 * x2 + q1
             c2 = k20 * x0 + k21 * x1 + k22 * x2 + q2
             ok, v, g0, g1, g2 = _lin3(data, c0, c1, c2, nx, ny, nz, mode == 1)
-            if ok and has_mask:
-                ok = _mask_test(mask, mask_frame, x0, x1, x2)
+            if has_mask is not None:
+                ok = ok and _mask_test(mask, mask_frame, x0, x1, x2)
             if ok:
                 valid[s] = True
                 values[s] = v
