@@ -227,6 +227,31 @@ def test_global_candidates_brain_similarity(shared_data):
     assert abs(np.degrees(best.parameters[1]) + 10.0) < 2.0  # not the 180-degree twin
 
 
+def test_grid_sweep_is_ranked_on_the_coarser_grid_and_keeps_the_right_pose(shared_data, monkeypatch):
+    """The full-size brain slice, scale 1.2 and 125 degrees (a sweep rotation is 5 degrees off), grid search: the
+    whole sweep is ranked on the working grid twice as coarse, only ``PRESCREEN_KEEP`` of it is scored on the
+    working grid, and the best candidate is still the true pose."""
+    from regframe.registration import global_init as gi
+
+    brain = _read(shared_data("elastix_example", "fixed.mhd"))
+    truth = sitk.Similarity2DTransform(1.2, np.deg2rad(125.0), (12.0, -9.0),
+                                       brain.TransformContinuousIndexToPhysicalPoint((127.5, 127.5)))
+    fixed, moving = from_sitk(brain), from_sitk(_moved(brain, truth))
+    start = centered_initializer(fixed, moving, Similarity2DTransform(), mode="moments")
+    calls: dict[tuple[int, ...], int] = {}
+    evaluate = gi._Search.evaluate
+    monkeypatch.setattr(gi._Search, "evaluate", lambda self, *a, **k: calls.update(
+        {self.grid.shape: calls.get(self.grid.shape, 0) + 1}) or evaluate(self, *a, **k))
+    cands = global_candidates(fixed, moving, "similarity", start=start, search="grid")
+    n_sweep = (round(360.0 / gi.SWEEP_STEP) - 1) * len(gi.SCALE_SWEEP)
+    (coarse, n_coarse), (work, n_work) = sorted(calls.items())
+    assert n_coarse == n_sweep and 2 * coarse[0] <= work[0] + 2
+    assert n_work < 0.35 * n_sweep  # kept sweep + hill-climb + finer scales + the start's translations
+    assert _rms_error(start, truth, fixed) > 40.0
+    assert _rms_error(cands[0], truth, fixed) < 3.0
+    assert gi._Search(fixed, moving, start, None, None).coarser(8) is None  # too coarse: no prescreen
+
+
 def test_global_candidates_different_grids_and_masks(shared_data):
     """Moving on another grid (spacing 1.25, other size and origin) with masks; full-size inputs."""
     brain = _read(shared_data("elastix_example", "fixed.mhd"))
