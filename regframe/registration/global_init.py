@@ -625,7 +625,7 @@ def global_candidates(
         no candidate correlates by ``CONFIDENT_SCORE[0]``, also look for
         anisotropic scalings by matching blocks (the rotations every 12 degrees
         at the scales ``SCALE_SWEEP``, those nearest the best candidates first, until
-        a fit convinces or two chunks of 16 bring no better one;
+        a fit convinces or two chunks of 8 bring no better one;
         :mod:`regframe.registration._block_search`) -
         for an affine registration that starts from a similarity.  Their
         matrices are replaced by the nearest scaled rotation when ``start``
