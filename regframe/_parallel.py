@@ -22,10 +22,12 @@ import ctypes
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+import numba
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
@@ -152,6 +154,31 @@ def run_chunks(serial: Callable[..., Any], parallel: Callable[..., Any], n_items
     """
     kernel = parallel if n_items > SERIAL_MAX_ITEMS else serial
     kernel(0, n_chunks, *args)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(x) for x in items]``, spread over ``numba.get_num_threads()`` Python threads.
+
+    For independent work items that release the GIL (``scipy.ndimage``
+    filters on slabs of one array): ``fn`` must not share state between items;
+    the results come back in input order and each is computed by the same code
+    whatever thread runs it, so they never depend on the thread count.  One
+    thread (``numba.set_num_threads(1)``, a ``register_many`` task) runs the
+    plain loop.  The threads are kept for the next call.
+    """
+    items = list(items)
+    workers = min(numba.get_num_threads(), len(items))
+    if workers <= 1:
+        return [fn(x) for x in items]
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="regframe")
+    return list(pool.map(fn, items))
 
 
 def scatter_chunk_size(n_parameters: int) -> int:

@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from .._parallel import CHUNK_SIZE
+from .._parallel import CHUNK_SIZE, ordered_map
 from .._validation import check_choice
 from ..errors import InvalidInputError, NotInvertibleError, RegframeWarning, ShapeError
 from ..image import Image
@@ -169,6 +169,11 @@ def _times_matrix(field: NDArray, mat: NDArray) -> NDArray:
         out[i::d] = acc
     return out
 
+
+
+#: The Gaussian smoothing filters a field in this many slabs (threads share them) when it has at least
+#: ``_SMOOTH_PARALLEL_MIN`` values; every line is filtered alike whatever the split.
+_SMOOTH_SLABS, _SMOOTH_PARALLEL_MIN = 8, 32768
 
 
 @functools.lru_cache(maxsize=8)
@@ -334,9 +339,16 @@ class _Grid:
         weights = _gaussian_weights(float(sigma))
         arr = u.reshape(self.shape + (self.d,))
         out = np.empty_like(arr)
-        ndimage.correlate1d(arr, weights, axis=0, output=out, mode="nearest")
-        for axis in range(1, self.d):
-            ndimage.correlate1d(out, weights, axis=axis, output=out, mode="nearest")
+        for axis in range(self.d):
+            src = arr if axis == 0 else out
+            # lines along `axis` are independent: the slabs across another axis are filtered in parallel
+            across = 1 if axis == 0 else 0
+            n = self.shape[across]
+            pieces = _SMOOTH_SLABS if u.size >= _SMOOTH_PARALLEL_MIN else 1
+            cuts = [slice(n * k // pieces, n * (k + 1) // pieces) for k in range(pieces)]
+            ordered_map(lambda cut: ndimage.correlate1d(
+                src[(slice(None),) * across + (cut,)], weights, axis=axis,
+                output=out[(slice(None),) * across + (cut,)], mode="nearest"), cuts)
         return out.reshape(-1)
 
     def border_weights(self, width: float) -> NDArray:
