@@ -101,6 +101,23 @@ def test_no_warning_when_all_is_well(brain):
     assert [s.kind for s in res.stages] == ["initialize", "rigid"]
 
 
+def test_the_guard_scores_each_chain_once(brain, monkeypatch):
+    """Affine and SyN (the checked stages): the guard scores the chains before and after each, and the start,
+    each once (SyN starts where the affine stage ended, the run ends where SyN did: neither is scored again)."""
+    from regframe.registration.pipeline import guard
+
+    scored = []
+    call = guard.GuardScore.__call__
+    monkeypatch.setattr(guard.GuardScore, "__call__", lambda self, t: scored.append(t) or call(self, t))
+    moving, truth = _moved(brain, 8.0, (3.0, -2.0))
+    res = register(brain, moving, "syn")
+    assert [s.kind for s in res.stages] == ["initialize", "similarity", "affine", "syn"]
+    assert all(s.kept for s in res.stages)
+    assert [type(t).__name__ for t in scored] == ["Similarity2DTransform", "AffineTransform",
+                                                  "CompositeTransform", "NoneType"]
+    assert _rms_px(res.transform, truth, brain) < 1.0  # px over the whole field of view, background included
+
+
 def test_a_bspline_stage_that_makes_things_worse_is_dropped(brain):
     moving, truth = _moved(brain, 5.0, (2.0, 1.0))
     with pytest.warns(RegistrationWarning, match="bspline: the stage made"):
@@ -109,6 +126,20 @@ def test_a_bspline_stage_that_makes_things_worse_is_dropped(brain):
     assert not res.stages[-1].kept and res.stages[-1].kind == "bspline"
     assert type(res.transform).__name__ == "Euler2DTransform"  # the linear result, untouched
     assert _rms_px(res.transform, truth, brain) < 0.05
+
+
+def test_a_dropped_preparing_stage_is_said_in_its_record_not_warned(brain):
+    """The checked rigid stage before a B-spline stage goes uphill: it is dropped, its record says why, and the
+    B-spline stage starts where the rigid one started; the result is of the kind asked for, so no warning."""
+    moving, truth = _moved(brain, 5.0, (2.0, 1.0))
+    stages = presets.bspline(metric="mse", linear_stage="rigid", linear_options=dict(optimizer=Uphill.make(20.0)),
+                             mesh_size=4, n_grid_levels=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RegistrationWarning)
+        res = run_pipeline(stages, RegistrationInputs.for_images(brain, moving)).result
+    assert [(s.kind, s.kept) for s in res.stages] == [("initialize", True), ("rigid", False), ("bspline", True)]
+    assert "the stage made the mse worse" in res.stages[1].message and res.warnings == ()
+    assert _rms_px(res.transform, truth, brain) < 0.5
 
 
 def test_a_jittered_bspline_stage_is_judged_on_jittered_samples():

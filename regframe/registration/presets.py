@@ -87,8 +87,9 @@ def syn(*, linear_stage: str | None = "affine", initialization: str | None = "au
         **options: Any) -> list[Stage]:
     """The linear stages of ``linear_stage`` (none for ``None``), then a :class:`SyNStage`.
 
-    The last linear stage is checked by the never-worse guard on its own (kept only when it
-    does not make the data term worse).  ``sampling``, ``optimizer`` and ``interpolator`` apply to the linear stages (SyN
+    The linear stages stop before the finest level, as ANTs' SyN preset does: SyN takes up
+    the residual there.  The last linear stage is checked by the never-worse guard on its own
+    (kept only when it does not make the data term worse).  ``sampling``, ``optimizer`` and ``interpolator`` apply to the linear stages (SyN
     works on every voxel with its own update rule).
     """
     options.setdefault("metric", "ncc")
@@ -97,6 +98,9 @@ def syn(*, linear_stage: str | None = "affine", initialization: str | None = "au
         lin = {"metric": options["metric"], "sampling": sampling, "optimizer": optimizer,
                "interpolator": interpolator, **(linear_options or {})}
         pre = linear(linear_stage, initialization=initialization, rotation_search=rotation_search, **lin)
+        # as ANTs' SyN preset (affine iterations 2100x1200x1200x0): the linear stages stop before the finest
+        # level, whose residual misalignment SyN takes up with the rest
+        pre = [replace(s, skip_finest=True) if isinstance(s, LinearStage) else s for s in pre]
     return [*_checked_last(pre), SyNStage(**options)]
 
 

@@ -55,6 +55,21 @@ class GuardScore:
                         else RandomSampler(GUARD_SAMPLES / n, seed=seed, jitter=jitter))
         self.metric = Stage.template(metric) if isinstance(metric, Metric) else make_metric(
             metric, n_samples=min(n, GUARD_SAMPLES))
+        self._memo: list[tuple[Any, float]] = []
+
+    def of_chain(self, chain: Any) -> float:
+        """The score of a :class:`~regframe.registration.pipeline.chain.TransformChain`'s mapping.
+
+        Chains are immutable, and the last few scored are remembered: a stage's
+        start is the chain the stage before ended with, and the run's end is the
+        last stage's.
+        """
+        for known, value in self._memo:
+            if known is chain:
+                return value
+        value = self(chain.as_transform())
+        self._memo = [(chain, value), *self._memo[:3]]
+        return value
 
     def __call__(self, mapping: Transform | None) -> float:
         inputs = self.inputs

@@ -3,7 +3,9 @@
 ``run_pipeline`` executes a list of :class:`~regframe.registration.pipeline.base.Stage`
 objects on a :class:`TransformChain`.  After each guarded stage the stage's
 data term is compared before and after on the guard's samples; a stage that
-makes it worse is dropped (its warning kept).  At the end the whole run is
+makes it worse is dropped: with a warning when it is the last stage (the
+result is not of the kind asked for), and said in its record only when a later
+stage follows (it starts where the dropped one started).  At the end the whole run is
 compared with its start: when it ended worse, the stages after the initializer
 run again from the initializer's next candidates (at most ``max_restarts``),
 and the best run wins; when even that is worse than the start, the start is
@@ -78,11 +80,14 @@ def _run_stages(stages: Sequence[Stage], first: int, chain: TransformChain, ctx:
         after = chain.then(Link(res.kind, res.part, res.inverse), res.absorbs)
         scorer = scorers.get(i) if guard and stage.checked() else None
         if scorer is not None:
-            before_v, after_v = scorer(chain.as_transform()), scorer(after.as_transform())
+            before_v, after_v = scorer.of_chain(chain), scorer.of_chain(after)
             if worse(after_v, before_v) and chain.links:
                 msg = (f"{res.kind}: the stage made the {_name(metric_of(stage))} worse "
                        f"({before_v:.6g} -> {after_v:.6g}); kept its start")
-                res = replace(res, kept=False, warnings=(*res.warnings, msg))
+                if i == len(stages) - 1:  # the result is not of the kind asked for: say so
+                    res = replace(res, kept=False, warnings=(*res.warnings, msg))
+                else:  # a preparing stage: the next one starts where it started; its record says why
+                    res = replace(res, kept=False, result=replace(res.result, message=f"{res.result.message}; {msg}"))
                 after = chain
         chain = after
         mapping = chain.as_transform()
@@ -154,8 +159,8 @@ def run_pipeline(
     warns: list[str] = [w for o in run.outs for w in o.warnings]
     final = scorers[max(scorers)] if scorers else None
     if final is not None and not run.stopped:
-        start_v = final(start.as_transform())
-        run.score = final(run.chain.as_transform())
+        start_v = final.of_chain(start)
+        run.score = final.of_chain(run.chain)
         init = next((k for k, o in enumerate(run.outs) if stages[k].initializer), None)
         if worse(run.score, start_v) and init is not None:
             before_init = start
@@ -163,7 +168,7 @@ def run_pipeline(
                 chain = before_init.then(Link("initialize", cand), False)
                 again = _run_stages(stages, init + 1, chain, ctx, scorers, guard)
                 again.outs = [*run.outs[: init + 1], *again.outs]
-                again.score = final(again.chain.as_transform())
+                again.score = final.of_chain(again.chain)
                 if worse(run.score, again.score):
                     run = again
                 if not worse(run.score, start_v):
