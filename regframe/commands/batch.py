@@ -63,7 +63,7 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
             f"pairs file '{path}': expected a header with 'fixed' and 'moving' columns and at least one row; "
             f"got columns {sorted(rows[0]) if rows else []}."
         )
-    names = [(row.get("name") or f"pair_{k:04d}").strip() for k, row in enumerate(rows)]
+    names = [(row.get("name") or "").strip() or f"pair_{k:04d}" for k, row in enumerate(rows)]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise InvalidInputError(
