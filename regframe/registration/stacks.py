@@ -47,7 +47,7 @@ from .batch import PairError, PairProgress, check_register_keywords, register_ma
 from .defaults import LINEAR_KINDS
 from .initializers import set_translation
 from .method import RegistrationResult
-from .warp import StackLike, linear_parts, slice_image, stack_slices, warp_stack
+from .warp import StackLike, linear_parts, reference_slices, slice_image, stack_slices, warp_stack
 
 __all__ = ["align_stack", "StackResult", "stack_pairs", "solve_consistent"]
 
@@ -442,12 +442,7 @@ def align_stack(
 def _anchors(reference: Any, n: int) -> list[Image] | None:
     if isinstance(reference, str):
         return None
-    array, template = stack_slices(reference, where="align_stack(reference=...)")
-    if array.shape[0] != n:
-        raise InvalidInputError(
-            f"align_stack(): the reference stack must have one slice per stack slice ({n}); got "
-            f"{array.shape[0]}."
-        )
+    array, template = reference_slices(reference, n, where="align_stack()")
     return [slice_image(array, template, k) for k in range(n)]
 
 

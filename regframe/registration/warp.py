@@ -23,7 +23,7 @@ from ..transforms.linear import MatrixOffsetTransformBase
 from . import _warp_kernels as _k
 from .resample import cast_values, output_dtype, resample
 
-__all__ = ["warp_stack", "stack_slices", "slice_image", "StackLike"]
+__all__ = ["warp_stack", "stack_slices", "slice_image", "reference_slices", "StackLike"]
 
 StackLike = Image | Sequence[Image]
 
@@ -102,17 +102,22 @@ def _stack_image(out: NDArray, stack: StackLike, template: Image, reference: Sta
     return Image(out, (*template.spacing, along_z[0]), (*template.origin, along_z[1]), d, copy=False)
 
 
+def reference_slices(reference: StackLike, nz: int, *, where: str, hint: str = "") -> tuple[NDArray, Image]:
+    """:func:`stack_slices` of a reference stack that must have ``nz`` slices (one per stack slice)."""
+    array, template = stack_slices(reference, where=f"{where}(reference=...)")
+    if array.shape[0] != nz:
+        raise InvalidInputError(
+            f"{where}: the reference stack must have one slice per stack slice ({nz}); got {array.shape[0]}.{hint}"
+        )
+    return array, template
+
+
 def _output_grid(reference: StackLike, nz: int) -> Image:
     """The 2-D grid of every output slice: a 2-D image, or the slice geometry of a stack of ``nz`` slices."""
     if isinstance(reference, Image) and reference.ndim == 2:
         return reference
-    array, template = stack_slices(reference, where="warp_stack(reference=...)")
-    if array.shape[0] != nz:
-        raise InvalidInputError(
-            f"warp_stack(): a 'reference' stack must have one slice per stack slice ({nz}); got "
-            f"{array.shape[0]}. Pass a 2-D image to use one grid for every slice."
-        )
-    return template
+    return reference_slices(reference, nz, where="warp_stack()",
+                            hint=" Pass a 2-D image to use one grid for every slice.")[1]
 
 
 def _check_transforms(transforms: Transform | Sequence[Transform], nz: int) -> list[Transform]:
