@@ -65,8 +65,8 @@ class StackResult:
     ----------
     aligned : Image
         The stack resampled through ``transforms``: a 3-D image of the input's
-        shape and geometry, or on the anchor's slice grid (its shape and
-        geometry) when ``reference`` is an anchor stack.
+        shape and geometry or, when ``reference`` is an anchor stack, on the
+        anchor's slice grid (a 3-D anchor image's whole geometry).
     transforms : tuple of Transform
         One 2-D transform per slice, mapping output-frame points into that
         slice (ITK convention).
@@ -75,7 +75,7 @@ class StackResult:
         slice, the first slice, the mean or its anchor slice); NaN where there
         is none (slice 0 for ``"previous"``/``"first"``, failed pairs).
     framewise_displacement : ndarray, shape (n_slices,)
-        Mean distance (physical units) over the slice domain between
+        Mean distance (physical units) over the output slice domain between
         ``transforms[k]`` and ``transforms[k - 1]``; 0 for slice 0.
     displacement : ndarray, shape (n_slices,)
         Mean distance over the output slice domain between ``transforms[k]``
