@@ -102,3 +102,21 @@ def rotated_multimodal_brain():
     lm_f = np.array([[90.0, 90.0], [170.0, 100.0], [120.0, 180.0], [100.0, 140.0]])
     lm_m = np.array([inverse.TransformPoint(tuple(p)) for p in lm_f])
     return fixed, moving, inverse, probe, truth, lm_f, lm_m
+
+
+@pytest.fixture(scope="session")
+def sem_sections():
+    """The first 4 ``lung_sem`` serial EM sections (real consecutive slices), shrunk 8x by averaging.
+
+    SimpleITK float32 images of 100x100 pixels with unit spacing and zero origin (pixel units), values
+    in [0, 255]; skips when SimpleITK or the data are absent.
+    """
+    sitk = pytest.importorskip("SimpleITK")
+    files = sorted(data_path("lung_sem").glob("*.png"))[:4]
+    out = []
+    for f in files:
+        small = sitk.BinShrink(sitk.ReadImage(str(f), sitk.sitkFloat32), [8, 8])
+        small.SetSpacing((1.0, 1.0))
+        small.SetOrigin((0.0, 0.0))
+        out.append(small)
+    return out

@@ -101,3 +101,49 @@ def test_dask_in_process_cluster_runs_the_pairs_in_order(pairs):
     assert isinstance(results[1], PairError) and results[1].index == 1
     for res, pair in zip((results[0], results[2]), (pairs[2], pairs[0])):
         assert res.transform.parameters.tobytes() == rf.register(*pair, **KW).transform.parameters.tobytes()
+
+
+def test_keywords_checked_before_any_pair_runs(pairs, monkeypatch):
+    from regframe.registration import batch
+
+    def no_pair(*args, **kwargs):
+        raise AssertionError("a pair ran")
+
+    monkeypatch.setattr(batch, "run_pair", no_pair)
+    with pytest.raises(InvalidInputError, match=r"unknown register\(\) keyword\(s\) \['transfrom'\].*'transform'"):
+        rf.register_many(pairs, transfrom="affine")
+    with pytest.raises(InvalidInputError, match=r"pair 1: unknown .*\['iterations'\]"):
+        rf.register_many([pairs[0], {"fixed": pairs[1][0], "moving": pairs[1][1], "iterations": 5}])
+    with pytest.raises(InvalidInputError, match="'metric' must be one of"):
+        rf.register_many(pairs, metric="foo")
+    with pytest.raises(InvalidInputError, match="'transform' must be one of"):
+        rf.register_many(pairs, transform="rigd")
+
+
+#: numba thread counts seen inside the registrations of a task (filled by :func:`_record_threads`).
+_THREADS_SEEN: list[int] = []
+
+
+def _record_threads(state):
+    """A register() callback (module level, so dask pickles it by reference) recording numba's thread count."""
+    import numba
+
+    _THREADS_SEEN.append(numba.get_num_threads())
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("threads", [1, 2])
+def test_numba_threads_apply_inside_the_dask_task(pairs, threads):
+    """register_many(numba_threads=n) sets numba's thread count in the task that runs the pair."""
+    import numba
+
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is in the test extra; install regframe[test]")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs numba with at least 2 threads to tell 1 from the default")
+    _THREADS_SEEN.clear()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        results = rf.register_many(pairs[:1], client=client, numba_threads=threads, progress="none",
+                                   callbacks=[_record_threads], **KW)
+    assert not isinstance(results[0], PairError), results[0]
+    assert _THREADS_SEEN and set(_THREADS_SEEN) == {threads}

@@ -156,3 +156,55 @@ def test_other_kinds_recover_the_rigid_motion(moved_slices, kind):
     expected = {"similarity": rf.Similarity2DTransform, "affine": rf.AffineTransform,
                 "bspline": rf.CompositeTransform}[kind]
     assert all(isinstance(t, expected) for t in res.transforms)
+
+
+def test_bad_register_options_fail_before_any_registration(rng, monkeypatch):
+    from regframe.registration import stacks
+
+    def no_registration(*args, **kwargs):
+        raise AssertionError("a pair was registered")
+
+    monkeypatch.setattr(stacks, "register_many", no_registration)
+    slices = [rf.Image(rng.random((20, 20))) for _ in range(3)]
+    with pytest.raises(InvalidInputError, match="'metric' must be one of 'mattes', 'mse', 'ncc'; got 'foo'"):
+        rf.align_stack(slices, "rigid", metric="foo")
+    with pytest.raises(InvalidInputError, match=r"\['transfrom'\].*'initialization'"):
+        rf.align_stack(slices, "rigid", transfrom="affine")
+    with pytest.raises(InvalidInputError, match="optimizer"):
+        rf.align_stack(slices, "rigid", "first", optimizer="adam")
+    with pytest.raises(InvalidInputError, match="sampling"):
+        rf.align_stack(slices, "rigid", "mean", sampling=2.0)
+
+
+def test_every_pair_failing_raises_with_the_count_and_first_error():
+    flat = [rf.Image(np.zeros((24, 24), np.float32)) for _ in range(4)]  # no contrast: every pair fails
+    with pytest.raises(InvalidInputError, match="all 3 pairwise registrations failed.*first error: "):
+        rf.align_stack(flat, "translation", "first", progress="none")
+
+
+def _sections(sem_sections, n):
+    return [rf.from_sitk(s) for s in sem_sections[:n]]
+
+
+@pytest.mark.data
+def test_progress_counts_the_pairwise_registrations(sem_sections, capsys):
+    res = rf.align_stack(_sections(sem_sections, 3), "translation", "previous", initialization="geometry",
+                         progress="lines")
+    err = capsys.readouterr().err
+    assert len(res.pairs) == 3 and "[align_stack] 3/3 done" in err, err  # 2 steps + 1 span of two slices
+
+
+@pytest.mark.data
+def test_anchor_output_is_on_the_anchor_grid(sem_sections):
+    shifts = [(1.5, -1.0), (-2.0, 0.5), (0.5, 2.0)]  # slice k holds section k at x + s: T_k(x) = x - s
+    slices = [rf.from_sitk(sitk.Resample(s, s, sitk.TranslationTransform(2, d), sitk.sitkBSpline, 0.0))
+              for s, d in zip(sem_sections, shifts)]
+    crop = [rf.from_sitk(s[6:90, 4:96]) for s in sem_sections[:3]]  # another grid (x from 6, y from 4), same space
+    anchors = [a.with_array((255.0 - a.array) ** 2) for a in crop]  # and another contrast
+    res = rf.align_stack(slices, "translation", anchors, **KW)
+    assert res.aligned.shape == (3, 92, 84) and not res.warnings
+    np.testing.assert_allclose(res.aligned.origin[:2], anchors[0].origin)
+    for k, d in enumerate(shifts):  # aligned[k] is slice k resampled through T_k onto anchor slice k
+        np.testing.assert_allclose(res.transforms[k].parameters, -np.array(d), atol=0.15)
+        want = rf.resample(slices[k], res.transforms[k], reference=anchors[k]).array
+        np.testing.assert_allclose(res.aligned.array[k], want, atol=1e-4)

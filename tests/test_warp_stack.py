@@ -120,3 +120,41 @@ def test_bad_inputs_raise_typed_errors(rng):
     tilted = rf.Image(np.zeros((3, 4, 5)), direction=[[1, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]])
     with pytest.raises(InvalidInputError, match="slice axis"):
         rf.warp_stack(tilted, t)
+
+
+@pytest.mark.parametrize("interpolator", ["linear", "nearest", "bspline"])
+def test_reference_grid_equals_per_slice_resample_onto_it(rng, interpolator):
+    stack = _stack(rng)
+    _, template = stack_slices(stack)
+    c, s = np.cos(0.3), np.sin(0.3)  # another size, spacing, origin and direction, overlapping the slices
+    grid = rf.Image(np.zeros((29, 51), np.float32), spacing=(0.9, 1.1), origin=(-40.0, 0.0),
+                    direction=[[c, -s], [s, c]])
+    transforms = _affines(rng, 5, template.physical_center())
+    bsp = rf.BSplineTransform.from_domain(template, mesh_size=3)  # a non-linear one takes the per-slice path
+    bsp.parameters = rng.normal(0, 1.0, bsp.n_parameters)
+    transforms[3] = bsp
+    got = rf.warp_stack(stack, transforms, interpolator=interpolator, default_value=-7.0, dtype=np.float64,
+                        reference=grid)
+    want = _per_slice(stack, transforms, reference=grid, interpolator=interpolator, default_value=-7.0,
+                      dtype=np.float64)
+    assert got.shape == (5, 29, 51)
+    np.testing.assert_allclose(got.array, want, rtol=0, atol=1e-9)
+    assert np.any(got.array == -7.0) and np.any(got.array != -7.0)
+    np.testing.assert_allclose(got.spacing, [0.9, 1.1, stack.spacing[2]])  # z kept from the stack
+    np.testing.assert_allclose(got.origin, [-40.0, 0.0, stack.origin[2]])
+    np.testing.assert_allclose(got.direction[:2, :2], grid.direction)
+
+
+def test_reference_stack_gives_its_geometry_and_must_match_the_slices(rng):
+    stack = _stack(rng, nz=3)
+    array, template = stack_slices(stack)
+    t = _affines(rng, 3, template.physical_center())
+    anchor = rf.Image(np.zeros((3, 30, 40), np.float32), spacing=(0.8, 0.8, 4.0), origin=(-30.0, 2.0, 7.0))
+    got = rf.warp_stack(stack, t, reference=anchor)
+    assert got.shape == anchor.shape and got.same_geometry(anchor)
+    _, grid = stack_slices(anchor)
+    np.testing.assert_allclose(got.array, _per_slice(stack, t, reference=grid), rtol=1e-6, atol=1e-4)
+    slices = [slice_image(anchor.array, grid, k) for k in range(3)]  # a sequence: its in-plane grid
+    np.testing.assert_array_equal(rf.warp_stack(stack, t, reference=slices).array, got.array)
+    with pytest.raises(InvalidInputError, match="one slice per stack slice"):
+        rf.warp_stack(stack, t, reference=slices[:2])

@@ -17,6 +17,7 @@ from typing import Any
 
 from .._atomic import atomic_write_text
 from ..errors import InvalidInputError
+from ..registration.defaults import METRIC_KINDS, TRANSFORM_KINDS
 from ._common import read_image_arg
 
 __all__ = ["add_parser", "run", "open_client", "read_pairs"]
@@ -31,8 +32,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Register every (fixed, moving) pair of PAIRS.csv with register()'s defaults. With "
                     "--scheduler the pairs run on that dask cluster, each image sent once.")
     p.add_argument("pairs", help="CSV with a header: fixed,moving[,name,fixed_mask,moving_mask]")
-    p.add_argument("-t", "--transform", default="rigid", help="translation, rigid (default), similarity, affine, bspline")
-    p.add_argument("-m", "--metric", default="mattes", help="mattes (default), mse or ncc")
+    p.add_argument("-t", "--transform", default="rigid", choices=TRANSFORM_KINDS, help="default rigid")
+    p.add_argument("-m", "--metric", default="mattes", choices=METRIC_KINDS, help="default mattes")
     p.add_argument("--init", default="moments", choices=("moments", "geometry", "none"))
     p.add_argument("--iterations", type=int, default=None, help="maximum iterations per level")
     p.add_argument("--seed", type=int, default=0)
@@ -51,7 +52,7 @@ def open_client(address: str | None) -> Any:
 
 
 def read_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a pairs CSV with paths resolved against its folder."""
+    """Rows of a pairs CSV with paths resolved against its folder (names checked unique before any image is read)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"pairs file '{path}' does not exist.")
@@ -62,6 +63,13 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
             f"pairs file '{path}': expected a header with 'fixed' and 'moving' columns and at least one row; "
             f"got columns {sorted(rows[0]) if rows else []}."
         )
+    names = [(row.get("name") or "").strip() or f"pair_{k:04d}" for k, row in enumerate(rows)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidInputError(
+            f"pairs file '{path}': every pair needs its own name (its outputs are NAME.tfm); got the names "
+            f"{repeated} more than once. Make the 'name' column unique, or leave it empty for pair_NNNN."
+        )
     cache: dict[Path, Any] = {}
 
     def image(name: str) -> Any:
@@ -71,12 +79,12 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
         return cache[p]
 
     out = []
-    for k, row in enumerate(rows):
+    for row, name in zip(rows, names):
         pair: dict[str, Any] = {"fixed": image(row["fixed"]), "moving": image(row["moving"])}
         for key in ("fixed_mask", "moving_mask"):
             if row.get(key):
                 pair[key] = image(row[key])
-        pair["name"] = (row.get("name") or f"pair_{k:04d}").strip()
+        pair["name"] = name
         out.append(pair)
     return out
 

@@ -2,23 +2,28 @@
 
 Writes ``PREFIX_aligned.tif`` (or ``.mha``; in the input's pixel type, integers rounded), one ``.tfm`` per slice in
 ``PREFIX_transforms/`` (each maps output-frame points into its slice),
-``PREFIX_summary.json`` and the drift QC picture ``PREFIX_qc.png``.
+``PREFIX_summary.json`` (non-finite numbers as ``null``) and the drift QC picture ``PREFIX_qc.png``.
+Warnings go to stderr (also with ``--quiet``/``--json``).  Exit status 0, 3 when the alignment
+finished with warnings, 1 when a pairwise registration failed (the outputs are still written).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._atomic import atomic_write_text
-from ..errors import InvalidInputError
-from ._common import make_parent, read_image_arg
+from ..errors import InvalidInputError, RegistrationWarning
+from ..registration.defaults import METRIC_KINDS
+from ..registration.stacks import REFERENCES, STACK_TRANSFORMS
+from ._common import jsonable, make_parent, read_image_arg
 
-__all__ = ["add_parser", "run", "read_stack"]
+__all__ = ["add_parser", "run", "read_stack", "read_reference"]
 
 ORDER = 60
 
@@ -32,6 +37,19 @@ def read_stack(path: str | Path, what: str = "stack") -> Any:
             f"slices along z); got a {image.ndim}-D image."
         )
     return image
+
+
+def read_reference(text: str) -> Any:
+    """``--reference``: one of :data:`~regframe.registration.stacks.REFERENCES`, or an anchor stack read from a path."""
+    if text in REFERENCES:
+        return text
+    if not Path(text).exists():
+        raise InvalidInputError(
+            f"--reference must be one of {', '.join(REFERENCES)} or the path of an anchor stack (multi-page "
+            f"TIFF, folder of 2-D images or 3-D image with one slice per stack slice); got {text!r}, which is "
+            "neither of those words nor an existing path."
+        )
+    return read_stack(text, "reference stack")
 
 
 def _window(text: str) -> float | None:
@@ -62,11 +80,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "transforms that agree (no chained drift); 'first'/'mean' register to one target; a "
                     "path registers each slice to its own slice of that anchor stack (e.g. blockface).")
     p.add_argument("stack", help="multi-page TIFF, folder of 2-D images (sorted by name) or 3-D image")
-    p.add_argument("-t", "--transform", default="rigid",
-                   choices=("translation", "rigid", "similarity", "affine", "bspline"))
+    p.add_argument("-t", "--transform", default="rigid", choices=STACK_TRANSFORMS, help="default rigid")
     p.add_argument("-r", "--reference", default="previous",
-                   help="previous (default), first, mean, or an anchor stack file/folder with one slice per slice")
-    p.add_argument("-m", "--metric", default="mattes", help="mattes (default), mse or ncc")
+                   help=f"{', '.join(REFERENCES)} (default {REFERENCES[0]}), or an anchor stack file/folder with one "
+                        "slice per slice (the output is on its grid)")
+    p.add_argument("-m", "--metric", default="mattes", choices=METRIC_KINDS, help="default mattes")
     p.add_argument("--neighbours", type=int, default=2, help="predecessors per slice for 'previous' (default 2)")
     p.add_argument("--drift-window", type=_window, default=8.0,
                    help="slices over which slow motion is kept as anatomy ('previous'); 'none' corrects "
@@ -91,18 +109,18 @@ def run(args: argparse.Namespace, out: Any) -> int:
     from ..transforms import write_transform
     from .batch import open_client
 
+    reference = read_reference(args.reference)  # a bad word fails before the stack is read
     stack = read_stack(args.stack)
-    reference: Any = args.reference
-    if reference not in ("previous", "first", "mean"):
-        reference = read_stack(reference, "reference stack")
     kwargs: dict[str, Any] = {"initialization": None if args.init == "none" else args.init, "seed": args.seed}
     if args.iterations is not None:
         kwargs["n_iterations"] = args.iterations
     client = open_client(args.scheduler)
     try:
-        result = align_stack(stack, args.transform, reference, metric=args.metric, neighbours=args.neighbours,
-                             drift_window=args.drift_window, client=client,
-                             progress="none" if out.quiet else "auto", **kwargs)
+        with warnings.catch_warnings():  # register()'s warnings are in result.warnings, with their pair: say them once
+            warnings.simplefilter("ignore", RegistrationWarning)
+            result = align_stack(stack, args.transform, reference, metric=args.metric, neighbours=args.neighbours,
+                                 drift_window=args.drift_window, client=client,
+                                 progress="none" if out.quiet else "auto", **kwargs)
     finally:
         if client is not None:
             client.close()
@@ -122,12 +140,12 @@ def run(args: argparse.Namespace, out: Any) -> int:
     if not args.no_qc:
         summary["qc"] = str(prefix.parent / f"{prefix.name}_qc.png")
         result.plot(summary["qc"])
-    text = json.dumps(summary, indent=2, default=lambda v: None)
+    text = json.dumps(jsonable(summary), indent=2, allow_nan=False)
     atomic_write_text(prefix.parent / f"{prefix.name}_summary.json", text, where="align-stack")
     out.info(f"aligned {summary['n_slices']} slices in {result.elapsed:.1f} s: framewise displacement mean "
              f"{summary['framewise_displacement_mean']:.3g}, max {summary['framewise_displacement_max']:.3g}")
     out.info(f"wrote {aligned_path}, {folder}/slice_*.tfm")
-    for w in result.warnings:
-        out.info(f"warning: {w}")
     out.summary(summary)
-    return 0
+    for w in result.warnings:
+        out.warn(w)
+    return 1 if summary["n_failed_pairs"] else (3 if result.warnings else 0)

@@ -21,6 +21,7 @@ do not depend on the thread count, and every pair gets the same ``seed``.
 from __future__ import annotations
 
 import ctypes
+import inspect
 import sys
 import time
 import traceback
@@ -29,12 +30,12 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .._optional import require
-from .._validation import check_choice
+from .._validation import check_choice, check_sampling
 from ..errors import InvalidInputError
 from ..image import Image
 from .method import RegistrationResult
 
-__all__ = ["register_many", "PairError", "PairProgress"]
+__all__ = ["register_many", "PairError", "PairProgress", "check_register_keywords"]
 
 Pair = tuple[Image, Image] | tuple[Image, Image, Mapping[str, Any]] | Mapping[str, Any]
 
@@ -198,6 +199,50 @@ def run_pair(index: int, fixed: Image, moving: Image, keywords: Mapping[str, Any
         return PairError.from_exception(index, exc)
 
 
+def check_register_keywords(keywords: Mapping[str, Any], where: str) -> None:
+    """Check :func:`~regframe.registration.register` keywords before any pair runs.
+
+    Unknown names (a typo such as ``transfrom=``) and the string options that
+    are cheap to check (``transform``, ``metric``, ``optimizer``,
+    ``initialization``, ``sampling``) raise the
+    :class:`~regframe.errors.InvalidInputError` that every pair would
+    otherwise raise on its own.
+
+    Parameters
+    ----------
+    keywords : mapping
+        The keywords given for the pairs.
+    where : str
+        Names the caller in the messages, e.g. ``"register_many()"``.
+    """
+    from ..metrics.base import Metric
+    from ..optimizers import Optimizer
+    from ..transforms.base import Transform
+    from .api import register
+    from .defaults import LINEAR_KINDS, METRIC_KINDS, OPTIMIZER_KINDS
+    from .presets import PRESETS
+    from .stages.initialize import INITIALIZATION_MODES
+
+    valid = [name for name in inspect.signature(register).parameters if name not in ("fixed", "moving")]
+    unknown = sorted(set(keywords) - set(valid))
+    if unknown:
+        raise InvalidInputError(
+            f"{where}: unknown register() keyword(s) {unknown}; the valid ones are {valid}. Check the spelling."
+        )
+    if "transform" in keywords and not isinstance(keywords["transform"], Transform):
+        check_choice(keywords["transform"], (*LINEAR_KINDS, *PRESETS), where=where, name="transform")
+    for name, kinds, instance in (("metric", METRIC_KINDS, Metric), ("optimizer", OPTIMIZER_KINDS, Optimizer)):
+        value = keywords.get(name)
+        if value is not None and not isinstance(value, instance):
+            check_choice(value, kinds, where=where, name=name)
+    if keywords.get("initialization") not in INITIALIZATION_MODES:
+        named = [m for m in INITIALIZATION_MODES if m is not None]
+        raise InvalidInputError(
+            f"{where}: 'initialization' must be one of {named} or None; got {keywords['initialization']!r}."
+        )
+    check_sampling(keywords.get("sampling"), where)
+
+
 def register_many(
     pairs: Sequence[Pair],
     *,
@@ -233,9 +278,21 @@ def register_many(
     list of RegistrationResult or PairError
         ``out[k]`` belongs to ``pairs[k]``; a pair that raised holds a
         :class:`PairError` (type, message, traceback) and the others complete.
+
+    Raises
+    ------
+    InvalidInputError
+        Before any pair runs: a malformed pair, or keywords that every pair
+        would reject (an unknown name, an unknown transform, metric, optimizer
+        or initialization, a bad sampling fraction; see
+        :func:`check_register_keywords`).
     """
     items = _normalise(pairs)
     tasks = [(fixed, moving, {**register_kwargs, **extra}) for fixed, moving, extra in items]
+    check_register_keywords(register_kwargs, "register_many()")
+    for k, (_, _, extra) in enumerate(items):
+        if extra:
+            check_register_keywords({**register_kwargs, **extra}, f"register_many() pair {k}")
     own = not isinstance(progress, PairProgress)
     bar = PairProgress(len(tasks), "register_many", mode=progress) if own else progress
     try:

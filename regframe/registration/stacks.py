@@ -18,8 +18,9 @@ registers to its own target.  All pairs are independent and run through
 
 Conventions: ``transforms[k]`` maps points of the output frame into slice
 ``k`` (ITK's fixed -> moving), so ``aligned[k] = resample(slice_k,
-transforms[k])``; the output frame is slice 0's (``anchor="first"``) or the
-average pose (``anchor="mean"``).
+transforms[k])``; the output frame is slice 0's (``anchor="first"``), the
+average pose (``anchor="mean"``) or, with an anchor stack, the anchor's (its
+slice grid too).
 """
 
 from __future__ import annotations
@@ -35,20 +36,22 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
+from .. import errors
 from .._validation import check_choice
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, RegframeError
 from ..image import Image
 from ..transforms import CompositeTransform, TranslationTransform
 from ..transforms.base import Transform
 from .api import make_transform
-from .batch import PairError, PairProgress, register_many
+from .batch import PairError, PairProgress, check_register_keywords, register_many
+from .defaults import LINEAR_KINDS
 from .initializers import set_translation
 from .method import RegistrationResult
-from .warp import StackLike, linear_parts, slice_image, stack_slices, warp_stack
+from .warp import StackLike, linear_parts, reference_slices, slice_image, stack_slices, warp_stack
 
 __all__ = ["align_stack", "StackResult", "stack_pairs", "solve_consistent"]
 
-STACK_TRANSFORMS = ("translation", "rigid", "similarity", "affine", "bspline")
+STACK_TRANSFORMS = (*LINEAR_KINDS, "bspline")
 REFERENCES = ("previous", "first", "mean")
 #: Index used in :attr:`StackResult.pairs` for a target outside the stack (mean image, anchor slice).
 EXTERNAL = -1
@@ -61,7 +64,9 @@ class StackResult:
     Attributes
     ----------
     aligned : Image
-        The stack resampled through ``transforms`` (the input's shape; a 3-D image).
+        The stack resampled through ``transforms``: a 3-D image of the input's
+        shape and geometry or, when ``reference`` is an anchor stack, on the
+        anchor's slice grid (a 3-D anchor image's whole geometry).
     transforms : tuple of Transform
         One 2-D transform per slice, mapping output-frame points into that
         slice (ITK convention).
@@ -70,11 +75,11 @@ class StackResult:
         slice, the first slice, the mean or its anchor slice); NaN where there
         is none (slice 0 for ``"previous"``/``"first"``, failed pairs).
     framewise_displacement : ndarray, shape (n_slices,)
-        Mean distance (physical units) over the slice domain between
+        Mean distance (physical units) over the output slice domain between
         ``transforms[k]`` and ``transforms[k - 1]``; 0 for slice 0.
     displacement : ndarray, shape (n_slices,)
-        Mean distance over the slice domain between ``transforms[k]`` and the
-        identity: the drift curve.
+        Mean distance over the output slice domain between ``transforms[k]``
+        and the identity: the drift curve.
     pairs : tuple of (int, int)
         ``(fixed, moving)`` slice indices of every pairwise registration
         (``fixed == -1``: a target outside the stack, e.g. the anchor slice).
@@ -316,8 +321,9 @@ def align_stack(
         ``"first"``: each slice to slice 0; ``"mean"``: to the mean slice
         (recomputed from the aligned stack ``mean_iterations`` times); a stack
         of the same number of slices (e.g. a blockface volume, any contrast):
-        slice ``k`` registers to its anchor slice ``k``, the output frame is
-        the anchor's.
+        slice ``k`` registers to its anchor slice ``k``, and the output frame
+        is the anchor's: ``aligned`` is resampled onto the anchor's slice grid
+        (:func:`~regframe.registration.warp.warp_stack` with ``reference=``).
     metric : {"mattes", "mse", "ncc"} or Metric
         Metric of the pairwise registrations (Mattes MI handles another contrast).
     neighbours : int, default 2
@@ -353,9 +359,21 @@ def align_stack(
     Returns
     -------
     StackResult
+
+    Raises
+    ------
+    InvalidInputError
+        Before any registration: an unknown ``transform``, ``reference``,
+        ``metric`` or ``anchor``, or :func:`~regframe.registration.register`
+        keywords that every pair would reject (see
+        :func:`~regframe.registration.batch.check_register_keywords`).
+    RegframeError
+        When every pairwise registration failed (the first error's class if it
+        is a regframe error): nothing could be aligned.
     """
     started = time.perf_counter()
     check_choice(transform, STACK_TRANSFORMS, where="align_stack()", name="transform")
+    check_register_keywords({"metric": metric, **register_kwargs}, "align_stack()")
     check_choice(anchor, ("first", "mean"), where="align_stack()", name="anchor")
     if int(neighbours) < 1 or int(mean_iterations) < 1:
         raise InvalidInputError(
@@ -385,11 +403,12 @@ def align_stack(
         for iteration in range(int(mean_iterations)):
             if iteration:
                 target = _mean_aligned(stack, transforms, template)
-            results = register_many([(target, slices[i]) for _, i in pairs], transform=direct_kind, **kw)
+            results = _all_failed_raises(
+                register_many([(target, slices[i]) for _, i in pairs], transform=direct_kind, **kw))
             transforms = _direct_transforms(results, n, pairs, warnings if iteration == mean_iterations - 1 else [])
     else:
         if mode == "previous":
-            results = _register_previous(slices, pairs, linear_kind, kw, centre, scale)
+            results = _all_failed_raises(_register_previous(slices, pairs, linear_kind, kw, centre, scale))
             weight = 0.0 if drift_window is None else \
                 sum(m * m for m in range(1, int(neighbours) + 1)) / float(drift_window) ** 2
             sigma = 0.0 if drift_window is None else 0.5 * float(drift_window)
@@ -397,13 +416,15 @@ def align_stack(
                                 float(np.min(template.spacing)), warnings)
         else:
             fixed_of = (lambda j, i: anchors[i]) if mode == "anchor" else (lambda j, i: slices[j])
-            results = register_many([(fixed_of(j, i), slices[i]) for j, i in pairs], transform=direct_kind, **kw)
+            results = _all_failed_raises(
+                register_many([(fixed_of(j, i), slices[i]) for j, i in pairs], transform=direct_kind, **kw))
             transforms = _direct_transforms(results, n, pairs, warnings)
     if transform == "bspline" and mode == "previous":
         transforms = _refine_bspline(stack, slices, transforms, template, kw, warnings)
     bar.close()
 
-    aligned = warp_stack(stack, transforms, interpolator=interpolator, default_value=default_value)
+    aligned = warp_stack(stack, transforms, interpolator=interpolator, default_value=default_value,
+                         reference=reference if mode == "anchor" else None)  # the output frame's grid
     values = np.full(n, np.nan)
     for (j, i), res in zip(pairs, results):
         if isinstance(res, PairError):
@@ -411,6 +432,8 @@ def align_stack(
         if j == EXTERNAL or j == i - 1 or mode == "first":
             values[i] = res.final_value
         warnings.extend(f"pair ({j}, {i}): {w}" for w in getattr(res, "warnings", ()))  # register()'s own
+    if mode == "anchor":  # distances over the output (anchor) slice domain
+        centre, scale, grid = _frame(anchors[0])
     fd, disp = _displacements(transforms, grid * scale + centre)
     return StackResult(aligned, tuple(transforms), values, fd, disp, tuple(pairs), tuple(results),
                        tuple(warnings), time.perf_counter() - started)
@@ -419,12 +442,7 @@ def align_stack(
 def _anchors(reference: Any, n: int) -> list[Image] | None:
     if isinstance(reference, str):
         return None
-    array, template = stack_slices(reference, where="align_stack(reference=...)")
-    if array.shape[0] != n:
-        raise InvalidInputError(
-            f"align_stack(): the reference stack must have one slice per stack slice ({n}); got "
-            f"{array.shape[0]}."
-        )
+    array, template = reference_slices(reference, n, where="align_stack()")
     return [slice_image(array, template, k) for k in range(n)]
 
 
@@ -434,6 +452,20 @@ def _mean_aligned(stack: StackLike, transforms: list[Transform], template: Image
     count = inside.sum(axis=0)
     total = np.where(inside, aligned, 0.0).sum(axis=0)
     return template.with_array(np.where(count > 0, total / np.maximum(count, 1), 0.0), copy=False)
+
+
+def _all_failed_raises(results: list[RegistrationResult | PairError]) -> list[RegistrationResult | PairError]:
+    """``results``, unless every pair failed: then a typed error with the count and the first failure."""
+    failed = [r for r in results if isinstance(r, PairError)]
+    if not failed or len(failed) < len(results):
+        return results
+    kind = getattr(errors, failed[0].type, None)
+    error = kind if isinstance(kind, type) and issubclass(kind, RegframeError) else RegframeError
+    raise error(
+        f"align_stack(): all {len(failed)} pairwise registrations failed, so no slice could be aligned; the "
+        f"first error: {failed[0].type}: {failed[0].message} Fix that cause (e.g. the register() keywords, or "
+        "slices without contrast) and run again."
+    )
 
 
 def _direct_transforms(results: Sequence[RegistrationResult | PairError], n: int,

@@ -23,7 +23,7 @@ from ..transforms.linear import MatrixOffsetTransformBase
 from . import _warp_kernels as _k
 from .resample import cast_values, output_dtype, resample
 
-__all__ = ["warp_stack", "stack_slices", "slice_image", "StackLike"]
+__all__ = ["warp_stack", "stack_slices", "slice_image", "reference_slices", "StackLike"]
 
 StackLike = Image | Sequence[Image]
 
@@ -88,12 +88,36 @@ def slice_image(array: NDArray, template: Image, k: int) -> Image:
     return Image(array[k], template.spacing, template.origin, template.direction, copy=False)
 
 
-def _stack_image(out: NDArray, stack: StackLike, template: Image) -> Image:
-    if isinstance(stack, Image):
-        return stack.with_array(out, copy=False)
+def _stack_image(out: NDArray, stack: StackLike, template: Image, reference: StackLike | None = None) -> Image:
+    """The output as a 3-D image: the reference stack's geometry, else the template's in-plane one.
+
+    Along z it keeps a 3-D input's spacing, origin and direction (unit spacing for a sequence).
+    """
+    source = stack if reference is None else reference
+    if isinstance(source, Image) and source.ndim == 3:
+        return source.with_array(out, copy=False)
+    along_z = (stack.spacing[2], stack.origin[2], stack.direction[2, 2]) if isinstance(stack, Image) else (1.0, 0.0, 1.0)
     d = np.eye(3)
-    d[:2, :2] = template.direction
-    return Image(out, (*template.spacing, 1.0), (*template.origin, 0.0), d, copy=False)
+    d[:2, :2], d[2, 2] = template.direction, along_z[2]
+    return Image(out, (*template.spacing, along_z[0]), (*template.origin, along_z[1]), d, copy=False)
+
+
+def reference_slices(reference: StackLike, nz: int, *, where: str, hint: str = "") -> tuple[NDArray, Image]:
+    """:func:`stack_slices` of a reference stack that must have ``nz`` slices (one per stack slice)."""
+    array, template = stack_slices(reference, where=f"{where}(reference=...)")
+    if array.shape[0] != nz:
+        raise InvalidInputError(
+            f"{where}: the reference stack must have one slice per stack slice ({nz}); got {array.shape[0]}.{hint}"
+        )
+    return array, template
+
+
+def _output_grid(reference: StackLike, nz: int) -> Image:
+    """The 2-D grid of every output slice: a 2-D image, or the slice geometry of a stack of ``nz`` slices."""
+    if isinstance(reference, Image) and reference.ndim == 2:
+        return reference
+    return reference_slices(reference, nz, where="warp_stack()",
+                            hint=" Pass a 2-D image to use one grid for every slice.")[1]
 
 
 def _check_transforms(transforms: Transform | Sequence[Transform], nz: int) -> list[Transform]:
@@ -130,12 +154,13 @@ def linear_parts(transform: Transform) -> tuple[NDArray[np.float64], NDArray[np.
     return None
 
 
-def _index_map(template: Image, matrix: NDArray[np.float64], offset: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Output index -> input continuous index for ``x -> matrix @ x + offset`` on one slice grid."""
-    i2p, p2i, origin = template.index_to_physical_matrix, template.physical_to_index_matrix, template.origin
+def _index_map(grid: Image, template: Image, matrix: NDArray[np.float64],
+               offset: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Output index (of ``grid``) -> input continuous index (of ``template``) for ``x -> matrix @ x + offset``."""
+    p2i = template.physical_to_index_matrix
     m = np.empty((2, 3))
-    m[:, :2] = p2i @ matrix @ i2p
-    m[:, 2] = p2i @ (matrix @ origin + offset - origin)
+    m[:, :2] = p2i @ matrix @ grid.index_to_physical_matrix
+    m[:, 2] = p2i @ (matrix @ grid.origin + offset - template.origin)
     return m
 
 
@@ -146,13 +171,15 @@ def warp_stack(
     interpolator: str = "linear",
     default_value: float = 0.0,
     dtype: DTypeLike | None = None,
+    reference: StackLike | None = None,
 ) -> Image:
     """Resample every slice of a stack through its own 2-D transform.
 
-    Slice ``k`` of the output is ``resample(slice_k, transforms[k])`` on the
-    slice's own grid: output voxel ``x`` gets ``slice_k(T_k(x))`` (ITK's
+    Slice ``k`` of the output is ``resample(slice_k, transforms[k],
+    reference=grid_k)``: output voxel ``x`` gets ``slice_k(T_k(x))`` (ITK's
     pull-back convention; a registration result of fixed ``F`` and moving
-    ``slice_k`` aligns the slice with ``F``).
+    ``slice_k`` aligns the slice with ``F``).  ``grid_k`` is the slice's own
+    grid unless ``reference`` is given.
 
     Parameters
     ----------
@@ -171,13 +198,18 @@ def warp_stack(
     dtype : dtype, optional
         Output pixel type.  Default: the input's (as :func:`~regframe.registration.resample`);
         integer outputs are rounded and clipped.
+    reference : Image or sequence of Image, optional
+        Output grid: a 2-D image (the grid of every output slice) or a stack
+        of as many slices (its slice geometry, e.g. the anchor stack slice
+        ``k`` was registered to).  Default: the stack's own slice grid.
 
     Returns
     -------
     Image
-        A 3-D image of the stack's shape (for a 3-D input, its geometry; for a
-        sequence, the slices' in-plane geometry with unit z spacing).  The
-        inputs are not modified.
+        A 3-D image with one output slice per input slice: the geometry of
+        ``reference`` if it is a 3-D image, else of the stack (for a
+        sequence: unit z spacing) with the in-plane grid of ``reference``
+        when given.  The inputs are not modified.
 
     Notes
     -----
@@ -191,24 +223,26 @@ def warp_stack(
     array, template = stack_slices(stack, where="warp_stack()")
     nz = array.shape[0]
     transforms = _check_transforms(transforms, nz)
+    grid = template if reference is None else _output_grid(reference, nz)
     out_dtype = output_dtype(dtype, array.dtype, where="warp_stack()")
     direct = out_dtype in (np.float32, np.float64) and interpolator != "bspline"
-    out = np.empty(array.shape, dtype=out_dtype)
+    out = np.empty((nz, *grid.shape), dtype=out_dtype)
     parts = [linear_parts(t) for t in transforms]
     linear = [k for k, p in enumerate(parts) if p is not None]
     for start in range(0, len(linear), nz if direct else _SLICE_BLOCK):
         ks = linear[start : start + (nz if direct else _SLICE_BLOCK)]
-        maps = np.stack([_index_map(template, *parts[k]) for k in ks])
+        maps = np.stack([_index_map(grid, template, *parts[k]) for k in ks])
         data = _kernel_input(array, ks, interpolator, len(ks) == nz)
-        target = out if direct and len(ks) == nz else np.empty(data.shape, dtype=out_dtype if direct else np.float64)
+        target = out if direct and len(ks) == nz else \
+            np.empty((len(ks), *grid.shape), dtype=out_dtype if direct else np.float64)
         _k.warp_slices(data, target, maps, _KINDS[interpolator], float(default_value), ROWS_PER_TASK)
         if target is not out:
             out[ks] = cast_values(target, out_dtype)
     for k in (k for k, p in enumerate(parts) if p is None):
-        warped = resample(slice_image(array, template, k), transforms[k], interpolator=interpolator,
+        warped = resample(slice_image(array, template, k), transforms[k], grid, interpolator=interpolator,
                           default_value=default_value, dtype=np.float64)
         out[k] = cast_values(warped.array, out_dtype)
-    return _stack_image(out, stack, template)
+    return _stack_image(out, stack, grid, reference)
 
 
 def _kernel_input(array: NDArray, ks: list[int], interpolator: str, whole: bool) -> NDArray:
