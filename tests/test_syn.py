@@ -230,7 +230,7 @@ def test_invert_field_kernel_matches_newton_invert(shape, rng) -> None:
     assert np.abs(out).max() > 1.0  # not the identity
 
 
-@pytest.mark.parametrize("shape", [(20, 17), (9, 11, 8)])
+@pytest.mark.parametrize("shape", [(20, 17), (9, 11, 8), (130, 127), (34, 33, 30)])  # the last two: in slabs
 def test_field_smoothing_equals_gaussian_filter(shape, rng) -> None:
     from scipy import ndimage
 
