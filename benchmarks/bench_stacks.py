@@ -41,6 +41,16 @@ def best_of(fn, repeats=3):
     return min(times), out
 
 
+def median_of(fn, repeats=3):
+    """Median wall time of ``repeats`` calls (this machine's speed drifts between seconds) and the last output."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
 def ncc(a, b):
     m = (a != 0) & (b != 0)
     a, b = a[m] - a[m].mean(), b[m] - b[m].mean()
@@ -203,17 +213,13 @@ def bench_batch():
     pairs = [(images[k], images[k + 1]) for k in range(8)]
     kw = {"transform": "rigid", **REGISTER_KWARGS}
     rf.register(*pairs[0], **kw)
-    t0 = time.perf_counter()
-    serial = [rf.register(*p, **kw) for p in pairs]
-    t_serial = time.perf_counter() - t0
+    t_serial, serial = median_of(lambda: [rf.register(*p, **kw) for p in pairs])
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:
         client.run(_warm_worker, pairs[0], kw)  # every worker loads the numba kernels before timing
-        t0 = time.perf_counter()
-        results = rf.register_many(pairs, client=client, progress="none", **kw)
-        t_dask = time.perf_counter() - t0
+        t_dask, results = median_of(lambda: rf.register_many(pairs, client=client, progress="none", **kw))
     same = all(r.transform.parameters.tobytes() == s.transform.parameters.tobytes() for r, s in zip(results, serial))
-    print(f"(d) register_many, 8 rigid pairs of 256x256 sections; numba threads in the serial run: "
+    print(f"(d) register_many, 8 rigid pairs of 256x256 sections (median of 3 runs); numba threads in the serial run: "
           f"{numba.get_num_threads()}")
     print(f"    serial register() {t_serial:.2f} s, LocalCluster(2 processes x 1 thread) {t_dask:.2f} s: "
           f"ratio {t_dask / t_serial:.2f} (target <= 0.75); parameters bit-identical: {same}")
