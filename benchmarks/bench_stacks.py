@@ -32,23 +32,15 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REGISTER_KWARGS: dict = {}
 
 
-def best_of(fn, repeats=3):
+def timed(fn, repeats=3, statistic=min):
+    """``statistic`` (``min``, or ``np.median`` where the machine's speed drifts between seconds) of the wall times
+    of ``repeats`` calls, and the last output."""
     times, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-    return min(times), out
-
-
-def median_of(fn, repeats=3):
-    """Median wall time of ``repeats`` calls (this machine's speed drifts between seconds) and the last output."""
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), out
+    return float(statistic(times)), out
 
 
 def ncc(a, b):
@@ -184,8 +176,8 @@ def bench_warp():
 
     rf.warp_stack(stack, transforms)
     scipy_loop()
-    t_rf, ours = best_of(lambda: rf.warp_stack(stack, transforms), 5)
-    t_sp, _ = best_of(scipy_loop, 5)
+    t_rf, ours = timed(lambda: rf.warp_stack(stack, transforms), 5)
+    t_sp, _ = timed(scipy_loop, 5)
     array, template = stack_slices(stack)
     exact = rf.warp_stack(stack, transforms, dtype=np.float64).array
     err = max(np.abs(exact[k] - rf.resample(slice_image(array, template, k), transforms[k]).array).max()
@@ -213,11 +205,12 @@ def bench_batch():
     pairs = [(images[k], images[k + 1]) for k in range(8)]
     kw = {"transform": "rigid", **REGISTER_KWARGS}
     rf.register(*pairs[0], **kw)
-    t_serial, serial = median_of(lambda: [rf.register(*p, **kw) for p in pairs])
+    t_serial, serial = timed(lambda: [rf.register(*p, **kw) for p in pairs], statistic=np.median)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:
         client.run(_warm_worker, pairs[0], kw)  # every worker loads the numba kernels before timing
-        t_dask, results = median_of(lambda: rf.register_many(pairs, client=client, progress="none", **kw))
+        t_dask, results = timed(lambda: rf.register_many(pairs, client=client, progress="none", **kw),
+                                statistic=np.median)
     same = all(r.transform.parameters.tobytes() == s.transform.parameters.tobytes() for r, s in zip(results, serial))
     print(f"(d) register_many, 8 rigid pairs of 256x256 sections (median of 3 runs); numba threads in the serial run: "
           f"{numba.get_num_threads()}")
