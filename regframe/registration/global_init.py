@@ -607,7 +607,8 @@ def global_candidates(
         in 3-D.  ``"grid"``: in 2-D rotations every ``SWEEP_STEP`` degrees
         (for similarity and affine each at the scales ``SCALE_SWEEP``), ranked
         on a working grid ``PRESCREEN_SHRINK`` times coarser whose best
-        ``PRESCREEN_KEEP`` are scored on the working grid, the best three refined by a hill-climb (steps of 3 and 1.5 degrees) and the
+        ``PRESCREEN_KEEP`` are scored on the working grid, the best three
+        refined by a hill-climb (steps of 3 and 1.5 degrees) and the
         best ``N_SCALED`` by the scales ``FINE_SCALES``, each with its
         phase-correlation translation; in 3-D the rotation search of
         :func:`~regframe.registration.rotation_search_3d.rotation_search_3d`
@@ -717,8 +718,8 @@ def _grid_candidates(s: _Search, ndim: int, phase: bool, with_scale: bool, seeds
     coarse = s.coarser(PRESCREEN_SHRINK) if ndim == 2 else None
     if coarse is not None:  # rank the sweep on the coarser grid; only its best go on, scored on the working grid
         pre = [(k, c[2]) for k, m in enumerate(matrices) for c in coarse.evaluate(m, t0, phase)]
-        keep = sorted({k for k, _ in sorted(pre, key=lambda kc: -kc[1])[:max(1, int(PRESCREEN_KEEP * len(matrices)))]})
-        matrices = [matrices[k] for k in keep]
+        best = sorted(pre, key=lambda kc: -kc[1])[:max(1, int(PRESCREEN_KEEP * len(matrices)))]
+        matrices = [matrices[k] for k in sorted({k for k, _ in best})]
     for matrix in matrices:
         scored += s.evaluate(matrix, t0, phase)
     out = scored + _local_rotations(s, ndim, distinct(scored, 3), phase, steps)

@@ -170,10 +170,14 @@ def _times_matrix(field: NDArray, mat: NDArray) -> NDArray:
     return out
 
 
-
 #: The Gaussian smoothing filters a field in this many slabs (threads share them) when it has at least
 #: ``_SMOOTH_PARALLEL_MIN`` values; every line is filtered alike whatever the split.
 _SMOOTH_SLABS, _SMOOTH_PARALLEL_MIN = 8, 32768
+
+
+def _filter_slab(src: NDArray, out: NDArray, weights: NDArray, axis: int, slab: tuple[slice, ...]) -> None:
+    """``out[slab]`` = ``src[slab]`` correlated with ``weights`` along ``axis`` (edge-replicating)."""
+    ndimage.correlate1d(src[slab], weights, axis=axis, output=out[slab], mode="nearest")
 
 
 @functools.lru_cache(maxsize=8)
@@ -340,15 +344,12 @@ class _Grid:
         arr = u.reshape(self.shape + (self.d,))
         out = np.empty_like(arr)
         for axis in range(self.d):
-            src = arr if axis == 0 else out
-            # lines along `axis` are independent: the slabs across another axis are filtered in parallel
+            # lines along `axis` are independent: slabs cut across another axis are filtered in parallel
             across = 1 if axis == 0 else 0
             n = self.shape[across]
-            pieces = _SMOOTH_SLABS if u.size >= _SMOOTH_PARALLEL_MIN else 1
-            cuts = [slice(n * k // pieces, n * (k + 1) // pieces) for k in range(pieces)]
-            ordered_map(lambda cut: ndimage.correlate1d(
-                src[(slice(None),) * across + (cut,)], weights, axis=axis,
-                output=out[(slice(None),) * across + (cut,)], mode="nearest"), cuts)
+            pieces = min(n, _SMOOTH_SLABS) if u.size >= _SMOOTH_PARALLEL_MIN else 1
+            slabs = [(slice(None),) * across + (slice(n * k // pieces, n * (k + 1) // pieces),) for k in range(pieces)]
+            ordered_map(functools.partial(_filter_slab, arr if axis == 0 else out, out, weights, axis), slabs)
         return out.reshape(-1)
 
     def border_weights(self, width: float) -> NDArray:
