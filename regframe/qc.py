@@ -220,6 +220,7 @@ def registration_report(
     history: Sequence[Any] | None = None,
     stage_names: Mapping[int, str] | Sequence[str] | None = None,
     transform: Any = None,
+    inverse_transform: Any = None,
     result: Any = None,
     tiles: int = 8,
     title: str = "regframe registration",
@@ -245,17 +246,23 @@ def registration_report(
         The final fixed-to-moving transform.  When it is non-linear (a
         B-spline, a displacement field, or a composite holding one) two
         columns are added: the deformed grid and the Jacobian-determinant map.
+    inverse_transform : Transform, optional
+        The moving-to-fixed inverse of a non-linear ``transform`` (symmetric
+        registrations: ``result.inverse_transform``); adds the map of the
+        inverse-consistency error ``|T^-1(T(x)) - x|``.
     result : RegistrationResult, optional
-        Gives ``history``, ``transform`` and ``stage_names`` (the ``kind`` of
-        each of ``result.stages``) unless they are given explicitly.
+        Gives ``history``, ``transform``, ``inverse_transform`` and
+        ``stage_names`` (the ``kind`` of each of ``result.stages``) unless
+        they are given explicitly.
     tiles : int
         Checkerboard tiles along the longer side of each plane (square in mm).
     title : str
     """
-    from .quality import draw_deformation
+    from .quality import draw_deformation, draw_inverse_consistency
 
     plt = _plt()
     history, transform, stage_names = _from_result(result, history, transform, stage_names)
+    inverse = inverse_transform if inverse_transform is not None else getattr(result, "inverse_transform", None)
     if history is not None:
         values, levels, stages = _history_lists(history)
     views = plane_views(fixed)
@@ -263,8 +270,9 @@ def registration_report(
     b_arr = np.asarray(moving_before.array, dtype=np.float64)
     a_arr = np.asarray(moving_after.array, dtype=np.float64)
     deform = _is_nonlinear(transform)
+    consistency = deform and inverse is not None
     n_rows = len(views)
-    n_cols = 4 + 2 * deform + (values is not None)
+    n_cols = 4 + 2 * deform + consistency + (values is not None)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.3 * n_cols, 3.5 * n_rows), squeeze=False)
     for r, view in enumerate(views):
         f, b, a = view.take(f_arr), view.take(b_arr), view.take(a_arr)
@@ -281,6 +289,8 @@ def registration_report(
             ax.set_title(f"{view.title}\n{name}: {legend}", fontsize=7)
         if deform:
             draw_deformation(axes[r, 4], axes[r, 5], transform, fixed, view, background=f)
+        if consistency:
+            draw_inverse_consistency(axes[r, 6], transform, inverse, fixed, view)
     if values is not None:
         ax = axes[0, n_cols - 1]
         _plot_history(ax, values, levels, stages, stage_names, fontsize=6)

@@ -213,3 +213,28 @@ def test_a_result_gives_history_transform_and_stage_names(tmp_path):
     assert labels == ["similarity level 1/1", "affine level 1/2", "affine level 2/2"]
     path = qc.plot_metric_history(path=tmp_path / "curve.png", result=result)
     assert path.stat().st_size > 2000
+
+
+def test_symmetric_results_add_the_inverse_consistency_map(tmp_path):
+    """With an inverse transform the report gets one more column: |T^-1(T(x)) - x| per voxel of the plane, the
+    values of ``inverse_consistency_error``."""
+    from regframe.quality import draw_inverse_consistency, inverse_consistency_error
+
+    sitk = pytest.importorskip("SimpleITK")
+    flat = Image(np.random.default_rng(0).random((24, 32)), spacing=(1.0, 2.0), origin=(3.0, -5.0))
+    warp = rf.BSplineTransform.from_domain(flat, mesh_size=2)
+    warp.parameters = np.random.default_rng(1).normal(0.0, 1.0, warp.n_parameters)
+    rough = warp.copy()
+    rough.parameters = -warp.parameters  # an approximate inverse: the error is small but not zero
+    non = qc.registration_report(flat, flat, flat, tmp_path / "non.png", transform=warp)
+    sym = qc.registration_report(flat, flat, flat, tmp_path / "sym.png", transform=warp, inverse_transform=rough)
+    assert sitk.ReadImage(str(sym)).GetSize()[0] == pytest.approx(sitk.ReadImage(str(non)).GetSize()[0] * 7 / 6,
+                                                                  rel=0.02)
+    view = plane_views(flat)[0]
+    fig, ax = plt.subplots()
+    draw_inverse_consistency(ax, warp, rough, flat, view)
+    shown = np.asarray(ax.images[0].get_array())
+    expected = view.take(inverse_consistency_error(warp, rough, flat).image.array)
+    plt.close(fig)
+    np.testing.assert_allclose(shown, expected, rtol=0, atol=1e-12)
+    assert 0.0 < expected.max() < 2.0

@@ -234,7 +234,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         with atomic_path(paths["qc"], where="register") as tmp:
             registration_report(
                 fixed, before, after, tmp,
-                history=result.history, transform=result.transform,
+                history=result.history, transform=result.transform, inverse_transform=result.inverse_transform,
                 stage_names={i: rec.kind for i, rec in enumerate(result.stages)},
                 title=f"regframe register: {' then '.join(s.transform for s in stages)}, "
                       f"{stages[-1].metric}",
