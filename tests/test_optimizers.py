@@ -560,7 +560,8 @@ class _FarQuadratic:
         return float(0.5 * r @ r), r
 
 
-@pytest.mark.parametrize("make", [lambda: GradientDescent(learning_rate=0.5, n_iterations=10),
+@pytest.mark.parametrize("make", [lambda: GradientDescent(learning_rate=0.5, n_iterations=10,
+                                                           estimate_learning_rate=None),  # no domain to estimate on
                                   lambda: LBFGSB(n_iterations=10), lambda: LBFGS(n_iterations=10)],
                          ids=["gd", "lbfgsb", "lbfgs"])
 def test_history_keeps_one_large_parameter_vector(make):
